@@ -1,0 +1,272 @@
+//! The DPO family of preference losses: sigmoid (DPO, cDPO), robust DPO, IPO and hinge (SLiC).
+//!
+//! All variants are functions of the *implicit reward margin*
+//! `h = (logp_pi(y_w) - logp_ref(y_w)) - (logp_pi(y_l) - logp_ref(y_l))`:
+//!
+//! | variant | per-pair loss | paper |
+//! |---|---|---|
+//! | [`DpoLoss::Sigmoid`] | `-(1-eps) log s(beta h) - eps log s(-beta h)` | Rafailov et al. 2023 (DPO); eps > 0 is cDPO (Mitchell 2023) |
+//! | [`DpoLoss::Robust`] | `[-(1-eps) log s(beta h) + eps log s(-beta h)] / (1 - 2 eps)` | Chowdhury et al. 2024 (rDPO) |
+//! | [`DpoLoss::Ipo`] | `(h - 1/(2 beta))^2` | Azar et al. 2023 (IPO) |
+//! | [`DpoLoss::Hinge`] | `max(0, 1 - beta h)` | Zhao et al. 2023 (SLiC-HF) |
+//!
+//! `s` is the logistic sigmoid and `log s(x)` is evaluated stably (never as `log(sigmoid(x))`).
+//!
+//! Plain sigmoid, robust DPO and hinge are monotone (non-increasing) in `h`. IPO and cDPO are not:
+//! they have a minimum (IPO at `h = 1/(2 beta)`, cDPO at `beta h = ln((1-eps)/eps)`) beyond which
+//! they push the margin back, which is how they regularise over-confident policies.
+//!
+//! IPO as TRL runs it uses length-averaged log-probs: compute them with
+//! [`LogProbReduction::Mean`](crate::LogProbReduction::Mean).
+
+use burn::config::Config;
+use burn::tensor::activation::{log_sigmoid, relu};
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
+
+use crate::error::check;
+
+/// Which member of the DPO family to optimise.
+#[derive(Config, Debug, Copy, PartialEq)]
+pub enum DpoLoss {
+    /// `-(1-eps) log s(beta h) - eps log s(-beta h)`: DPO, or cDPO with label smoothing `eps > 0`.
+    Sigmoid {
+        /// Label smoothing `eps` in `[0, 0.5]` (probability that a preference label is flipped).
+        label_smoothing: f64,
+    },
+    /// Robust DPO: `[-(1-eps) log s(beta h) + eps log s(-beta h)] / (1 - 2 eps)`, unbiased under
+    /// label noise of rate `eps`.
+    Robust {
+        /// Assumed label-noise rate `eps` in `[0, 0.5)`.
+        label_smoothing: f64,
+    },
+    /// IPO: `(h - 1/(2 beta))^2`.
+    Ipo,
+    /// Hinge (SLiC): `max(0, 1 - beta h)`.
+    Hinge,
+}
+
+impl DpoLoss {
+    /// Plain DPO: the sigmoid loss without label smoothing.
+    pub const SIGMOID: DpoLoss = DpoLoss::Sigmoid {
+        label_smoothing: 0.0,
+    };
+
+    /// A short lowercase name (`sigmoid`, `robust`, `ipo`, `hinge`) for logs and file names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DpoLoss::Sigmoid { .. } => "sigmoid",
+            DpoLoss::Robust { .. } => "robust",
+            DpoLoss::Ipo => "ipo",
+            DpoLoss::Hinge => "hinge",
+        }
+    }
+}
+
+/// Configuration of a DPO-family loss. `init` validates it.
+#[derive(Config, Debug)]
+pub struct DpoConfig {
+    /// Temperature `beta > 0` of the implicit reward `beta * log(pi / ref)`.
+    #[config(default = 0.1)]
+    pub beta: f64,
+    /// The loss variant.
+    #[config(default = "DpoLoss::SIGMOID")]
+    pub loss: DpoLoss,
+    /// Reference-free mode: the reference log-probs are ignored (treated as 0), so
+    /// `h = logp_pi(y_w) - logp_pi(y_l)` and the rewards are `beta * logp_pi(y)`.
+    #[config(default = false)]
+    pub reference_free: bool,
+}
+
+impl DpoConfig {
+    /// Validates the configuration and builds the loss.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) when `beta` is not a positive
+    /// finite number or a label smoothing lies outside its range.
+    pub fn init(&self) -> crate::Result<Dpo> {
+        check("dpo", "beta", self.beta, self.beta > 0.0, "beta > 0")?;
+        match self.loss {
+            DpoLoss::Sigmoid { label_smoothing } => check(
+                "dpo",
+                "label_smoothing",
+                label_smoothing,
+                (0.0..=0.5).contains(&label_smoothing),
+                "0 <= label_smoothing <= 0.5",
+            )?,
+            DpoLoss::Robust { label_smoothing } => check(
+                "dpo",
+                "label_smoothing",
+                label_smoothing,
+                (0.0..0.5).contains(&label_smoothing),
+                "0 <= label_smoothing < 0.5",
+            )?,
+            DpoLoss::Ipo | DpoLoss::Hinge => {}
+        }
+        Ok(Dpo {
+            beta: self.beta,
+            loss: self.loss,
+            reference_free: self.reference_free,
+        })
+    }
+}
+
+/// A validated DPO-family loss (weight-free: it holds no tensors and needs no device).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dpo {
+    beta: f64,
+    loss: DpoLoss,
+    reference_free: bool,
+}
+
+impl Dpo {
+    /// `beta`.
+    pub fn beta(&self) -> f64 {
+        self.beta
+    }
+
+    /// The variant.
+    pub fn variant(&self) -> DpoLoss {
+        self.loss
+    }
+
+    /// Whether reference log-probs are ignored.
+    pub fn reference_free(&self) -> bool {
+        self.reference_free
+    }
+
+    /// The per-pair loss as a function of the margin `h` (the table in the module docs).
+    ///
+    /// # Shapes
+    /// - `h`: `[batch]` -> `[batch]`
+    pub fn pair_losses<B: Backend>(&self, h: Tensor<B, 1>) -> Tensor<B, 1> {
+        let beta = self.beta;
+        match self.loss {
+            DpoLoss::Sigmoid { label_smoothing } => {
+                let z = h.mul_scalar(beta);
+                let main = log_sigmoid(z.clone()).mul_scalar(-(1.0 - label_smoothing));
+                if label_smoothing == 0.0 {
+                    main
+                } else {
+                    main - log_sigmoid(z.neg()).mul_scalar(label_smoothing)
+                }
+            }
+            DpoLoss::Robust { label_smoothing } => {
+                let eps = label_smoothing;
+                let z = h.mul_scalar(beta);
+                let num = log_sigmoid(z.clone()).mul_scalar(-(1.0 - eps))
+                    + log_sigmoid(z.neg()).mul_scalar(eps);
+                num.div_scalar(1.0 - 2.0 * eps)
+            }
+            DpoLoss::Ipo => {
+                let d = h.sub_scalar(1.0 / (2.0 * beta));
+                d.clone() * d
+            }
+            DpoLoss::Hinge => relu(h.mul_scalar(-beta).add_scalar(1.0)),
+        }
+    }
+
+    /// Computes the loss and TRL's metrics from sequence log-probs.
+    ///
+    /// The reference log-probs are detached: no gradient reaches the reference model.
+    ///
+    /// # Shapes
+    /// - every input: `[batch]` (one log-prob per sequence, see
+    ///   [`sequence_logprobs`](crate::sequence_logprobs))
+    /// - output: [`DpoOutput`] with `loss` `[1]` and per-pair tensors `[batch]`
+    pub fn forward<B: Backend>(
+        &self,
+        policy_chosen: Tensor<B, 1>,
+        policy_rejected: Tensor<B, 1>,
+        reference_chosen: Tensor<B, 1>,
+        reference_rejected: Tensor<B, 1>,
+    ) -> DpoOutput<B> {
+        let (chosen_ratio, rejected_ratio) = if self.reference_free {
+            (policy_chosen.clone(), policy_rejected.clone())
+        } else {
+            (
+                policy_chosen.clone() - reference_chosen.detach(),
+                policy_rejected.clone() - reference_rejected.detach(),
+            )
+        };
+        let chosen_rewards = chosen_ratio.clone().detach().mul_scalar(self.beta);
+        let rejected_rewards = rejected_ratio.clone().detach().mul_scalar(self.beta);
+        let losses = self.pair_losses(chosen_ratio - rejected_ratio);
+        DpoOutput {
+            loss: losses.clone().mean(),
+            losses,
+            chosen_rewards,
+            rejected_rewards,
+            policy_chosen_logps: policy_chosen.detach(),
+            policy_rejected_logps: policy_rejected.detach(),
+        }
+    }
+}
+
+/// What [`Dpo::forward`] returns: the loss to back-propagate and the tensors behind the metrics.
+#[derive(Debug, Clone)]
+pub struct DpoOutput<B: Backend> {
+    /// Mean loss over the batch, `[1]`: call `backward()` on this.
+    pub loss: Tensor<B, 1>,
+    /// Per-pair losses, `[batch]`.
+    pub losses: Tensor<B, 1>,
+    /// `beta * (logp_pi(y_w) - logp_ref(y_w))`, detached, `[batch]`.
+    pub chosen_rewards: Tensor<B, 1>,
+    /// `beta * (logp_pi(y_l) - logp_ref(y_l))`, detached, `[batch]`.
+    pub rejected_rewards: Tensor<B, 1>,
+    /// Policy log-probs of the chosen responses, detached, `[batch]`.
+    pub policy_chosen_logps: Tensor<B, 1>,
+    /// Policy log-probs of the rejected responses, detached, `[batch]`.
+    pub policy_rejected_logps: Tensor<B, 1>,
+}
+
+impl<B: Backend> DpoOutput<B> {
+    /// Batch means of the TRL metrics (reads the tensors back from the device).
+    pub fn metrics(&self) -> DpoMetrics {
+        let mean = |t: &Tensor<B, 1>| t.clone().mean().into_scalar().elem::<f64>();
+        let correct = self
+            .chosen_rewards
+            .clone()
+            .greater(self.rejected_rewards.clone())
+            .float();
+        DpoMetrics {
+            rewards_chosen: mean(&self.chosen_rewards),
+            rewards_rejected: mean(&self.rejected_rewards),
+            rewards_accuracies: mean(&correct),
+            rewards_margins: mean(&(self.chosen_rewards.clone() - self.rejected_rewards.clone())),
+            logps_chosen: mean(&self.policy_chosen_logps),
+            logps_rejected: mean(&self.policy_rejected_logps),
+        }
+    }
+}
+
+/// Batch-mean DPO metrics, named as TRL logs them (see [`DpoMetrics::named`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DpoMetrics {
+    /// `rewards/chosen`: mean `beta * (logp_pi(y_w) - logp_ref(y_w))`.
+    pub rewards_chosen: f64,
+    /// `rewards/rejected`: mean `beta * (logp_pi(y_l) - logp_ref(y_l))`.
+    pub rewards_rejected: f64,
+    /// `rewards/accuracies`: fraction of pairs whose chosen reward exceeds the rejected one.
+    pub rewards_accuracies: f64,
+    /// `rewards/margins`: mean chosen minus rejected reward.
+    pub rewards_margins: f64,
+    /// `logps/chosen`: mean policy log-prob of the chosen responses.
+    pub logps_chosen: f64,
+    /// `logps/rejected`: mean policy log-prob of the rejected responses.
+    pub logps_rejected: f64,
+}
+
+impl DpoMetrics {
+    /// The metrics under TRL's names, in TRL's order.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("rewards/chosen", self.rewards_chosen),
+            ("rewards/rejected", self.rewards_rejected),
+            ("rewards/accuracies", self.rewards_accuracies),
+            ("rewards/margins", self.rewards_margins),
+            ("logps/chosen", self.logps_chosen),
+            ("logps/rejected", self.logps_rejected),
+        ]
+    }
+}

@@ -1,0 +1,143 @@
+//! Per-token and per-sequence log-probabilities of target tokens under a causal LM's logits.
+//!
+//! The **next-token shift** is done here, once, for every trainer: a causal LM's logits at position
+//! `t` predict the token at position `t + 1`. [`sequence_logprobs`] therefore takes the *input ids*
+//! (the same ids the model was fed) and a loss mask aligned with them, and scores
+//! `input_ids[:, t + 1]` with `logits[:, t]` wherever `mask[:, t + 1] == 1`. Position 0 is never
+//! scored (nothing predicts the first token), whatever its mask says.
+
+use burn::config::Config;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+/// How per-token log-probs are reduced to one number per sequence.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum LogProbReduction {
+    /// `sum_t log p(y_t | x, y_<t)`: the sequence log-likelihood (DPO, RRHF's SFT term).
+    Sum,
+    /// The sum divided by the number of counted tokens (IPO as TRL runs it, length-normalised
+    /// scores). A row with no counted token gives 0.
+    Mean,
+}
+
+/// Log-probabilities of `targets` under `logits`, position by position (no shift).
+///
+/// Returns `log_softmax(logits)[b, t, targets[b, t]]`.
+///
+/// # Shapes
+/// - `logits`: `[batch, seq, vocab]`
+/// - `targets`: `[batch, seq]`, ids in `0..vocab`
+/// - output: `[batch, seq]`
+pub fn gather_logprobs<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    let logp = log_softmax(logits, 2);
+    logp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)
+}
+
+/// Per-token log-probs of the next token, with the causal shift applied.
+///
+/// Output column `t` is `log p(input_ids[:, t + 1] | input_ids[:, ..=t])`, masked by
+/// `mask[:, t + 1]` (masked positions are exactly 0).
+///
+/// # Shapes
+/// - `logits`: `[batch, seq, vocab]` (the model's output for `input_ids`)
+/// - `input_ids`: `[batch, seq]`
+/// - `mask`: `[batch, seq]`, 1.0 on tokens that count (response tokens), 0.0 elsewhere
+/// - output: `[batch, seq - 1]`
+pub fn shifted_token_logprobs<B: Backend>(
+    logits: Tensor<B, 3>,
+    input_ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let [batch, seq, vocab] = logits.dims();
+    assert!(seq >= 2, "sequence_logprobs needs at least 2 positions, got {seq}");
+    let logits = logits.slice([0..batch, 0..seq - 1, 0..vocab]);
+    let targets = input_ids.slice([0..batch, 1..seq]);
+    let mask = mask.slice([0..batch, 1..seq]);
+    gather_logprobs(logits, targets) * mask
+}
+
+/// Log-probability of each sequence's masked target tokens (summed or length-averaged).
+///
+/// This is `logp(y)` of RECIPE.md section 2: the sum over response tokens of
+/// `log pi(y_t | x, y_<t)`, prompt and padding masked out.
+///
+/// # Shapes
+/// - `logits`: `[batch, seq, vocab]` (the model's output for `input_ids`)
+/// - `input_ids`: `[batch, seq]`
+/// - `mask`: `[batch, seq]`, aligned with `input_ids`: 1.0 on tokens that count
+/// - output: `[batch]`
+///
+/// # Example
+/// ```
+/// use burn::backend::Flex;
+/// use burn::tensor::{Int, Tensor};
+/// use kiln_losses::{sequence_logprobs, LogProbReduction};
+///
+/// let device = Default::default();
+/// // Uniform logits over 4 tokens: every token has log-prob ln(1/4).
+/// let logits = Tensor::<Flex, 3>::zeros([1, 3, 4], &device);
+/// let ids = Tensor::<Flex, 2, Int>::from_ints([[0, 1, 2]], &device);
+/// let mask = Tensor::<Flex, 2>::from_floats([[0.0, 1.0, 1.0]], &device); // two response tokens
+/// let logp = sequence_logprobs(logits, ids, mask, LogProbReduction::Sum);
+/// let value = logp.into_scalar();
+/// assert!((value - 2.0 * 0.25f32.ln()).abs() < 1e-6);
+/// ```
+pub fn sequence_logprobs<B: Backend>(
+    logits: Tensor<B, 3>,
+    input_ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+    reduction: LogProbReduction,
+) -> Tensor<B, 1> {
+    let [batch, seq] = mask.dims();
+    let counted = mask.clone().slice([0..batch, 1..seq]).sum_dim(1).squeeze_dim::<1>(1);
+    let summed = shifted_token_logprobs(logits, input_ids, mask)
+        .sum_dim(1)
+        .squeeze_dim::<1>(1);
+    match reduction {
+        LogProbReduction::Sum => summed,
+        LogProbReduction::Mean => summed / counted.clamp_min(1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    type B = Flex;
+
+    #[test]
+    fn shift_scores_next_token_and_masks() {
+        let device = Default::default();
+        // logits favour token (t+1) % 3 at position t, strongly.
+        let mut values = vec![0.0f32; 3 * 3];
+        for t in 0..3 {
+            values[t * 3 + (t + 1) % 3] = 5.0;
+        }
+        let logits = Tensor::<B, 1>::from_floats(values.as_slice(), &device).reshape([1, 3, 3]);
+        let ids = Tensor::<B, 2, Int>::from_ints([[0, 1, 2]], &device);
+        let mask = Tensor::<B, 2>::from_floats([[1.0, 0.0, 1.0]], &device);
+        let per_token = shifted_token_logprobs(logits.clone(), ids.clone(), mask.clone());
+        let v: Vec<f32> = per_token.into_data().to_vec().unwrap();
+        let lp_high = 5.0 - (5.0f32.exp() + 2.0).ln();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0], 0.0, "masked position must be exactly zero");
+        assert!((v[1] - lp_high).abs() < 1e-6);
+        let mean = sequence_logprobs(logits, ids, mask, LogProbReduction::Mean).into_scalar();
+        assert!((mean - lp_high).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mean_of_fully_masked_row_is_zero() {
+        let device = Default::default();
+        let logits = Tensor::<B, 3>::zeros([2, 4, 5], &device);
+        let ids = Tensor::<B, 2, Int>::zeros([2, 4], &device);
+        let mask = Tensor::<B, 2>::zeros([2, 4], &device);
+        let v: Vec<f32> = sequence_logprobs(logits, ids, mask, LogProbReduction::Mean)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(v, vec![0.0, 0.0]);
+    }
+}
