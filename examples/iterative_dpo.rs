@@ -9,7 +9,9 @@ fn main() {
     println!("kiln iterative_dpo: not implemented yet.");
     println!();
     println!("Ready:   kiln-losses (DPO family, Bradley-Terry, RRHF, sequence log-probs).");
-    println!("Missing: the Llama-3 model and checkpoint I/O (kiln-model), generation (kiln-sampling),");
+    println!(
+        "Missing: the Llama-3 model and checkpoint I/O (kiln-model), generation (kiln-sampling),"
+    );
     println!("         reward models (kiln-reward), trainers (kiln-train) and the loop itself.");
     println!("Nothing was trained.");
 }

@@ -1,26 +1,42 @@
 //! Criterion benches for kiln-losses at batch 64 on the default CPU backend (Flex).
 //!
 //! `cargo bench -p kiln-losses`
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln_losses::{BradleyTerryConfig, DpoConfig, DpoLoss, LogProbReduction, RrhfConfig, sequence_logprobs};
+use kiln_losses::{
+    BradleyTerryConfig, DpoConfig, DpoLoss, LogProbReduction, RrhfConfig, sequence_logprobs,
+};
 use std::hint::black_box;
 
 type B = Autodiff<Flex>;
 const BATCH: usize = 64;
 
-fn logps(device: &<B as burn::tensor::backend::Backend>::Device) -> Tensor<B, 1> {
+fn logps<B: Backend>(device: &B::Device) -> Tensor<B, 1> {
     Tensor::random([BATCH], Distribution::Uniform(-200.0, -1.0), device)
 }
 
 fn bench_dpo(c: &mut Criterion) {
     let device = Default::default();
     let mut group = c.benchmark_group("dpo_batch64_fwd_bwd");
-    for loss in [DpoLoss::SIGMOID, DpoLoss::Robust { label_smoothing: 0.1 }, DpoLoss::Ipo, DpoLoss::Hinge] {
+    for loss in [
+        DpoLoss::SIGMOID,
+        DpoLoss::Robust {
+            label_smoothing: 0.1,
+        },
+        DpoLoss::Ipo,
+        DpoLoss::Hinge,
+    ] {
         let dpo = DpoConfig::new().with_loss(loss).init().unwrap();
-        let (pc, pr, rc, rr) = (logps(&device), logps(&device), logps(&device), logps(&device));
+        let (pc, pr, rc, rr) = (
+            logps::<B>(&device),
+            logps::<B>(&device),
+            logps::<B>(&device),
+            logps::<B>(&device),
+        );
         group.bench_function(loss.name(), |b| {
             b.iter(|| {
                 let pc = pc.clone().require_grad();
@@ -34,8 +50,11 @@ fn bench_dpo(c: &mut Criterion) {
 
 fn bench_bt_rrhf(c: &mut Criterion) {
     let device = Default::default();
-    let bt = BradleyTerryConfig::new().with_center_rewards_coefficient(0.01).init().unwrap();
-    let (ch, rj) = (logps(&device), logps(&device));
+    let bt = BradleyTerryConfig::new()
+        .with_center_rewards_coefficient(0.01)
+        .init()
+        .unwrap();
+    let (ch, rj) = (logps::<B>(&device), logps::<B>(&device));
     c.bench_function("bradley_terry_batch64_fwd_bwd", |b| {
         b.iter(|| {
             let ch = ch.clone().require_grad();
@@ -43,8 +62,10 @@ fn bench_bt_rrhf(c: &mut Criterion) {
         })
     });
     let rrhf = RrhfConfig::new().init().unwrap();
-    let lp: Tensor<B, 2> = Tensor::random([BATCH / 4, 4], Distribution::Uniform(-200.0, -1.0), &device);
-    let len: Tensor<B, 2> = Tensor::random([BATCH / 4, 4], Distribution::Uniform(1.0, 100.0), &device);
+    let lp: Tensor<B, 2> =
+        Tensor::random([BATCH / 4, 4], Distribution::Uniform(-200.0, -1.0), &device);
+    let len: Tensor<B, 2> =
+        Tensor::random([BATCH / 4, 4], Distribution::Uniform(1.0, 100.0), &device);
     let rw: Tensor<B, 2> = Tensor::random([BATCH / 4, 4], Distribution::Normal(0.0, 1.0), &device);
     c.bench_function("rrhf_16x4_fwd_bwd", |b| {
         b.iter(|| {
@@ -57,8 +78,10 @@ fn bench_bt_rrhf(c: &mut Criterion) {
 fn bench_logprobs(c: &mut Criterion) {
     let device = Default::default();
     let (t, v) = (128, 512);
-    let logits: Tensor<B, 3> = Tensor::random([BATCH, t, v], Distribution::Normal(0.0, 1.0), &device);
-    let ids: Tensor<B, 2, Int> = Tensor::random([BATCH, t], Distribution::Uniform(0.0, v as f64), &device);
+    let logits: Tensor<B, 3> =
+        Tensor::random([BATCH, t, v], Distribution::Normal(0.0, 1.0), &device);
+    let ids: Tensor<B, 2, Int> =
+        Tensor::random([BATCH, t], Distribution::Uniform(0.0, v as f64), &device);
     let mask: Tensor<B, 2> = Tensor::ones([BATCH, t], &device);
     c.bench_function("sequence_logprobs_64x128x512_fwd_bwd", |b| {
         b.iter(|| {

@@ -29,7 +29,13 @@ impl BradleyTerryConfig {
     /// is negative or not finite.
     pub fn init(&self) -> crate::Result<BradleyTerry> {
         let c = self.center_rewards_coefficient;
-        check("bradley_terry", "center_rewards_coefficient", c, c >= 0.0, "c >= 0")?;
+        check(
+            "bradley_terry",
+            "center_rewards_coefficient",
+            c,
+            c >= 0.0,
+            "c >= 0",
+        )?;
         Ok(BradleyTerry { center: c })
     }
 }
@@ -88,7 +94,12 @@ impl<B: Backend> BradleyTerryOutput<B> {
         let correct = self.score_margins.clone().greater_elem(0.0).float();
         BradleyTerryMetrics {
             accuracy: correct.mean().into_scalar().elem::<f64>(),
-            mean_margin: self.score_margins.clone().mean().into_scalar().elem::<f64>(),
+            mean_margin: self
+                .score_margins
+                .clone()
+                .mean()
+                .into_scalar()
+                .elem::<f64>(),
         }
     }
 }

@@ -29,7 +29,10 @@ impl fmt::Display for Error {
                 name,
                 value,
                 expected,
-            } => write!(f, "{loss} loss: parameter `{name}` = {value} is invalid: expected {expected}"),
+            } => write!(
+                f,
+                "{loss} loss: parameter `{name}` = {value} is invalid: expected {expected}"
+            ),
         }
     }
 }

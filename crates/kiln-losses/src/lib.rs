@@ -41,7 +41,9 @@ pub mod rrhf;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use bradley_terry::{BradleyTerry, BradleyTerryConfig, BradleyTerryMetrics, BradleyTerryOutput};
+pub use bradley_terry::{
+    BradleyTerry, BradleyTerryConfig, BradleyTerryMetrics, BradleyTerryOutput,
+};
 pub use dpo::{Dpo, DpoConfig, DpoLoss, DpoMetrics, DpoOutput};
 pub use error::{Error, Result};
 pub use logprobs::{LogProbReduction, gather_logprobs, sequence_logprobs, shifted_token_logprobs};

@@ -29,9 +29,13 @@ pub enum LogProbReduction {
 /// - `logits`: `[batch, seq, vocab]`
 /// - `targets`: `[batch, seq]`, ids in `0..vocab`
 /// - output: `[batch, seq]`
-pub fn gather_logprobs<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+pub fn gather_logprobs<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 2> {
     let logp = log_softmax(logits, 2);
-    logp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)
+    logp.gather(2, targets.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2)
 }
 
 /// Per-token log-probs of the next token, with the causal shift applied.
@@ -50,7 +54,10 @@ pub fn shifted_token_logprobs<B: Backend>(
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
     let [batch, seq, vocab] = logits.dims();
-    assert!(seq >= 2, "sequence_logprobs needs at least 2 positions, got {seq}");
+    assert!(
+        seq >= 2,
+        "sequence_logprobs needs at least 2 positions, got {seq}"
+    );
     let logits = logits.slice([0..batch, 0..seq - 1, 0..vocab]);
     let targets = input_ids.slice([0..batch, 1..seq]);
     let mask = mask.slice([0..batch, 1..seq]);
@@ -90,7 +97,11 @@ pub fn sequence_logprobs<B: Backend>(
     reduction: LogProbReduction,
 ) -> Tensor<B, 1> {
     let [batch, seq] = mask.dims();
-    let counted = mask.clone().slice([0..batch, 1..seq]).sum_dim(1).squeeze_dim::<1>(1);
+    let counted = mask
+        .clone()
+        .slice([0..batch, 1..seq])
+        .sum_dim(1)
+        .squeeze_dim::<1>(1);
     let summed = shifted_token_logprobs(logits, input_ids, mask)
         .sum_dim(1)
         .squeeze_dim::<1>(1);

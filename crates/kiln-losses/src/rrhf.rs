@@ -12,9 +12,9 @@
 //! summed log-likelihood of the best response. The batch loss is the mean over prompts.
 
 use burn::config::Config;
+use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 
 use crate::error::check;
 
@@ -36,8 +36,20 @@ impl RrhfConfig {
     /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for a negative or non-finite
     /// `length_alpha` or `rank_weight`.
     pub fn init(&self) -> crate::Result<Rrhf> {
-        check("rrhf", "length_alpha", self.length_alpha, self.length_alpha >= 0.0, "alpha >= 0")?;
-        check("rrhf", "rank_weight", self.rank_weight, self.rank_weight >= 0.0, "w >= 0")?;
+        check(
+            "rrhf",
+            "length_alpha",
+            self.length_alpha,
+            self.length_alpha >= 0.0,
+            "alpha >= 0",
+        )?;
+        check(
+            "rrhf",
+            "rank_weight",
+            self.rank_weight,
+            self.rank_weight >= 0.0,
+            "w >= 0",
+        )?;
         Ok(Rrhf {
             alpha: self.length_alpha,
             weight: self.rank_weight,

@@ -163,10 +163,10 @@ proptest! {
         let margin = with_margin.then(|| tensor1::<Flex>(&pairs.margin, &device));
         let out = bt.forward(tensor1::<Flex>(&pairs.chosen, &device), tensor1::<Flex>(&pairs.rejected, &device), margin);
         let got: Vec<f64> = out.losses.into_data().iter::<f64>().collect();
-        for i in 0..got.len() {
+        for (i, g) in got.iter().enumerate() {
             let m = if with_margin { pairs.margin[i] } else { 0.0 };
             let want = reference::bradley_terry_pair_loss(pairs.chosen[i], pairs.rejected[i], m, center);
-            prop_assert!((got[i] - want).abs() <= 1e-5 * (1.0 + want.abs()), "pair {i}: {} vs {want}", got[i]);
+            prop_assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "pair {i}: {g} vs {want}");
         }
         let metrics = out_metrics(&pairs.chosen, &pairs.rejected);
         let acc = pairs.chosen.iter().zip(&pairs.rejected).filter(|(c, r)| c > r).count() as f64 / pairs.chosen.len() as f64;
@@ -267,7 +267,11 @@ fn out_metrics(chosen: &[f64], rejected: &[f64]) -> kiln_losses::BradleyTerryMet
     BradleyTerryConfig::new()
         .init()
         .unwrap()
-        .forward(tensor1::<Flex>(chosen, &device), tensor1::<Flex>(rejected, &device), None)
+        .forward(
+            tensor1::<Flex>(chosen, &device),
+            tensor1::<Flex>(rejected, &device),
+            None,
+        )
         .metrics()
 }
 
@@ -275,9 +279,19 @@ fn out_metrics(chosen: &[f64], rejected: &[f64]) -> kiln_losses::BradleyTerryMet
 fn invalid_configs_are_errors_not_panics() {
     let e = DpoConfig::new().with_beta(0.0).init().unwrap_err();
     assert!(e.to_string().contains("beta"), "{e}");
-    let e = DpoConfig::new().with_loss(DpoLoss::Robust { label_smoothing: 0.5 }).init().unwrap_err();
+    let e = DpoConfig::new()
+        .with_loss(DpoLoss::Robust {
+            label_smoothing: 0.5,
+        })
+        .init()
+        .unwrap_err();
     assert!(e.to_string().contains("label_smoothing"), "{e}");
     assert!(DpoConfig::new().with_beta(f64::NAN).init().is_err());
-    assert!(BradleyTerryConfig::new().with_center_rewards_coefficient(-1.0).init().is_err());
+    assert!(
+        BradleyTerryConfig::new()
+            .with_center_rewards_coefficient(-1.0)
+            .init()
+            .is_err()
+    );
     assert!(RrhfConfig::new().with_length_alpha(-0.5).init().is_err());
 }

@@ -7,8 +7,8 @@
 //! checks ([`finite_with_gradients`], [`gradients_match_finite_differences`]) take a function of a
 //! slice of `[n]` tensors, which covers Bradley-Terry, RRHF (reshape inside) and anything else.
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use proptest::prelude::TestCaseError;
 
 use super::strategies::{PreferenceBatch, PreferencePair, tensor1};
@@ -23,6 +23,11 @@ where
 {
     let [pc, pr, rc, rr] = batch.to_tensors::<B>(&Default::default());
     values(f(pc, pr, rc, rr))
+}
+
+/// `|a - b| <= bound`, false whenever a NaN is involved (so NaN never passes a check).
+fn close(a: f64, b: f64, bound: f64) -> bool {
+    (a - b).abs() <= bound
 }
 
 fn fail(msg: String) -> Result<(), TestCaseError> {
@@ -41,12 +46,18 @@ where
 {
     let got = eval_pairs(&f, batch);
     if got.len() != batch.len() {
-        return fail(format!("loss has {} values for {} pairs", got.len(), batch.len()));
+        return fail(format!(
+            "loss has {} values for {} pairs",
+            got.len(),
+            batch.len()
+        ));
     }
     for (i, (g, pair)) in got.iter().zip(&batch.pairs).enumerate() {
         let want = reference(pair);
-        if !((g - want).abs() <= tol * (1.0 + want.abs())) {
-            return fail(format!("pair {i} {pair:?}: loss {g} but reference {want} (tol {tol})"));
+        if !close(*g, want, tol * (1.0 + want.abs())) {
+            return fail(format!(
+                "pair {i} {pair:?}: loss {g} but reference {want} (tol {tol})"
+            ));
         }
     }
     Ok(())
@@ -112,8 +123,10 @@ where
     for (i, pair) in batch.pairs.iter().enumerate() {
         let want = expected(pair);
         let got = a[i] - b[i];
-        if !((got - want).abs() <= tol * (1.0 + a[i].abs() + b[i].abs())) {
-            return fail(format!("pair {i} {pair:?}: L - L_swapped = {got}, expected {want}"));
+        if !close(got, want, tol * (1.0 + a[i].abs() + b[i].abs())) {
+            return fail(format!(
+                "pair {i} {pair:?}: L - L_swapped = {got}, expected {want}"
+            ));
         }
     }
     Ok(())
@@ -172,7 +185,11 @@ pub fn finite_with_gradients<B: AutodiffBackend>(
         .enumerate()
         .map(|(i, v)| {
             let t = tensor1::<B>(v, &device);
-            if wrt.contains(&i) { t.require_grad() } else { t }
+            if wrt.contains(&i) {
+                t.require_grad()
+            } else {
+                t
+            }
         })
         .collect();
     let out = f(&tensors);
@@ -186,7 +203,9 @@ pub fn finite_with_gradients<B: AutodiffBackend>(
             return fail(format!("input {i} received no gradient"));
         };
         if let Some(bad) = values(g).iter().find(|v| !v.is_finite()) {
-            return fail(format!("non-finite gradient {bad} for input {i}, inputs {inputs:?}"));
+            return fail(format!(
+                "non-finite gradient {bad} for input {i}, inputs {inputs:?}"
+            ));
         }
     }
     Ok(())
@@ -208,7 +227,11 @@ pub fn gradients_match_finite_differences<B: AutodiffBackend>(
         .enumerate()
         .map(|(i, v)| {
             let t = tensor1::<B>(v, &device);
-            if wrt.contains(&i) { t.require_grad() } else { t }
+            if wrt.contains(&i) {
+                t.require_grad()
+            } else {
+                t
+            }
         })
         .collect();
     let grads = f(&tensors).sum().backward();
@@ -227,11 +250,17 @@ pub fn gradients_match_finite_differences<B: AutodiffBackend>(
             plus[i][j] += step;
             minus[i][j] -= step;
             // The step the backend really sees after rounding to its float type.
-            let realised = values(tensor1::<B::InnerBackend>(&plus[i][j..=j], &Default::default()))[0]
-                - values(tensor1::<B::InnerBackend>(&minus[i][j..=j], &Default::default()))[0];
+            let realised = values(tensor1::<B::InnerBackend>(
+                &plus[i][j..=j],
+                &Default::default(),
+            ))[0]
+                - values(tensor1::<B::InnerBackend>(
+                    &minus[i][j..=j],
+                    &Default::default(),
+                ))[0];
             let fd = (total(&plus) - total(&minus)) / realised;
             let ad = analytic[j];
-            if !((ad - fd).abs() <= tol * fd.abs().max(1.0)) {
+            if !close(ad, fd, tol * fd.abs().max(1.0)) {
                 return fail(format!(
                     "input {i}[{j}]: autodiff gradient {ad} vs finite difference {fd} (step {step})"
                 ));

@@ -27,7 +27,9 @@ pub fn dpo_margin(pc: f64, pr: f64, rc: f64, rr: f64, reference_free: bool) -> f
 pub fn dpo_pair_loss(loss: DpoLoss, beta: f64, h: f64) -> f64 {
     let z = beta * h;
     match loss {
-        DpoLoss::Sigmoid { label_smoothing: e } => -(1.0 - e) * log_sigmoid(z) - e * log_sigmoid(-z),
+        DpoLoss::Sigmoid { label_smoothing: e } => {
+            -(1.0 - e) * log_sigmoid(z) - e * log_sigmoid(-z)
+        }
         DpoLoss::Robust { label_smoothing: e } => {
             (-(1.0 - e) * log_sigmoid(z) + e * log_sigmoid(-z)) / (1.0 - 2.0 * e)
         }

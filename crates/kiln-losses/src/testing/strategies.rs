@@ -132,9 +132,8 @@ pub fn tensor1<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 1> {
 }
 
 fn pair(logp: impl Strategy<Value = f64> + Clone) -> impl Strategy<Value = PreferencePair> {
-    (logp.clone(), logp.clone(), logp.clone(), logp).prop_map(|(a, b, c, d)| {
-        PreferencePair::from_array([a, b, c, d])
-    })
+    (logp.clone(), logp.clone(), logp.clone(), logp)
+        .prop_map(|(a, b, c, d)| PreferencePair::from_array([a, b, c, d]))
 }
 
 /// Preference batches with log-probs from [`logp`] and a batch size in `size`.
@@ -257,7 +256,8 @@ impl LogitsCase {
     ) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) {
         let logits = tensor1::<B>(&self.logits, device).reshape([self.batch, self.seq, self.vocab]);
         let ids: Vec<i64> = self.input_ids.iter().map(|&i| i as i64).collect();
-        let ids = Tensor::<B, 1, Int>::from_ints(ids.as_slice(), device).reshape([self.batch, self.seq]);
+        let ids =
+            Tensor::<B, 1, Int>::from_ints(ids.as_slice(), device).reshape([self.batch, self.seq]);
         let mask = tensor1::<B>(&self.mask, device).reshape([self.batch, self.seq]);
         (logits, ids, mask)
     }
@@ -271,7 +271,11 @@ impl LogitsCase {
             })
             .collect();
         let r = b * self.seq..(b + 1) * self.seq;
-        (logits, self.input_ids[r.clone()].to_vec(), self.mask[r].to_vec())
+        (
+            logits,
+            self.input_ids[r.clone()].to_vec(),
+            self.mask[r].to_vec(),
+        )
     }
 }
 
@@ -290,7 +294,10 @@ pub fn logits_case() -> impl Strategy<Value = LogitsCase> {
                 vocab,
                 logits,
                 input_ids,
-                mask: mask.into_iter().map(|m| if m { 1.0 } else { 0.0 }).collect(),
+                mask: mask
+                    .into_iter()
+                    .map(|m| if m { 1.0 } else { 0.0 })
+                    .collect(),
             })
     })
 }

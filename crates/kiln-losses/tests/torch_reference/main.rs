@@ -6,7 +6,9 @@ mod values;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Int, Tensor};
 use kiln_losses::testing::strategies::tensor1;
-use kiln_losses::{BradleyTerryConfig, DpoConfig, DpoLoss, LogProbReduction, RrhfConfig, sequence_logprobs};
+use kiln_losses::{
+    BradleyTerryConfig, DpoConfig, DpoLoss, LogProbReduction, RrhfConfig, sequence_logprobs,
+};
 
 type B = Autodiff<Flex>;
 
@@ -17,7 +19,10 @@ fn vals<const D: usize>(t: Tensor<Flex, D>) -> Vec<f64> {
 fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, torch {w}");
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: got {g}, torch {w}"
+        );
     }
 }
 
@@ -26,24 +31,56 @@ fn dpo_family_matches_torch() {
     let device = Default::default();
     for &(kind, beta, eps, pc, pr, rc, rr, losses, grad_pc, rew_c, rew_r, acc) in values::DPO {
         let loss = match kind {
-            "sigmoid" => DpoLoss::Sigmoid { label_smoothing: eps },
-            "robust" => DpoLoss::Robust { label_smoothing: eps },
+            "sigmoid" => DpoLoss::Sigmoid {
+                label_smoothing: eps,
+            },
+            "robust" => DpoLoss::Robust {
+                label_smoothing: eps,
+            },
             "ipo" => DpoLoss::Ipo,
             "hinge" => DpoLoss::Hinge,
             other => panic!("unknown variant {other}"),
         };
-        let dpo = DpoConfig::new().with_beta(beta).with_loss(loss).init().unwrap();
+        let dpo = DpoConfig::new()
+            .with_beta(beta)
+            .with_loss(loss)
+            .init()
+            .unwrap();
         let pc_t = tensor1::<B>(pc, &device).require_grad();
-        let out = dpo.forward(pc_t.clone(), tensor1(pr, &device), tensor1(rc, &device), tensor1(rr, &device));
+        let out = dpo.forward(
+            pc_t.clone(),
+            tensor1(pr, &device),
+            tensor1(rc, &device),
+            tensor1(rr, &device),
+        );
         let what = format!("{kind} beta={beta} eps={eps}");
-        assert_close(&vals(out.losses.clone().inner()), losses, 1e-5, &format!("{what} losses"));
+        assert_close(
+            &vals(out.losses.clone().inner()),
+            losses,
+            1e-5,
+            &format!("{what} losses"),
+        );
         let m = out.metrics();
-        assert!((m.rewards_chosen - rew_c).abs() < 1e-4, "{what}: rewards/chosen");
-        assert!((m.rewards_rejected - rew_r).abs() < 1e-4, "{what}: rewards/rejected");
-        assert!((m.rewards_accuracies - acc).abs() < 1e-6, "{what}: rewards/accuracies");
+        assert!(
+            (m.rewards_chosen - rew_c).abs() < 1e-4,
+            "{what}: rewards/chosen"
+        );
+        assert!(
+            (m.rewards_rejected - rew_r).abs() < 1e-4,
+            "{what}: rewards/rejected"
+        );
+        assert!(
+            (m.rewards_accuracies - acc).abs() < 1e-6,
+            "{what}: rewards/accuracies"
+        );
         let grads = out.loss.backward();
         let g = vals(pc_t.grad(&grads).unwrap());
-        assert_close(&g, grad_pc, 1e-5, &format!("{what} d loss / d policy_chosen"));
+        assert_close(
+            &g,
+            grad_pc,
+            1e-5,
+            &format!("{what} d loss / d policy_chosen"),
+        );
     }
 }
 
@@ -51,9 +88,16 @@ fn dpo_family_matches_torch() {
 fn bradley_terry_matches_torch() {
     let device = Default::default();
     for &(c, chosen, rejected, margin, loss, grad) in values::BT {
-        let bt = BradleyTerryConfig::new().with_center_rewards_coefficient(c).init().unwrap();
+        let bt = BradleyTerryConfig::new()
+            .with_center_rewards_coefficient(c)
+            .init()
+            .unwrap();
         let ch = tensor1::<B>(chosen, &device).require_grad();
-        let out = bt.forward(ch.clone(), tensor1(rejected, &device), Some(tensor1(margin, &device)));
+        let out = bt.forward(
+            ch.clone(),
+            tensor1(rejected, &device),
+            Some(tensor1(margin, &device)),
+        );
         let value = f64::from(out.loss.clone().into_scalar());
         assert!((value - loss).abs() < 1e-6, "c={c}: {value} vs {loss}");
         let grads = out.loss.backward();
@@ -65,11 +109,18 @@ fn bradley_terry_matches_torch() {
 fn rrhf_matches_torch() {
     let device = Default::default();
     for &(alpha, w, p, k, logps, lengths, rewards, loss) in values::RRHF {
-        let rrhf = RrhfConfig::new().with_length_alpha(alpha).with_rank_weight(w).init().unwrap();
+        let rrhf = RrhfConfig::new()
+            .with_length_alpha(alpha)
+            .with_rank_weight(w)
+            .init()
+            .unwrap();
         let t = |v: &[f64]| tensor1::<Flex>(v, &device).reshape([p, k]);
         let out = rrhf.forward(t(logps), t(lengths), t(rewards));
         let value = f64::from(out.loss.into_scalar());
-        assert!((value - loss).abs() <= 1e-5 * (1.0 + loss.abs()), "alpha={alpha}: {value} vs {loss}");
+        assert!(
+            (value - loss).abs() <= 1e-5 * (1.0 + loss.abs()),
+            "alpha={alpha}: {value} vs {loss}"
+        );
     }
 }
 
@@ -80,7 +131,12 @@ fn sequence_logprobs_match_torch() {
     let logits = tensor1::<Flex>(logits, &device).reshape([b, t, v]);
     let ids = Tensor::<Flex, 1, Int>::from_ints(ids, &device).reshape([b, t]);
     let mask = tensor1::<Flex>(mask, &device).reshape([b, t]);
-    let s = sequence_logprobs(logits.clone(), ids.clone(), mask.clone(), LogProbReduction::Sum);
+    let s = sequence_logprobs(
+        logits.clone(),
+        ids.clone(),
+        mask.clone(),
+        LogProbReduction::Sum,
+    );
     let m = sequence_logprobs(logits, ids, mask, LogProbReduction::Mean);
     assert_close(&vals(s), sum, 1e-6, "sum");
     assert_close(&vals(m), mean, 1e-6, "mean");
