@@ -1,0 +1,88 @@
+//! Grouped-query self-attention with rotate-half RoPE and an optional KV cache.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor};
+
+use crate::cache::KvCache;
+use crate::rope::apply_rotary;
+
+/// Llama self-attention (HF names `self_attn.{q,k,v,o}_proj`, no biases).
+#[derive(Module, Debug)]
+pub struct LlamaAttention<B: Backend> {
+    /// `[hidden] -> [num_heads * head_dim]`.
+    pub q_proj: Linear<B>,
+    /// `[hidden] -> [num_kv_heads * head_dim]`.
+    pub k_proj: Linear<B>,
+    /// `[hidden] -> [num_kv_heads * head_dim]`.
+    pub v_proj: Linear<B>,
+    /// `[num_heads * head_dim] -> [hidden]`.
+    pub o_proj: Linear<B>,
+    /// Number of query heads.
+    pub num_heads: usize,
+    /// Number of key/value heads.
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+/// HF `repeat_kv`: query head `h` uses key/value head `h / n_rep`.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, h, l, d] = x.dims();
+    x.reshape([b, h, 1, l * d])
+        .repeat_dim(2, n_rep)
+        .reshape([b, h * n_rep, l, d])
+}
+
+impl<B: Backend> LlamaAttention<B> {
+    /// Attention over the new tokens `x` and, when `cache` is given, the cached keys/values of
+    /// layer `layer` (which are then extended with this step's keys/values).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`
+    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
+    /// - `mask`: `[batch, 1, seq, cached + seq]`, `true` = masked out
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let split = |y: Tensor<B, 3>, heads: usize| y.reshape([b, t, heads, hd]).swap_dims(1, 2);
+        let q = split(self.q_proj.forward(x.clone()), nh);
+        let k = split(self.k_proj.forward(x.clone()), nkv);
+        let v = split(self.v_proj.forward(x), nkv);
+        let q = apply_rotary(q, cos.clone(), sin.clone());
+        let k = apply_rotary(k, cos, sin);
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let k = repeat_kv(k, nh / nkv);
+        let v = repeat_kv(v, nh / nkv);
+        let len = k.dims()[2];
+        // softmax(q k^T / sqrt(head_dim) masked) v; backends may use a fused kernel (autodiff
+        // backends decompose it into differentiable ops).
+        let out = attention(
+            q,
+            k,
+            v,
+            Some(mask.expand([b, nh, t, len])),
+            None,
+            AttentionModuleOptions::default(),
+        );
+        let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}

@@ -1,0 +1,101 @@
+//! `LlamaForCausalLM`: the decoder stack plus a (tied or untied) LM head, and log-prob helpers.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::cache::KvCache;
+use crate::config::LlamaConfig;
+use crate::error::Result;
+use crate::model::LlamaModel;
+use crate::weights::{RandomSource, WeightSource, build_model, linear};
+
+/// Llama with a language-modelling head (HF `LlamaForCausalLM`).
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLM<B: Backend> {
+    /// The decoder stack.
+    pub model: LlamaModel<B>,
+    /// `lm_head` (`[hidden] -> [vocab]`); `None` when tied to `model.embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+}
+
+impl<B: Backend> LlamaForCausalLM<B> {
+    /// Random initialisation like HF: matrices `N(0, std)` (HF uses 0.02), norm weights 1.
+    pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
+        let mut src = RandomSource { std, device };
+        Self::build(config, &mut src).expect("random initialisation cannot fail")
+    }
+
+    pub(crate) fn build<S: WeightSource<B>>(config: &LlamaConfig, src: &mut S) -> Result<Self> {
+        let model = build_model(config, src)?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(linear(
+                src,
+                "lm_head",
+                config.hidden_size,
+                config.vocab_size,
+            )?)
+        };
+        Ok(Self { model, lm_head })
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.model.config
+    }
+
+    /// An empty KV cache sized for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.model.layers.len())
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]` -> `[batch, seq, vocab]`
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, t, d] = hidden.dims();
+                let w = self.model.embed_tokens.weight.val();
+                let v = w.dims()[0];
+                hidden
+                    .reshape([b * t, d])
+                    .matmul(w.transpose())
+                    .reshape([b, t, v])
+            }
+        }
+    }
+
+    /// Training forward: logits for every position.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]`; `attention_mask`: `[batch, seq]` (1 = token, 0 = pad;
+    ///   left or right padding; `None` = no padding) -> `[batch, seq, vocab]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 3> {
+        self.logits(self.model.forward(input_ids, attention_mask, None))
+    }
+
+    /// Incremental forward: runs the new tokens against `cache` and extends it. The first call
+    /// (empty cache) is the prefill. Results equal [`Self::forward`] on the whole sequence.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, new]`; `attention_mask`: `[batch, cache.len() + new]`
+    ///   -> `[batch, new, vocab]`
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        self.logits(self.model.forward(input_ids, attention_mask, Some(cache)))
+    }
+}

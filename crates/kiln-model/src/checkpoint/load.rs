@@ -1,0 +1,329 @@
+//! Loading Hugging Face checkpoints: `config.json` + `model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`. Files are memory-mapped; each tensor is decoded (f32, f16 or
+//! bf16 -> f32) and moved to the device one at a time, so at most one tensor is copied at once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+use safetensors::tensor::{Metadata, TensorInfo};
+
+use super::dtype::decode_f32;
+use crate::causal_lm::LlamaForCausalLM;
+use crate::classifier::LlamaForSequenceClassification;
+use crate::config::LlamaConfig;
+use crate::error::{Error, Result};
+use crate::weights::{RandomSource, WeightSource};
+
+/// What to do when a reward-model checkpoint has no `score.weight` (e.g. an SFT checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MissingScore {
+    /// Fail with [`Error::MissingTensor`].
+    Error,
+    /// Draw a fresh head from `N(0, std)` (HF does the same with `initializer_range`).
+    Init {
+        /// Standard deviation of the new head.
+        std: f64,
+    },
+}
+
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    header_len: usize,
+    tensors: HashMap<String, TensorInfo>,
+}
+
+/// Memory-mapped safetensors files of a checkpoint directory, with a name -> file index.
+pub struct CheckpointReader {
+    dir: PathBuf,
+    /// File named in "missing tensor" errors (the index, or the single safetensors file).
+    index_path: PathBuf,
+    shards: Vec<Shard>,
+    location: HashMap<String, usize>,
+    used: BTreeSet<String>,
+}
+
+#[allow(unsafe_code)]
+fn mmap(path: &Path) -> Result<Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and only lives while the model is being built; checkpoint
+    // files are not expected to be modified concurrently (the same contract as HF's safe_open).
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
+fn open_shard(path: &Path) -> Result<Shard> {
+    let map = mmap(path)?;
+    let corrupt = |e: safetensors::SafeTensorError| Error::Corrupt {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    // Full validation (header, offsets, file length) before anything is read.
+    SafeTensors::deserialize(&map).map_err(corrupt)?;
+    let (n, meta): (usize, Metadata) = SafeTensors::read_metadata(&map).map_err(corrupt)?;
+    let tensors = meta
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    Ok(Shard {
+        path: path.to_path_buf(),
+        map,
+        header_len: 8 + n,
+        tensors,
+    })
+}
+
+impl CheckpointReader {
+    /// Opens `dir/model.safetensors.index.json` (sharded) or `dir/model.safetensors`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let index_path = dir.join("model.safetensors.index.json");
+        let mut shards = Vec::new();
+        let mut location = HashMap::new();
+        if index_path.exists() {
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                    file: index_path.clone(),
+                    message: e.to_string(),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::Corrupt {
+                    file: index_path.clone(),
+                    message: "no `weight_map` object".into(),
+                })?;
+            let mut files: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+            files.sort_unstable();
+            files.dedup();
+            for f in files {
+                shards.push(open_shard(&dir.join(f))?);
+            }
+            for (name, file) in map {
+                let file = file.as_str().unwrap_or_default();
+                let i = shards
+                    .iter()
+                    .position(|s| s.path == dir.join(file))
+                    .ok_or_else(|| Error::Corrupt {
+                        file: index_path.clone(),
+                        message: format!("`{name}` maps to a non-string file"),
+                    })?;
+                if !shards[i].tensors.contains_key(name) {
+                    return Err(Error::MissingTensor {
+                        file: shards[i].path.clone(),
+                        tensor: name.clone(),
+                    });
+                }
+                location.insert(name.clone(), i);
+            }
+            for (i, s) in shards.iter().enumerate() {
+                for name in s.tensors.keys() {
+                    location.entry(name.clone()).or_insert(i);
+                }
+            }
+            Ok(Self {
+                dir,
+                index_path,
+                shards,
+                location,
+                used: BTreeSet::new(),
+            })
+        } else {
+            let path = dir.join("model.safetensors");
+            let shard = open_shard(&path)?;
+            for name in shard.tensors.keys() {
+                location.insert(name.clone(), 0);
+            }
+            shards.push(shard);
+            Ok(Self {
+                dir,
+                index_path: path,
+                shards,
+                location,
+                used: BTreeSet::new(),
+            })
+        }
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the checkpoint has tensor `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.location.contains_key(name)
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.location.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Decodes tensor `name` to f32 and checks its shape.
+    pub fn read_f32(&mut self, name: &str, expected: &[usize]) -> Result<TensorData> {
+        let i = *self
+            .location
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor {
+                file: self.index_path.clone(),
+                tensor: name.to_string(),
+            })?;
+        let shard = &self.shards[i];
+        let info = &shard.tensors[name];
+        if info.shape != expected {
+            return Err(Error::ShapeMismatch {
+                file: shard.path.clone(),
+                tensor: name.into(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let (start, end) = info.data_offsets;
+        let bytes = &shard.map[shard.header_len + start..shard.header_len + end];
+        let values = decode_f32(info.dtype, bytes).ok_or_else(|| Error::UnsupportedDtype {
+            file: shard.path.clone(),
+            tensor: name.into(),
+            dtype: format!("{:?}", info.dtype),
+        })?;
+        self.used.insert(name.to_string());
+        Ok(TensorData::new(values, expected.to_vec()))
+    }
+
+    /// Fails on the first tensor that was never read, except names matching `ignored`.
+    pub fn check_all_used(&self, ignored: &[&str]) -> Result<()> {
+        let mut names: Vec<&String> = self.location.keys().collect();
+        names.sort();
+        for name in names {
+            let skip = name.ends_with("rotary_emb.inv_freq") || ignored.contains(&name.as_str());
+            if !skip && !self.used.contains(name) {
+                return Err(Error::UnexpectedTensor {
+                    file: self.shards[self.location[name]].path.clone(),
+                    tensor: name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+struct DeviceSource<'a, B: Backend> {
+    reader: &'a mut CheckpointReader,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> WeightSource<B> for DeviceSource<'_, B> {
+    fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        let data = self.reader.read_f32(name, &shape)?;
+        Ok(Tensor::from_data(data, self.device))
+    }
+
+    fn get_transposed(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<B, 2>> {
+        // Transpose on the host so the device tensor is contiguous in burn's `[in, out]` layout.
+        let data = self.reader.read_f32(name, &[d_out, d_in])?;
+        let src = data.as_slice::<f32>().unwrap_or_default();
+        let mut out = vec![0f32; src.len()];
+        for (o, row) in src.chunks_exact(d_in).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                out[i * d_out + o] = v;
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(out, [d_in, d_out]),
+            self.device,
+        ))
+    }
+}
+
+fn read_config(dir: &Path) -> Result<LlamaConfig> {
+    LlamaConfig::from_file(dir.join("config.json"))
+}
+
+impl<B: Backend> LlamaForCausalLM<B> {
+    /// Loads a Hugging Face `LlamaForCausalLM` directory (weights cast to the backend float type).
+    ///
+    /// Errors name the file and tensor: missing, unexpected, wrong shape, unsupported dtype,
+    /// corrupt/truncated file, bad config. A stored `lm_head.weight` of a tied model is ignored,
+    /// as HF does.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = read_config(dir)?;
+        let mut reader = CheckpointReader::open(dir)?;
+        let model = Self::build(
+            &config,
+            &mut DeviceSource {
+                reader: &mut reader,
+                device,
+            },
+        )?;
+        let ignored: &[&str] = if config.tie_word_embeddings {
+            &["lm_head.weight"]
+        } else {
+            &[]
+        };
+        reader.check_all_used(ignored)?;
+        tracing::info!(dir = %dir.display(), params = config.num_parameters(), "loaded LlamaForCausalLM");
+        Ok(model)
+    }
+}
+
+impl<B: Backend> LlamaForSequenceClassification<B> {
+    /// Loads a `LlamaForSequenceClassification` (1 label) directory. `lm_head.weight` is ignored,
+    /// so a causal-LM checkpoint can seed a reward model with `MissingScore::Init`.
+    pub fn from_pretrained(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        missing_score: MissingScore,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = read_config(dir)?;
+        let mut reader = CheckpointReader::open(dir)?;
+        let model = if reader.contains("score.weight") {
+            Self::build(
+                &config,
+                &mut DeviceSource {
+                    reader: &mut reader,
+                    device,
+                },
+            )?
+        } else {
+            match missing_score {
+                MissingScore::Error => {
+                    return Err(Error::MissingTensor {
+                        file: reader.index_path.clone(),
+                        tensor: "score.weight".into(),
+                    });
+                }
+                MissingScore::Init { std } => {
+                    let lm_model = crate::weights::build_model(
+                        &config,
+                        &mut DeviceSource {
+                            reader: &mut reader,
+                            device,
+                        },
+                    )?;
+                    let score = crate::weights::linear(
+                        &mut RandomSource { std, device },
+                        "score",
+                        config.hidden_size,
+                        1,
+                    )?;
+                    Self {
+                        model: lm_model,
+                        score,
+                    }
+                }
+            }
+        };
+        reader.check_all_used(&["lm_head.weight"])?;
+        Ok(model)
+    }
+}

@@ -1,0 +1,106 @@
+//! `LlamaForSequenceClassification` with one label: a scalar score (reward) per sequence.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::causal_lm::LlamaForCausalLM;
+use crate::config::LlamaConfig;
+use crate::error::Result;
+use crate::model::LlamaModel;
+use crate::weights::{RandomSource, WeightSource, build_model, linear};
+
+/// Llama with a `score` head (`[hidden] -> 1`, no bias), read at the last non-pad token.
+#[derive(Module, Debug)]
+pub struct LlamaForSequenceClassification<B: Backend> {
+    /// The decoder stack.
+    pub model: LlamaModel<B>,
+    /// `score` (`[hidden] -> [1]`).
+    pub score: Linear<B>,
+}
+
+impl<B: Backend> LlamaForSequenceClassification<B> {
+    /// Random initialisation (`N(0, std)` matrices, unit norms).
+    pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
+        let mut src = RandomSource { std, device };
+        Self::build(config, &mut src).expect("random initialisation cannot fail")
+    }
+
+    pub(crate) fn build<S: WeightSource<B>>(config: &LlamaConfig, src: &mut S) -> Result<Self> {
+        let model = build_model(config, src)?;
+        let score = linear(src, "score", config.hidden_size, 1)?;
+        Ok(Self { model, score })
+    }
+
+    /// A reward model from a causal LM (e.g. the SFT model): keeps the decoder, drops the LM head
+    /// and draws a fresh score head from `N(0, std)`.
+    pub fn from_causal_lm(lm: LlamaForCausalLM<B>, std: f64) -> Self {
+        let device = lm.model.embed_tokens.weight.val().device();
+        let mut src = RandomSource {
+            std,
+            device: &device,
+        };
+        let d = lm.model.config.hidden_size;
+        let score = linear(&mut src, "score", d, 1).expect("random initialisation cannot fail");
+        Self {
+            model: lm.model,
+            score,
+        }
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.model.config
+    }
+
+    /// Scores at every position.
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq]`
+    pub fn forward_all(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 2> {
+        let hidden = self.model.forward(input_ids, attention_mask, None);
+        self.score.forward(hidden).squeeze_dim(2)
+    }
+
+    /// One score per sequence, read like HF at the rightmost token whose id is not
+    /// `pad_token_id` (the last token when the config has no pad id).
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 1> {
+        let [b, _] = input_ids.dims();
+        let idx = last_non_pad_index(input_ids.clone(), self.model.config.pad_token_id);
+        let all = self.forward_all(input_ids, attention_mask);
+        all.gather(1, idx.reshape([b, 1])).reshape([b])
+    }
+}
+
+/// Index of the rightmost token whose id differs from `pad` (HF's
+/// `(arange * (ids != pad)).argmax(-1)`; 0 for an all-pad row, `seq - 1` when `pad` is `None`).
+///
+/// # Shapes
+/// - `input_ids`: `[batch, seq]` -> `[batch]`
+pub fn last_non_pad_index<B: Backend>(
+    input_ids: Tensor<B, 2, Int>,
+    pad: Option<u32>,
+) -> Tensor<B, 1, Int> {
+    let [b, t] = input_ids.dims();
+    let device = input_ids.device();
+    match pad {
+        None => Tensor::<B, 1, Int>::full([b], t as i64 - 1, &device),
+        Some(pad) => {
+            let non_pad = input_ids.not_equal_elem(pad as i64).int();
+            let idx = Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]);
+            (non_pad * idx).argmax(1).reshape([b])
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! One pre-norm Llama decoder layer: attention and SwiGLU MLP, each with a residual connection.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Tensor};
+
+use crate::attention::LlamaAttention;
+use crate::cache::KvCache;
+use crate::mlp::LlamaMlp;
+use crate::rms_norm::LlamaRmsNorm;
+
+/// A decoder layer (HF `model.layers.N`).
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer<B: Backend> {
+    /// `input_layernorm`.
+    pub input_layernorm: LlamaRmsNorm<B>,
+    /// `self_attn`.
+    pub self_attn: LlamaAttention<B>,
+    /// `post_attention_layernorm`.
+    pub post_attention_layernorm: LlamaRmsNorm<B>,
+    /// `mlp`.
+    pub mlp: LlamaMlp<B>,
+}
+
+impl<B: Backend> LlamaDecoderLayer<B> {
+    /// `h = x + attn(norm(x)); h + mlp(norm(h))`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[batch, 1, seq, head_dim]`;
+    ///   `mask`: `[batch, 1, seq, cached + seq]` -> `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}

@@ -1,0 +1,68 @@
+//! `LlamaModel`: embeddings, decoder layers and final norm (HF `model.*`).
+
+use burn::module::Module;
+use burn::nn::Embedding;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::cache::KvCache;
+use crate::config::LlamaConfig;
+use crate::layer::LlamaDecoderLayer;
+use crate::mask::{self, positions_from_mask};
+use crate::rms_norm::LlamaRmsNorm;
+use crate::rope::RotaryEmbedding;
+
+/// The Llama decoder stack without a head.
+#[derive(Module, Debug)]
+pub struct LlamaModel<B: Backend> {
+    /// `model.embed_tokens`, `[vocab, hidden]`.
+    pub embed_tokens: Embedding<B>,
+    /// `model.layers.N`.
+    pub layers: Vec<LlamaDecoderLayer<B>>,
+    /// `model.norm`.
+    pub norm: LlamaRmsNorm<B>,
+    /// RoPE frequencies (derived from the config, not a parameter).
+    #[module(skip)]
+    pub rope: RotaryEmbedding,
+    /// The config this model was built from.
+    #[module(skip)]
+    pub config: LlamaConfig,
+}
+
+impl<B: Backend> LlamaModel<B> {
+    /// Final hidden states of the new tokens `input_ids`.
+    ///
+    /// `attention_mask` (1 = token, 0 = padding) covers the cached tokens followed by the new ones;
+    /// `None` means no padding. Positions are `cumsum(mask) - 1`, so left padding is transparent.
+    /// With `cache`, the new tokens attend to the cached ones and the cache is extended.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]`
+    /// - `attention_mask`: `[batch, cached + seq]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [b, t] = input_ids.dims();
+        let device = input_ids.device();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let mask = attention_mask.unwrap_or_else(|| Tensor::ones([b, past + t], &device));
+        assert_eq!(
+            mask.dims(),
+            [b, past + t],
+            "attention_mask must be [batch, cached + seq]"
+        );
+        let positions = positions_from_mask(mask.clone()).narrow(1, past, t);
+        let attn_mask = mask::attention_mask(mask, t);
+        let mut x = self.embed_tokens.forward(input_ids);
+        let (cos, sin) = self.rope.cos_sin(positions, x.dtype());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(x, cos.clone(), sin.clone(), attn_mask.clone(), c);
+        }
+        self.norm.forward(x)
+    }
+}
