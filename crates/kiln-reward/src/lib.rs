@@ -1,8 +1,37 @@
-//! kiln-reward: reward models: the RewardModel trait, a Llama Bradley-Terry reward model, a pairwise preference model and rule-based rewards.
+//! kiln-reward: reward models for annotating generations.
 //!
-//! **Skeleton.** This crate is planned (see `docs/ARCHITECTURE.md`) and currently exports only its
-//! error type.
+//! - [`RewardModel`]: score a batch of `(prompt, response)` items, one `f32` each
+//!   ([`Prompt`] = `kiln_data::Content`, text or chat messages).
+//! - [`LlamaRewardModel`]: Llama backbone + `score` head (HF `LlamaForSequenceClassification`),
+//!   Llama-3 chat template, score read at the last real token; loads and saves HF directories.
+//! - [`PairwisePreferenceModel`]: a causal LM asked `[CONTEXT] .. [RESPONSE A] .. [RESPONSE B] ..`,
+//!   `P(A)` from the `A`/`B` logits averaged over both orders; K responses scored by pairwise wins.
+//! - Rule-based rewards: every closure `Fn(&Prompt, &str) -> f32` is a [`RewardModel`];
+//!   [`rules::LengthPenalty`] subtracts `lambda * len` (characters or tokens).
+//! - [`normalize`]: z-scores, min-max, per-prompt centering, running statistics.
+//!
+//! # Example
+//! ```
+//! use kiln_reward::rules::{LengthMeasure, LengthPenalty};
+//! use kiln_reward::{Prompt, RewardModel};
+//!
+//! // A rule-based reward: count polite words, then penalise length per character.
+//! let polite = |_: &Prompt, r: &str| r.matches("please").count() as f32;
+//! let rm = LengthPenalty::new(polite, 0.01, LengthMeasure::Chars)?;
+//! let prompt = Prompt::from("Ask me nicely.");
+//! let scores = rm.score_responses(&prompt, &["please".into(), "no".into()])?;
+//! assert!(scores[0] > scores[1]);
+//! # Ok::<(), kiln_reward::Error>(())
+//! ```
 
 pub mod error;
+pub mod llama;
+pub mod model;
+pub mod normalize;
+pub mod pairwise;
+pub mod rules;
 
 pub use error::{Error, Result};
+pub use llama::{LlamaRewardModel, score_token_rows};
+pub use model::{Prompt, RewardModel};
+pub use pairwise::PairwisePreferenceModel;

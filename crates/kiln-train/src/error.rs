@@ -1,5 +1,7 @@
 //! Errors of kiln-train.
 
+use std::path::PathBuf;
+
 /// Everything that can go wrong in kiln-train.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -7,11 +9,62 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io {
         /// The file involved.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// The loss of a micro-batch was NaN or infinite: training stops.
+    #[error("non-finite loss {value} at optimiser step {step} (micro-batch {micro_batch})")]
+    NonFiniteLoss {
+        /// The 1-based optimiser step that was being computed.
+        step: usize,
+        /// Index of the micro-batch within that step.
+        micro_batch: usize,
+        /// The offending loss value.
+        value: f64,
+    },
+    /// The global gradient norm was NaN or infinite although the loss was finite.
+    #[error("non-finite gradient norm {value} at optimiser step {step}")]
+    NonFiniteGradient {
+        /// The 1-based optimiser step.
+        step: usize,
+        /// The norm.
+        value: f64,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid training config: {0}")]
+    InvalidConfig(String),
+    /// Bad input data (empty dataset, mismatched lengths, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A checkpoint directory is incomplete or inconsistent.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An error from kiln-model (checkpoint I/O).
+    #[error(transparent)]
+    Model(#[from] kiln_model::Error),
+    /// An error from kiln-data (tokenisation, collation).
+    #[error(transparent)]
+    Data(#[from] kiln_data::Error),
+    /// An error from kiln-losses (loss configuration).
+    #[error(transparent)]
+    Loss(#[from] kiln_losses::Error),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// Result alias for kiln-train.

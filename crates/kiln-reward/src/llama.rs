@@ -1,0 +1,353 @@
+//! [`LlamaRewardModel`]: a Llama backbone with a `score` head (HF
+//! `LlamaForSequenceClassification`, one label) behind the Llama-3 chat template.
+//!
+//! The input is `chat_template(prompt + [assistant response])` (no generation prompt), truncated
+//! from the left to `max_len` tokens so the final `<|eot_id|>` is kept; the score is read at the
+//! last real token of each (right-padded) row, located through the attention mask. With the
+//! dedicated pad token (`<|finetune_right_pad_id|>`) as the config's `pad_token_id` this is HF's
+//! "rightmost non-pad id" rule, so scores equal transformers'.
+
+use std::path::Path;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use kiln_data::collate::pad_right;
+use kiln_data::examples::encode_reward_input;
+use kiln_data::{ChatTemplate, Example, Tokenizer};
+use kiln_model::{LlamaForSequenceClassification, MissingScore, SaveOptions};
+
+use crate::error::{Error, Result};
+use crate::model::{Prompt, RewardModel};
+
+/// Scores token sequences with a sequence-classification model, `batch_size` rows at a time
+/// (right-padded with `pad_id`, score read at each row's last token).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an empty row or an id outside the model's vocabulary.
+pub fn score_token_rows<B: Backend>(
+    model: &LlamaForSequenceClassification<B>,
+    rows: &[Vec<u32>],
+    pad_id: u32,
+    batch_size: usize,
+) -> Result<Vec<f32>> {
+    let vocab = model.config().vocab_size;
+    for (i, r) in rows.iter().enumerate() {
+        if r.is_empty() {
+            return Err(Error::InvalidInput(format!("row {i} has no tokens")));
+        }
+        if let Some(&bad) = r.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::InvalidInput(format!(
+                "row {i}: token id {bad} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+    }
+    let device = model.model.embed_tokens.weight.val().device();
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let examples: Vec<Example> = chunk
+            .iter()
+            .map(|ids| Example {
+                ids: ids.clone(),
+                loss_mask: vec![false; ids.len()],
+            })
+            .collect();
+        let batch = pad_right(&examples, pad_id)?.to_tensors::<B>(&device);
+        let all = model.forward_all(batch.input_ids, Some(batch.attention_mask));
+        let n = chunk.len();
+        let scores: Tensor<B, 1> = all.gather(1, batch.last_index.reshape([n, 1])).reshape([n]);
+        let v = scores
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| Error::InvalidInput(format!("cannot read scores back: {e:?}")))?;
+        out.extend(v);
+    }
+    Ok(out)
+}
+
+/// A Bradley-Terry reward model: Llama + `score` head + tokenizer + Llama-3 chat template.
+#[derive(Debug)]
+pub struct LlamaRewardModel<B: Backend> {
+    model: LlamaForSequenceClassification<B>,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    pad_id: u32,
+    max_len: usize,
+    batch_size: usize,
+}
+
+impl<B: Backend> LlamaRewardModel<B> {
+    /// Wraps a model and its tokenizer (max length 4096, batches of 8).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the tokenizer's vocabulary is larger than the model's or the
+    /// tokenizer lacks the chat-template tokens.
+    pub fn new(model: LlamaForSequenceClassification<B>, tokenizer: Tokenizer) -> Result<Self> {
+        let template = ChatTemplate::llama3(&tokenizer)?;
+        let pad_id = tokenizer.pad_id()?;
+        let vocab = model.config().vocab_size;
+        if tokenizer.vocab_size() > vocab {
+            return Err(Error::InvalidInput(format!(
+                "tokenizer has {} tokens but the model's vocabulary is {vocab}",
+                tokenizer.vocab_size()
+            )));
+        }
+        if model.config().pad_token_id != Some(pad_id) {
+            tracing::warn!(
+                config_pad = ?model.config().pad_token_id,
+                tokenizer_pad = pad_id,
+                "reward model config pad_token_id differs from the tokenizer's pad id; scores are \
+                 read at the last attended token, transformers would read at the last non-pad id"
+            );
+        }
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            pad_id,
+            max_len: 4096,
+            batch_size: 8,
+        })
+    }
+
+    /// Loads an HF `LlamaForSequenceClassification` directory with its `tokenizer.json`.
+    ///
+    /// # Errors
+    /// Missing files or tensors (named), a tokenizer that does not fit the model.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let tokenizer = Tokenizer::from_model_dir(dir)?;
+        Self::from_pretrained_with_tokenizer(dir, tokenizer, device)
+    }
+
+    /// Loads the weights from `dir` and uses the given tokenizer.
+    ///
+    /// # Errors
+    /// As [`Self::from_pretrained`].
+    pub fn from_pretrained_with_tokenizer(
+        dir: impl AsRef<Path>,
+        tokenizer: Tokenizer,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let model =
+            LlamaForSequenceClassification::from_pretrained(dir, device, MissingScore::Error)?;
+        Self::new(model, tokenizer)
+    }
+
+    /// Saves weights (HF layout) and `tokenizer.json` into `dir`.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>, options: SaveOptions) -> Result<()> {
+        let dir = dir.as_ref();
+        self.model.save_pretrained(dir, options)?;
+        let path = dir.join("tokenizer.json");
+        let json = self.tokenizer.to_json(false)?;
+        std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
+        Ok(())
+    }
+
+    /// Maximum tokens per input (left truncation keeps the end).
+    pub fn with_max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len.max(1);
+        self
+    }
+
+    /// Rows per forward pass.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The wrapped model.
+    pub fn model(&self) -> &LlamaForSequenceClassification<B> {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The token ids scored for `(prompt, response)`.
+    ///
+    /// # Errors
+    /// Tokenisation errors.
+    pub fn encode(&self, prompt: &Prompt, response: &str) -> Result<Vec<u32>> {
+        Ok(encode_reward_input(
+            &self.tokenizer,
+            &self.template,
+            prompt,
+            &Prompt::Text(response.to_string()),
+            self.max_len,
+        )?)
+    }
+
+    /// Scores already-encoded sequences.
+    ///
+    /// # Errors
+    /// As [`score_token_rows`].
+    pub fn score_ids(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
+        score_token_rows(&self.model, rows, self.pad_id, self.batch_size)
+    }
+}
+
+impl<B: Backend> RewardModel for LlamaRewardModel<B> {
+    fn score_batch(&self, items: &[(&Prompt, &str)]) -> Result<Vec<f32>> {
+        let rows = items
+            .iter()
+            .map(|(p, r)| self.encode(p, r))
+            .collect::<Result<Vec<_>>>()?;
+        self.score_ids(&rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use kiln_model::LlamaConfig;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/model/reward"
+    );
+
+    fn read<T>(
+        st: &safetensors::SafeTensors,
+        name: &str,
+        f: fn(&[u8]) -> T,
+        w: usize,
+    ) -> (Vec<T>, Vec<usize>) {
+        let t = st.tensor(name).unwrap();
+        (t.data().chunks(w).map(f).collect(), t.shape().to_vec())
+    }
+
+    #[test]
+    fn scores_equal_transformers_on_the_fixture() {
+        let device = Default::default();
+        let model = LlamaForSequenceClassification::<Flex>::from_pretrained(
+            FIXTURE,
+            &device,
+            MissingScore::Error,
+        )
+        .unwrap();
+        let bytes = std::fs::read(format!("{FIXTURE}/expected.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let i64le = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap());
+        let f32le = |b: &[u8]| f32::from_le_bytes(b.try_into().unwrap());
+        let mut checked = 0;
+        for case in ["single", "left", "right", "long"] {
+            let (ids, shape) = read(&st, &format!("{case}.input_ids"), i64le, 8);
+            let (mask, _) = read(&st, &format!("{case}.attention_mask"), i64le, 8);
+            let (expected, _) = read(&st, &format!("{case}.scores"), f32le, 4);
+            let t = shape[1];
+            // Unpadded rows: the attended tokens only (HF used position_ids = cumsum(mask) - 1).
+            let rows: Vec<Vec<u32>> = (0..shape[0])
+                .map(|r| {
+                    (0..t)
+                        .filter(|&c| mask[r * t + c] == 1)
+                        .map(|c| ids[r * t + c] as u32)
+                        .collect()
+                })
+                .collect();
+            // Pad with an id the fixture never uses inside a row, batch of 2 to mix lengths.
+            let got = score_token_rows(&model, &rows, 127, 2).unwrap();
+            for (g, e) in got.iter().zip(&expected) {
+                assert!((g - e).abs() <= 1e-4, "{case}: {g} vs HF {e}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4);
+    }
+
+    #[test]
+    fn text_pairs_score_like_transformers() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/reward/tiny-rm"
+        );
+        let device = Default::default();
+        let rm = LlamaRewardModel::<Flex>::from_pretrained(dir, &device)
+            .unwrap()
+            .with_batch_size(3);
+        let pairs: Vec<kiln_data::PairRecord> =
+            kiln_data::read_jsonl(format!("{dir}/pairs.jsonl")).unwrap();
+        let expected = std::fs::read_to_string(format!("{dir}/expected.jsonl")).unwrap();
+        let expected: Vec<serde_json::Value> = expected
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(pairs.len(), expected.len());
+        let mut items = Vec::new();
+        let texts: Vec<(String, String)> = pairs
+            .iter()
+            .map(|p| (p.chosen.text(), p.rejected.text()))
+            .collect();
+        for (p, (c, r)) in pairs.iter().zip(&texts) {
+            items.push((&p.prompt, c.as_str()));
+            items.push((&p.prompt, r.as_str()));
+        }
+        let scores = rm.score_batch(&items).unwrap();
+        for (i, e) in expected.iter().enumerate() {
+            for (k, side) in ["chosen", "rejected"].iter().enumerate() {
+                let ids: Vec<u32> = e[format!("ids_{side}")]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
+                let (p, r) = items[2 * i + k];
+                assert_eq!(rm.encode(p, r).unwrap(), ids, "pair {i} {side}: tokens");
+                let hf = e[format!("score_{side}")].as_f64().unwrap() as f32;
+                let got = scores[2 * i + k];
+                assert!(
+                    (got - hf).abs() <= 1e-4,
+                    "pair {i} {side}: {got} vs HF {hf}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_scoring_save_and_reload() {
+        let device = Default::default();
+        let tok = Tokenizer::builtin_tiny();
+        let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);
+        config.pad_token_id = Some(tok.pad_id().unwrap());
+        let model = LlamaForSequenceClassification::<Flex>::init(&config, 0.1, &device);
+        let rm = LlamaRewardModel::new(model, tok.clone())
+            .unwrap()
+            .with_batch_size(2);
+        let p = Prompt::from("Say something nice.");
+        let responses: Vec<String> = ["yes", "a much longer answer than the others", "ok"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let batched = rm.score_responses(&p, &responses).unwrap();
+        for (r, s) in responses.iter().zip(&batched) {
+            let alone = rm.score(&p, r).unwrap();
+            assert!((alone - s).abs() < 1e-5, "padding must not change a score");
+            // Equal to the model's own HF-style forward on the unpadded ids.
+            let ids = rm.encode(&p, r).unwrap();
+            assert_eq!(ids.last(), Some(&tok.token_id("<|eot_id|>").unwrap()));
+        }
+        let dir = std::env::temp_dir().join(format!("kiln-reward-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        rm.save_pretrained(
+            &dir,
+            SaveOptions {
+                dtype: kiln_model::SaveDtype::F32,
+                ..SaveOptions::default()
+            },
+        )
+        .unwrap();
+        let back = LlamaRewardModel::<Flex>::from_pretrained(&dir, &device).unwrap();
+        assert_eq!(back.score_responses(&p, &responses).unwrap(), batched);
+        let _ = std::fs::remove_dir_all(&dir);
+        // A tokenizer larger than the model's vocabulary is refused up front.
+        let small =
+            LlamaForSequenceClassification::<Flex>::init(&LlamaConfig::tiny(64, 32), 0.1, &device);
+        assert!(LlamaRewardModel::new(small, tok).is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! DPO-family training against a frozen reference whose log-probs are precomputed.
+//!
+//! [`precompute_reference_logps`] runs the reference model once over the dataset (on any backend,
+//! typically the inference backend) and stores two numbers per pair, so the reference model can
+//! be dropped before training. Every loss of `kiln_losses::DpoLoss` (sigmoid/cDPO, robust, IPO,
+//! hinge) is supported; IPO uses length-averaged log-probs like TRL
+//! ([`DpoTrainConfig::reduction`]). Metrics carry TRL's names (`rewards/chosen`, ...).
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use kiln_data::Example;
+use kiln_data::PairBatch;
+use kiln_data::collate::collate_pairs;
+use kiln_losses::{Dpo, DpoConfig, DpoLoss, DpoMetrics, LogProbReduction, sequence_logprobs};
+use kiln_model::LlamaForCausalLM;
+
+use crate::error::{Error, Result};
+use crate::sft::device_of;
+use crate::train_loop::{StepLoss, StepStats, TrainLoop};
+
+/// DPO options (the optimiser settings live in the [`TrainConfig`](crate::TrainConfig)).
+#[derive(Debug, Clone)]
+pub struct DpoTrainConfig {
+    /// The loss (beta, variant, reference-free).
+    pub loss: DpoConfig,
+    /// How sequence log-probs are reduced: `Sum` for DPO, `Mean` for IPO (TRL).
+    pub reduction: LogProbReduction,
+    /// Padding id of the tokenizer.
+    pub pad_id: u32,
+}
+
+impl DpoTrainConfig {
+    /// A config with the reduction TRL uses for the loss variant (`Mean` for IPO, else `Sum`).
+    pub fn new(loss: DpoConfig, pad_id: u32) -> Self {
+        let reduction = match loss.loss {
+            DpoLoss::Ipo => LogProbReduction::Mean,
+            _ => LogProbReduction::Sum,
+        };
+        Self {
+            loss,
+            reduction,
+            pad_id,
+        }
+    }
+}
+
+/// Reference log-probs of a dataset's pairs, in dataset order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceLogps {
+    /// `logp_ref(y_w)` per pair.
+    pub chosen: Vec<f32>,
+    /// `logp_ref(y_l)` per pair.
+    pub rejected: Vec<f32>,
+    /// The reduction they were computed with (must match the training config).
+    pub reduction: LogProbReduction,
+}
+
+/// `(chosen, rejected)` sequence log-probs of a pair batch, `[N]` each.
+pub fn pair_logps<B: Backend>(
+    model: &LlamaForCausalLM<B>,
+    batch: &PairBatch<B>,
+    reduction: LogProbReduction,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let b = &batch.batch;
+    let logits = model.forward(b.input_ids.clone(), Some(b.attention_mask.clone()));
+    let logps = sequence_logprobs(logits, b.input_ids.clone(), b.loss_mask.clone(), reduction);
+    let n = batch.num_pairs;
+    (logps.clone().narrow(0, 0, n), logps.narrow(0, n, n))
+}
+
+/// Runs the (frozen) reference model once over `pairs` in batches of `batch_size`.
+///
+/// # Errors
+/// Collation errors.
+pub fn precompute_reference_logps<B: Backend>(
+    reference: &LlamaForCausalLM<B>,
+    pairs: &[(Example, Example)],
+    pad_id: u32,
+    batch_size: usize,
+    reduction: LogProbReduction,
+) -> Result<ReferenceLogps> {
+    let device = device_of(&reference.model);
+    let mut out = ReferenceLogps {
+        chosen: Vec::with_capacity(pairs.len()),
+        rejected: Vec::with_capacity(pairs.len()),
+        reduction,
+    };
+    for chunk in pairs.chunks(batch_size.max(1)) {
+        let batch = collate_pairs::<B>(chunk, pad_id, &device)?;
+        let (c, r) = pair_logps(reference, &batch, reduction);
+        out.chosen.extend(to_vec(c)?);
+        out.rejected.extend(to_vec(r)?);
+    }
+    tracing::info!(pairs = pairs.len(), "precomputed reference log-probs");
+    Ok(out)
+}
+
+fn to_vec<B: Backend>(t: Tensor<B, 1>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| Error::InvalidInput(format!("cannot read log-probs back: {e:?}")))
+}
+
+/// A DPO micro-batch: the pairs and their reference log-probs.
+#[derive(Debug, Clone)]
+pub struct DpoBatch<B: Backend> {
+    /// `2N` stacked rows (chosen first).
+    pub pairs: PairBatch<B>,
+    /// `[N]` reference log-probs of the chosen responses.
+    pub reference_chosen: Tensor<B, 1>,
+    /// `[N]` reference log-probs of the rejected responses.
+    pub reference_rejected: Tensor<B, 1>,
+}
+
+/// Collates dataset pairs `idx` with their precomputed reference log-probs.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an index outside the reference table; collation errors.
+pub fn collate_dpo<B: Backend>(
+    pairs: &[(Example, Example)],
+    reference: &ReferenceLogps,
+    idx: &[usize],
+    pad_id: u32,
+    device: &B::Device,
+) -> Result<DpoBatch<B>> {
+    if reference.chosen.len() != pairs.len() || reference.rejected.len() != pairs.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} pairs but {} / {} reference log-probs",
+            pairs.len(),
+            reference.chosen.len(),
+            reference.rejected.len()
+        )));
+    }
+    let rows: Vec<(Example, Example)> = idx.iter().map(|&i| pairs[i].clone()).collect();
+    let take = |v: &[f32]| -> Tensor<B, 1> {
+        let d: Vec<f32> = idx.iter().map(|&i| v[i]).collect();
+        Tensor::from_data(TensorData::new(d, [idx.len()]), device)
+    };
+    Ok(DpoBatch {
+        pairs: collate_pairs::<B>(&rows, pad_id, device)?,
+        reference_chosen: take(&reference.chosen),
+        reference_rejected: take(&reference.rejected),
+    })
+}
+
+/// The DPO-family loss of a micro-batch, with TRL-named metrics.
+pub fn dpo_loss<B: AutodiffBackend>(
+    model: &LlamaForCausalLM<B>,
+    batch: &DpoBatch<B>,
+    dpo: &Dpo,
+    reduction: LogProbReduction,
+) -> Result<StepLoss<B>> {
+    let (pc, pr) = pair_logps(model, &batch.pairs, reduction);
+    let out = dpo.forward(
+        pc,
+        pr,
+        batch.reference_chosen.clone(),
+        batch.reference_rejected.clone(),
+    );
+    let mut step = StepLoss::new(out.loss.clone());
+    for (name, v) in out.metrics().named() {
+        step = step.with_metric(name, v);
+    }
+    Ok(step)
+}
+
+/// Runs DPO steps until `until_step` on `pairs` with their precomputed reference log-probs.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when the reference was computed with another reduction; loss,
+/// collation and [`TrainLoop::fit`] errors.
+pub fn train_dpo<B: AutodiffBackend>(
+    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+    pairs: &[(Example, Example)],
+    reference: &ReferenceLogps,
+    config: &DpoTrainConfig,
+    until_step: usize,
+) -> Result<Vec<StepStats>> {
+    if reference.reduction != config.reduction {
+        return Err(Error::InvalidConfig(format!(
+            "reference log-probs were computed with {:?} but training uses {:?}",
+            reference.reduction, config.reduction
+        )));
+    }
+    let dpo = config.loss.init()?;
+    let device = device_of(&train.model().model);
+    train.fit(
+        pairs.len(),
+        until_step,
+        |idx| collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device),
+        |model, batch| dpo_loss(model, batch, &dpo, config.reduction),
+    )
+}
+
+/// DPO metrics of `model` on the whole dataset (no gradients), as batch means weighted by size.
+///
+/// # Errors
+/// Loss configuration and collation errors.
+pub fn evaluate_dpo<B: Backend>(
+    model: &LlamaForCausalLM<B>,
+    pairs: &[(Example, Example)],
+    reference: &ReferenceLogps,
+    config: &DpoTrainConfig,
+    batch_size: usize,
+) -> Result<DpoMetrics> {
+    let dpo = config.loss.init()?;
+    let device = device_of(&model.model);
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let mut acc = [0.0f64; 6];
+    for idx in all.chunks(batch_size.max(1)) {
+        let batch = collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device)?;
+        let (pc, pr) = pair_logps(model, &batch.pairs, config.reduction);
+        let m = dpo
+            .forward(pc, pr, batch.reference_chosen, batch.reference_rejected)
+            .metrics();
+        for (a, (_, v)) in acc.iter_mut().zip(m.named()) {
+            *a += v * idx.len() as f64;
+        }
+    }
+    let n = pairs.len().max(1) as f64;
+    Ok(DpoMetrics {
+        rewards_chosen: acc[0] / n,
+        rewards_rejected: acc[1] / n,
+        rewards_accuracies: acc[2] / n,
+        rewards_margins: acc[3] / n,
+        logps_chosen: acc[4] / n,
+        logps_rejected: acc[5] / n,
+    })
+}
+
+/// [`evaluate_dpo`] on the inference copy of a training loop's model.
+pub fn evaluate_dpo_of<B: AutodiffBackend>(
+    train: &TrainLoop<B, LlamaForCausalLM<B>>,
+    pairs: &[(Example, Example)],
+    reference: &ReferenceLogps,
+    config: &DpoTrainConfig,
+    batch_size: usize,
+) -> Result<DpoMetrics> {
+    evaluate_dpo(&train.model().valid(), pairs, reference, config, batch_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::TrainConfig;
+    use crate::testutil::{TB, tiny};
+
+    #[test]
+    fn dpo_raises_rewards_accuracy_and_margin_on_its_pairs() {
+        let t = tiny();
+        let device = Default::default();
+        let policy = LlamaForCausalLM::<TB>::init(&t.config, 0.02, &device);
+        let pairs = t.dpo_pairs(0..16);
+        let cfg = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), t.pad);
+        // The reference (a frozen copy of the initial policy) is used once and dropped.
+        let reference = {
+            let frozen = policy.valid();
+            precompute_reference_logps(&frozen, &pairs, t.pad, 8, cfg.reduction).unwrap()
+        };
+        assert_eq!(reference.chosen.len(), 16);
+        let config = TrainConfig::new(15)
+            .with_lr(3e-3)
+            .with_micro_batch_size(4)
+            .with_grad_accum_steps(2)
+            .with_log_every(0);
+        let mut train = TrainLoop::new(policy, config).unwrap();
+        let m0 = evaluate_dpo_of(&train, &pairs, &reference, &cfg, 8).unwrap();
+        assert!(
+            m0.rewards_margins.abs() < 1e-4,
+            "policy == reference at start: {m0:?}"
+        );
+        let stats = train_dpo(&mut train, &pairs, &reference, &cfg, 15).unwrap();
+        let m1 = evaluate_dpo_of(&train, &pairs, &reference, &cfg, 8).unwrap();
+        assert!(m1.rewards_accuracies >= 0.99, "{m0:?} -> {m1:?}");
+        assert!(
+            m1.rewards_margins > m0.rewards_margins + 0.5,
+            "{m0:?} -> {m1:?}"
+        );
+        assert!(m1.rewards_chosen > m1.rewards_rejected);
+        let names: Vec<&str> = stats[0].metrics.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "rewards/chosen",
+                "rewards/rejected",
+                "rewards/accuracies",
+                "rewards/margins",
+                "logps/chosen",
+                "logps/rejected"
+            ]
+        );
+    }
+
+    #[test]
+    fn ipo_uses_mean_logprobs_and_mismatch_is_an_error() {
+        let t = tiny();
+        let device = Default::default();
+        let ipo = DpoTrainConfig::new(DpoConfig::new().with_loss(DpoLoss::Ipo), t.pad);
+        assert_eq!(ipo.reduction, LogProbReduction::Mean);
+        let policy = LlamaForCausalLM::<TB>::init(&t.config, 0.02, &device);
+        let pairs = t.dpo_pairs(0..4);
+        let reference =
+            precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, LogProbReduction::Sum)
+                .unwrap();
+        let mut train = TrainLoop::new(policy, TrainConfig::new(2).with_lr(1e-3)).unwrap();
+        let err = train_dpo(&mut train, &pairs, &reference, &ipo, 2).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    }
+}
