@@ -3,15 +3,28 @@
 /// Everything that can go wrong in kiln-sampling.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O error on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file involved.
-        path: std::path::PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+    /// A configuration field holds an invalid value.
+    #[error("invalid sampling config: `{field}` = {value}: {expected}")]
+    InvalidConfig {
+        /// The offending field.
+        field: &'static str,
+        /// Its value, formatted.
+        value: String,
+        /// What a valid value looks like.
+        expected: &'static str,
     },
+    /// Bad input (empty prompt, token id outside the vocabulary, shape mismatch, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Stop strings or text output need a tokenizer, but none was given.
+    #[error("{0} needs a tokenizer: pass one with `Generator::with_tokenizer`")]
+    MissingTokenizer(&'static str),
+    /// A tokenizer error (decoding the generated ids).
+    #[error(transparent)]
+    Data(#[from] kiln_data::Error),
+    /// A model error.
+    #[error(transparent)]
+    Model(#[from] kiln_model::Error),
 }
 
 /// Result alias for kiln-sampling.

@@ -1,0 +1,103 @@
+//! Decode throughput (generated tokens/s) of a ~20M-parameter Llama-3-shaped model on the Flex CPU
+//! backend: batch 1 and batch 32, with and without the KV cache. Greedy, a 16-token prompt, exactly
+//! 32 new tokens per row (no stop ids); prefill included.
+//!
+//! Run: `cargo bench -p kiln-sampling --bench decode`. The random weights are created once and saved
+//! as an HF checkpoint in `target/kiln-bench/decode-20m/`, so `scripts/bench/hf_generate.py` times
+//! Hugging Face `generate` on the very same weights.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use burn::backend::Flex;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use kiln_model::{LlamaConfig, LlamaForCausalLM, SaveDtype, SaveOptions};
+use kiln_sampling::{GenerationConfig, Generator, SamplerConfig};
+
+const PROMPT: usize = 16;
+const NEW: usize = 32;
+
+fn config() -> LlamaConfig {
+    // Same shape as kiln-model's forward bench.
+    let mut c = LlamaConfig::tiny(8192, 512);
+    c.intermediate_size = 1408;
+    c.num_hidden_layers = 4;
+    c.num_attention_heads = 8;
+    c.num_key_value_heads = 4;
+    c.head_dim = 64;
+    c.max_position_embeddings = 2048;
+    c
+}
+
+fn checkpoint_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/kiln-bench/decode-20m")
+}
+
+fn load_model() -> LlamaForCausalLM<Flex> {
+    let device = Default::default();
+    let dir = checkpoint_dir();
+    if !dir.join("config.json").exists() {
+        let model = LlamaForCausalLM::<Flex>::init(&config(), 0.02, &device);
+        let opts = SaveOptions {
+            dtype: SaveDtype::F32,
+            ..SaveOptions::default()
+        };
+        model
+            .save_pretrained(&dir, opts)
+            .expect("save bench weights");
+    }
+    LlamaForCausalLM::from_pretrained(&dir, &device).expect("load bench weights")
+}
+
+/// Deterministic prompt ids (the HF script uses the same formula).
+fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
+    (0..batch)
+        .map(|b| {
+            (0..PROMPT)
+                .map(|t| (10 + (b * 131 + t * 17) % (vocab - 10)) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn bench(cr: &mut Criterion) {
+    let model = load_model();
+    let vocab = model.config().vocab_size;
+    let mut group = cr.benchmark_group(format!(
+        "decode_{}M_p{PROMPT}_n{NEW}",
+        model.config().num_parameters() / 1_000_000
+    ));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(1));
+    for batch in [1usize, 32] {
+        let ps = prompts(batch, vocab);
+        group.throughput(Throughput::Elements((batch * NEW) as u64));
+        for use_cache in [true, false] {
+            let cfg = GenerationConfig::new()
+                .with_sampler(SamplerConfig::greedy())
+                .with_max_new_tokens(NEW)
+                .with_prompt_batch_size(batch)
+                .with_use_cache(use_cache);
+            let generator = Generator::new(&model, cfg).expect("config");
+            let name = format!(
+                "b{batch}_{}",
+                if use_cache { "kv_cache" } else { "no_cache" }
+            );
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let out = generator.generate(&ps).expect("generate");
+                    assert_eq!(out.stats.generated_tokens, batch * NEW);
+                    out
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

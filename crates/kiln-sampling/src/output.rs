@@ -1,0 +1,110 @@
+//! What generation returns: one [`Generation`] per response, plus timing statistics.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A stop token id (e.g. `<|eot_id|>`) was generated; it is the last of `token_ids`.
+    StopToken,
+    /// The decoded text came to contain a stop string.
+    StopString,
+    /// `max_new_tokens` tokens were generated without a stop.
+    Length,
+}
+
+impl FinishReason {
+    /// The snake-case name (`stop_token`, `stop_string`, `length`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::StopToken => "stop_token",
+            FinishReason::StopString => "stop_string",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One generated response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Index of the prompt in the input list.
+    pub prompt_index: usize,
+    /// Which of the `K` responses to that prompt (`0..K`).
+    pub sample_index: usize,
+    /// Generated ids, including the stop token when one ended the response.
+    pub token_ids: Vec<u32>,
+    /// `token_ids` decoded without special tokens (empty when the generator has no tokenizer).
+    pub text: String,
+    /// Per-token log-prob of each generated id under the sampling distribution (see
+    /// [`crate::sampler`]); same length as `token_ids`.
+    pub logprobs: Vec<f32>,
+    /// Why the response ended.
+    pub finish_reason: FinishReason,
+}
+
+impl Generation {
+    /// Sum of [`Generation::logprobs`].
+    pub fn total_logprob(&self) -> f64 {
+        self.logprobs.iter().map(|&x| x as f64).sum()
+    }
+}
+
+/// Counters and timings of one `generate` call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    /// Number of prompts.
+    pub prompts: usize,
+    /// Number of responses (`prompts * K`).
+    pub responses: usize,
+    /// Prompt tokens prefilled (each prompt once, padding excluded).
+    pub prompt_tokens: usize,
+    /// Tokens generated over all responses.
+    pub generated_tokens: usize,
+    /// Decoding steps run (over all prompt chunks).
+    pub steps: usize,
+    /// Seconds spent in prefill forwards.
+    pub prefill_seconds: f64,
+    /// Seconds spent in decoding steps (forward + sampling).
+    pub decode_seconds: f64,
+}
+
+impl GenerationStats {
+    /// Generated tokens per second of prefill + decode time.
+    pub fn tokens_per_second(&self) -> f64 {
+        let t = self.prefill_seconds + self.decode_seconds;
+        if t > 0.0 {
+            self.generated_tokens as f64 / t
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Everything one `generate` call returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationOutput {
+    /// `responses[p][k]`: response `k` of prompt `p`.
+    pub responses: Vec<Vec<Generation>>,
+    /// Counters and timings.
+    pub stats: GenerationStats,
+}
+
+/// A progress report, emitted after the prefill of each prompt chunk and after every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Responses finished so far (over all chunks).
+    pub finished_responses: usize,
+    /// Total responses to generate.
+    pub total_responses: usize,
+    /// Rows still decoding in the current chunk.
+    pub active_rows: usize,
+    /// Tokens generated so far (over all chunks).
+    pub generated_tokens: usize,
+}

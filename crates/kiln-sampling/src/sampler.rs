@@ -1,0 +1,355 @@
+//! Drawing one token from a row of logits: processors, the final distribution, seeded draws.
+//!
+//! Sampling runs on the host in `f64` (one `[rows, vocab]` download per step): exact, identical on
+//! every backend, and cheap next to a forward pass. Each row owns an RNG stream ([`row_rng`]) and
+//! consumes exactly one uniform number per sampled token, so a response's tokens depend only on the
+//! seed, its stream and its own logits, not on which other rows share the batch.
+//!
+//! The draw is inverse-CDF over the kept tokens in ascending id order. The returned log-prob is
+//! the log-probability of the drawn token under the *final* sampling distribution (after penalty,
+//! temperature, top-k, top-p, min-p). Greedy decoding has a point-mass distribution; it reports
+//! instead the log-prob under the temperature-1 softmax of the (penalised) logits, which is the
+//! informative number.
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use kiln_data::Rng;
+
+use crate::config::SamplerConfig;
+use crate::error::{Error, Result};
+
+/// A drawn token and its log-probability (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampledToken {
+    /// Token id.
+    pub id: u32,
+    /// Log-probability of `id` under the final sampling distribution.
+    pub logprob: f32,
+}
+
+/// The RNG stream of response `sample` of prompt `stream`: independent of batch composition and
+/// of the number of responses per prompt.
+pub fn row_rng(seed: u64, stream: u64, sample: u64) -> Rng {
+    Rng::derive(Rng::derive(seed, stream).next_u64(), sample)
+}
+
+/// The final distribution of one row, sparse: kept token ids (ascending) and their probabilities
+/// (summing to 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidates {
+    /// Kept token ids, ascending.
+    pub ids: Vec<u32>,
+    /// Probability of each kept id.
+    pub probs: Vec<f64>,
+}
+
+/// A validated sampler.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    config: SamplerConfig,
+}
+
+impl Sampler {
+    /// Validates `config`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an out-of-range field.
+    pub fn new(config: SamplerConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// Logits after the repetition penalty, in `f64`. `history` lists token ids already seen
+    /// (duplicates allowed).
+    fn penalised(&self, logits: &[f32], history: &[u32]) -> Vec<f64> {
+        let mut s: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+        let p = self.config.repetition_penalty;
+        if p != 1.0 {
+            let mut seen = vec![false; s.len()];
+            for &id in history {
+                let i = id as usize;
+                if i < s.len() && !seen[i] {
+                    seen[i] = true;
+                    s[i] = if s[i] < 0.0 { s[i] * p } else { s[i] / p };
+                }
+            }
+        }
+        s
+    }
+
+    /// The final sampling distribution of one row (for sampling and for tests). Greedy configs
+    /// give the point mass on the argmax.
+    pub fn candidates(&self, logits: &[f32], history: &[u32]) -> Candidates {
+        let mut s = self.penalised(logits, history);
+        if self.config.is_greedy() {
+            return Candidates {
+                ids: vec![argmax(&s) as u32],
+                probs: vec![1.0],
+            };
+        }
+        let t = self.config.temperature;
+        if t != 1.0 {
+            s.iter_mut().for_each(|x| *x /= t);
+        }
+        let mut kept: Vec<u32> = (0..s.len() as u32)
+            .filter(|&i| s[i as usize] > f64::NEG_INFINITY && !s[i as usize].is_nan())
+            .collect();
+        if kept.is_empty() {
+            // Every logit is -inf or NaN: fall back to the first token rather than panic.
+            kept.push(0);
+            s[0] = 0.0;
+        }
+        // Top-k: keep every token whose score reaches the k-th largest (ties kept, as HF does).
+        if let Some(k) = self.config.top_k.filter(|&k| k > 0 && k < kept.len()) {
+            let mut v: Vec<f64> = kept.iter().map(|&i| s[i as usize]).collect();
+            let (_, kth, _) = v.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            let kth = *kth;
+            kept.retain(|&i| s[i as usize] >= kth);
+        }
+        // Probabilities of the kept tokens (unnormalised, max = 1).
+        let max = kept
+            .iter()
+            .map(|&i| s[i as usize])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut w: Vec<f64> = kept.iter().map(|&i| (s[i as usize] - max).exp()).collect();
+        if self.config.top_p < 1.0 {
+            let keep = nucleus(&w, self.config.top_p);
+            let (k2, w2) = kept
+                .iter()
+                .zip(&w)
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((&i, &p), _)| (i, p))
+                .unzip();
+            kept = k2;
+            w = w2;
+        }
+        if self.config.min_p > 0.0 {
+            let wmax = w.iter().copied().fold(0.0, f64::max);
+            let cut = self.config.min_p * wmax;
+            let (k2, w2) = kept
+                .iter()
+                .zip(&w)
+                .filter(|(_, p)| **p >= cut)
+                .map(|(&i, &p)| (i, p))
+                .unzip();
+            kept = k2;
+            w = w2;
+        }
+        let total: f64 = w.iter().sum();
+        Candidates {
+            ids: kept,
+            probs: w.into_iter().map(|p| p / total).collect(),
+        }
+    }
+
+    /// Dense final distribution over the whole vocabulary (zeros for removed tokens).
+    pub fn distribution(&self, logits: &[f32], history: &[u32]) -> Vec<f64> {
+        let c = self.candidates(logits, history);
+        let mut d = vec![0.0; logits.len()];
+        for (&i, &p) in c.ids.iter().zip(&c.probs) {
+            d[i as usize] = p;
+        }
+        d
+    }
+
+    /// Draws one token from a row of logits. Greedy configs do not touch `rng`; other configs
+    /// consume exactly one uniform number.
+    pub fn sample_row(&self, logits: &[f32], history: &[u32], rng: &mut Rng) -> SampledToken {
+        if self.config.is_greedy() {
+            let s = self.penalised(logits, history);
+            let id = argmax(&s);
+            return SampledToken {
+                id: id as u32,
+                logprob: log_softmax_at(&s, id) as f32,
+            };
+        }
+        let c = self.candidates(logits, history);
+        let u = rng.next_f64();
+        let mut acc = 0.0;
+        let mut pick = c.ids.len() - 1;
+        for (j, &p) in c.probs.iter().enumerate() {
+            acc += p;
+            if u < acc {
+                pick = j;
+                break;
+            }
+        }
+        SampledToken {
+            id: c.ids[pick],
+            logprob: c.probs[pick].ln() as f32,
+        }
+    }
+
+    /// Draws one token per row of a `[rows, vocab]` logits tensor. `rngs` holds one stream per
+    /// row; `histories` is empty or holds the tokens seen by each row (for the repetition
+    /// penalty).
+    ///
+    /// # Shapes
+    /// - `logits`: `[rows, vocab]` -> `rows` sampled tokens
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `rngs` or `histories` do not match the number of rows.
+    pub fn sample<B: Backend>(
+        &self,
+        logits: Tensor<B, 2>,
+        rngs: &mut [Rng],
+        histories: &[Vec<u32>],
+    ) -> Result<Vec<SampledToken>> {
+        let [rows, vocab] = logits.dims();
+        if rngs.len() != rows || !(histories.is_empty() || histories.len() == rows) {
+            return Err(Error::InvalidInput(format!(
+                "logits have {rows} rows but {} RNG streams and {} histories were given",
+                rngs.len(),
+                histories.len()
+            )));
+        }
+        let host = logits_to_host(logits)?;
+        Ok(rngs
+            .iter_mut()
+            .enumerate()
+            .map(|(r, rng)| {
+                let h = histories.get(r).map_or(&[][..], |h| &h[..]);
+                self.sample_row(&host[r * vocab..(r + 1) * vocab], h, rng)
+            })
+            .collect())
+    }
+}
+
+/// Downloads a float tensor as `f32` values (row-major).
+pub(crate) fn logits_to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::InvalidInput(format!("cannot read logits: {e:?}")))
+}
+
+/// Index of the first maximum (like `torch.argmax`), NaN ignored.
+fn argmax(s: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in s.iter().enumerate() {
+        if x > s[best] || s[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `log_softmax(s)[i]`.
+fn log_softmax_at(s: &[f64], i: usize) -> f64 {
+    let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = s.iter().map(|&x| (x - max).exp()).sum::<f64>().ln() + max;
+    s[i] - lse
+}
+
+/// Which entries of the unnormalised probabilities `w` the nucleus keeps: walking tokens from
+/// most to least likely (ties by position), a token is kept while the mass before it is below
+/// `top_p` of the total (HF's rule; at least one token is kept). Only the head of the ranking is
+/// sorted: candidates grow geometrically until they hold enough mass.
+fn nucleus(w: &[f64], top_p: f64) -> Vec<bool> {
+    let total: f64 = w.iter().sum();
+    let target = top_p * total;
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    let cmp = |a: &usize, b: &usize| w[*b].total_cmp(&w[*a]).then(a.cmp(b));
+    let mut m = 64.min(order.len());
+    loop {
+        if m < order.len() {
+            order.select_nth_unstable_by(m - 1, cmp);
+        }
+        let head_mass: f64 = order[..m].iter().map(|&i| w[i]).sum();
+        if head_mass >= target || m == order.len() {
+            break;
+        }
+        m = (m * 4).min(order.len());
+    }
+    order[..m].sort_unstable_by(cmp);
+    let mut keep = vec![false; w.len()];
+    let mut before = 0.0;
+    for &i in &order[..m] {
+        if before >= target {
+            break;
+        }
+        keep[i] = true;
+        before += w[i];
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampler(c: SamplerConfig) -> Sampler {
+        Sampler::new(c).unwrap()
+    }
+
+    #[test]
+    fn nucleus_keeps_the_smallest_head_reaching_top_p() {
+        let w = [0.1, 0.5, 0.2, 0.2];
+        assert_eq!(nucleus(&w, 0.5), vec![false, true, false, false]);
+        // 0.5 < 0.6: the next token (a tie 0.2/0.2 broken by position: index 2) is added.
+        assert_eq!(nucleus(&w, 0.6), vec![false, true, true, false]);
+        assert_eq!(nucleus(&w, 1.0), vec![true; 4]);
+        // Large vector: the geometric head growth gives the same set as a full sort.
+        let big: Vec<f64> = (0..1000)
+            .map(|i| ((i * 37 % 1000) as f64).exp2() / 1e300)
+            .collect();
+        let keep = nucleus(&big, 0.999);
+        assert!(keep.iter().filter(|&&k| k).count() >= 1);
+    }
+
+    #[test]
+    fn filters_match_hand_computed_distributions() {
+        let logits = [1.0f32, 3.0, 2.0, 0.0, 3.0];
+        let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
+        let p: Vec<f64> = logits.iter().map(|&x| (x as f64).exp() / z).collect();
+        // top-k 2 keeps the two 3.0 logits.
+        let d = sampler(SamplerConfig::new().with_top_k(Some(2))).distribution(&logits, &[]);
+        assert_eq!(d, vec![0.0, 0.5, 0.0, 0.0, 0.5]);
+        // top-k 3 keeps 3.0, 3.0, 2.0.
+        let d = sampler(SamplerConfig::new().with_top_k(Some(3))).distribution(&logits, &[]);
+        let s = p[1] + p[2] + p[4];
+        assert!((d[2] - p[2] / s).abs() < 1e-12);
+        // min-p 0.5: keep p >= 0.5 * p_max, i.e. logits >= 3 - ln 2.
+        let d = sampler(SamplerConfig::new().with_min_p(0.5)).distribution(&logits, &[]);
+        assert_eq!(d, vec![0.0, 0.5, 0.0, 0.0, 0.5]);
+        // Temperature 2 flattens.
+        let d = sampler(SamplerConfig::new().with_temperature(2.0)).distribution(&logits, &[]);
+        let z2: f64 = logits.iter().map(|&x| (x as f64 / 2.0).exp()).sum();
+        assert!((d[3] - (0.0f64).exp() / z2).abs() < 1e-12);
+        // Repetition penalty 2 on token 1 (positive: halved) and 3 (zero: unchanged).
+        let d = sampler(SamplerConfig::new().with_repetition_penalty(2.0))
+            .distribution(&logits, &[1, 1, 3]);
+        let l = [1.0f64, 1.5, 2.0, 0.0, 3.0];
+        let z3: f64 = l.iter().map(|x| x.exp()).sum();
+        assert!((d[1] - 1.5f64.exp() / z3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn greedy_picks_the_first_maximum_without_rng() {
+        let s = sampler(SamplerConfig::greedy());
+        let mut rng = Rng::new(1);
+        let before = rng.clone();
+        let t = s.sample_row(&[0.0, 2.0, 2.0, -1.0], &[], &mut rng);
+        assert_eq!(t.id, 1);
+        assert_eq!(rng, before);
+        let z = 1.0 + 2.0 * 2f64.exp() + (-1f64).exp();
+        assert!((t.logprob as f64 - (2.0 - z.ln())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn logprob_is_under_the_final_distribution() {
+        let s = sampler(SamplerConfig::new().with_top_k(Some(2)).with_seed(3));
+        let mut rng = row_rng(3, 0, 0);
+        for _ in 0..20 {
+            let t = s.sample_row(&[1.0, 3.0, 2.0, 0.0, 3.0], &[], &mut rng);
+            assert!(t.id == 1 || t.id == 4);
+            assert!((t.logprob - 0.5f32.ln()).abs() < 1e-6);
+        }
+    }
+}
