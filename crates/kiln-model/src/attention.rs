@@ -2,6 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
+
+use crate::linear::linear3;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -60,9 +62,9 @@ impl<B: Backend> LlamaAttention<B> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |y: Tensor<B, 3>, heads: usize| y.reshape([b, t, heads, hd]).swap_dims(1, 2);
-        let q = split(self.q_proj.forward(x.clone()), nh);
-        let k = split(self.k_proj.forward(x.clone()), nkv);
-        let v = split(self.v_proj.forward(x), nkv);
+        let q = split(linear3(&self.q_proj, x.clone()), nh);
+        let k = split(linear3(&self.k_proj, x.clone()), nkv);
+        let v = split(linear3(&self.v_proj, x), nkv);
         let q = apply_rotary(q, cos.clone(), sin.clone());
         let k = apply_rotary(k, cos, sin);
         let (k, v) = match cache {
@@ -83,6 +85,6 @@ impl<B: Backend> LlamaAttention<B> {
             AttentionModuleOptions::default(),
         );
         let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
-        self.o_proj.forward(out)
+        linear3(&self.o_proj, out)
     }
 }

@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor};
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::error::Result;
+use crate::linear::linear3;
 use crate::model::LlamaModel;
 use crate::weights::{RandomSource, WeightSource, build_model, linear};
 
@@ -58,7 +59,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// - `hidden`: `[batch, seq, hidden]` -> `[batch, seq, vocab]`
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear3(head, hidden),
             None => {
                 let [b, t, d] = hidden.dims();
                 let w = self.model.embed_tokens.weight.val();

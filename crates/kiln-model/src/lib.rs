@@ -82,6 +82,7 @@ pub mod classifier;
 pub mod config;
 pub mod error;
 pub mod layer;
+pub mod linear;
 pub mod logprobs;
 pub mod mask;
 pub mod mlp;

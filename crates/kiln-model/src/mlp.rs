@@ -2,6 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
+
+use crate::linear::linear3;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
@@ -21,7 +23,7 @@ impl<B: Backend> LlamaMlp<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(linear3(&self.gate_proj, x.clone()));
+        linear3(&self.down_proj, gate * linear3(&self.up_proj, x))
     }
 }
