@@ -30,6 +30,10 @@
 
 pub mod backend;
 
+/// The downstream guide (`docs/GUIDE.md`); its code blocks are compiled and run as doc tests.
+#[doc = include_str!("../docs/GUIDE.md")]
+pub mod guide {}
+
 pub use burn;
 pub use kiln_data as data;
 pub use kiln_losses as losses;
