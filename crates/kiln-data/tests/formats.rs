@@ -141,6 +141,43 @@ fn annotated_round_trip_and_non_finite_rewards() {
     assert!(back[0].rewards[1].is_nan() && back[0].rewards[2].is_nan());
 }
 
+/// Rewards and margins survive a write/read bit for bit (serde_json's `float_roundtrip`): a value
+/// one ulp off could change a tie decision in pair selection after a resume.
+#[test]
+fn floats_round_trip_exactly() {
+    let awkward = [
+        1.0906249887193553,
+        0.1 + 0.2,
+        -2.2250738585072014e-308,
+        1e300 / 3.0,
+        std::f64::consts::PI,
+        -0.355_087_087_518_768_4,
+    ];
+    round_trip(
+        "floats",
+        vec![AnnotatedRecord {
+            prompt: Content::Text("p".into()),
+            responses: vec!["r".into(); awkward.len()],
+            rewards: awkward.to_vec(),
+        }],
+    );
+    let dir = TempDir::new("floats-bits");
+    let path = dir.file("a.jsonl");
+    write_jsonl(
+        &path,
+        &[AnnotatedRecord {
+            prompt: Content::Text("p".into()),
+            responses: vec!["r".into(); awkward.len()],
+            rewards: awkward.to_vec(),
+        }],
+    )
+    .unwrap();
+    let back: Vec<AnnotatedRecord> = read_jsonl(&path).unwrap();
+    for (a, b) in awkward.iter().zip(&back[0].rewards) {
+        assert_eq!(a.to_bits(), b.to_bits(), "{a} came back as {b}");
+    }
+}
+
 #[test]
 fn pairs_round_trip_strings_and_messages() {
     round_trip(
