@@ -135,3 +135,51 @@ fn reduced_loop_learns_writes_parseable_stages_and_resumes() {
     let err = run(&other).unwrap_err().to_string();
     assert!(err.contains("different configuration"), "{err}");
 }
+
+/// Real-model mode: Hugging Face directories (policy with its tokenizer, a
+/// `LlamaForSequenceClassification` reward model) and a prompts file instead of the built-in task.
+/// No gold judge exists, so evaluation reports the proxy reward only.
+#[test]
+fn real_model_mode_runs_on_hf_directories() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = scratch("loop-real");
+    std::fs::create_dir_all(&out).unwrap();
+    let prompts = out.with_extension("prompts.jsonl");
+    let lines: Vec<String> = (0..24)
+        .map(|i| {
+            format!(r#"{{"messages": [{{"role": "user", "content": "Question number {i}?"}}]}}"#)
+        })
+        .collect();
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let cfg = LoopConfig {
+        out: out.clone(),
+        policy: Some(fixtures.join("sampling/tiny-chat")),
+        reward_model: Some(fixtures.join("reward/tiny-rm")),
+        prompts: Some(prompts),
+        iterations: 1,
+        prompts_per_iteration: 8,
+        k: 4,
+        eval_prompts: 4,
+        max_new_tokens: 8,
+        ..LoopConfig::default()
+    };
+    let summary = run(&cfg).expect("real-model mode runs");
+    assert!(
+        summary.sft.gold_reward_mean.is_none(),
+        "no gold judge with real models"
+    );
+    assert_eq!(summary.iterations.len(), 2);
+    for e in summary.iterations.iter().chain(&summary.offline_dpo) {
+        assert!(
+            e.proxy_reward_mean.is_finite() && e.kl_to_reference.is_finite(),
+            "{e:?}"
+        );
+    }
+    assert_eq!(count::<PromptRecord>(&out.join("iter_1/prompts.jsonl")), 8);
+    assert!(count::<PairRecord>(&out.join("iter_1/pairs.jsonl")) > 0);
+    assert!(out.join("iter_1/policy/model.safetensors").exists());
+    assert!(
+        !out.join("sft").exists(),
+        "no SFT stage with a given policy"
+    );
+}
