@@ -12,6 +12,8 @@
 //! checkpoints (no gold judge: evaluation uses the reward model). `--help` lists every option.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "iterative_dpo/builtin.rs"]
+mod builtin;
 #[path = "iterative_dpo/config.rs"]
 mod config;
 #[path = "iterative_dpo/eval.rs"]
