@@ -31,17 +31,6 @@ pub struct LlamaAttention<B: Backend> {
     pub head_dim: usize,
 }
 
-/// HF `repeat_kv`: query head `h` uses key/value head `h / n_rep`.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, h, l, d] = x.dims();
-    x.reshape([b, h, 1, l * d])
-        .repeat_dim(2, n_rep)
-        .reshape([b, h * n_rep, l, d])
-}
-
 impl<B: Backend> LlamaAttention<B> {
     /// Attention over the new tokens `x` and, when `cache` is given, the cached keys/values of
     /// layer `layer` (which are then extended with this step's keys/values).
@@ -71,20 +60,20 @@ impl<B: Backend> LlamaAttention<B> {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let k = repeat_kv(k, nh / nkv);
-        let v = repeat_kv(v, nh / nkv);
         let len = k.dims()[2];
+        // Grouped-query attention without copying K/V: query heads `g * n_rep + r` share KV head
+        // `g`, so the queries are regrouped to `[b, kv_heads, n_rep * t, d]` (rows `r * t + i`)
+        // and the mask's query rows repeated to match. Each row's softmax is unchanged.
+        let n_rep = nh / nkv;
+        let q = q.reshape([b, nkv, n_rep * t, hd]);
+        let mask = mask.repeat_dim(2, n_rep).expand([b, nkv, n_rep * t, len]);
         // softmax(q k^T / sqrt(head_dim) masked) v; backends may use a fused kernel (autodiff
         // backends decompose it into differentiable ops).
-        let out = attention(
-            q,
-            k,
-            v,
-            Some(mask.expand([b, nh, t, len])),
-            None,
-            AttentionModuleOptions::default(),
-        );
-        let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        let out = out
+            .reshape([b, nh, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b, t, nh * hd]);
         linear3(&self.o_proj, out)
     }
 }
