@@ -88,6 +88,23 @@ fn check_examples(examples: &[Example]) -> Result<()> {
 
 /// Right-pads examples to the longest one. Padding has attention 0, loss mask 0, label ignored.
 pub fn pad_right(examples: &[Example], pad_id: u32) -> Result<PaddedBatch> {
+    pad(examples, pad_id, false)
+}
+
+/// Left-pads prompts to the longest one (for generation). Loss mask is all 0, labels all ignored.
+pub fn pad_left(prompts: &[Vec<u32>], pad_id: u32) -> Result<PaddedBatch> {
+    let examples: Vec<Example> = prompts
+        .iter()
+        .map(|p| Example {
+            ids: p.clone(),
+            loss_mask: vec![false; p.len()],
+        })
+        .collect();
+    pad(&examples, pad_id, true)
+}
+
+/// Pads every row to the longest one, on the left or on the right.
+fn pad(examples: &[Example], pad_id: u32, left: bool) -> Result<PaddedBatch> {
     check_examples(examples)?;
     let batch = examples.len();
     let seq_len = examples.iter().map(Example::len).max().unwrap_or(0);
@@ -102,47 +119,15 @@ pub fn pad_right(examples: &[Example], pad_id: u32) -> Result<PaddedBatch> {
         lengths: examples.iter().map(Example::len).collect(),
     };
     for (row, e) in examples.iter().enumerate() {
+        let offset = if left { seq_len - e.len() } else { 0 };
         for (t, (&id, &m)) in e.ids.iter().zip(&e.loss_mask).enumerate() {
-            let k = row * seq_len + t;
+            let k = row * seq_len + offset + t;
             out.input_ids[k] = id as i64;
             out.attention_mask[k] = 1;
             if m {
                 out.loss_mask[k] = 1.0;
                 out.labels[k] = id as i64;
             }
-        }
-    }
-    Ok(out)
-}
-
-/// Left-pads prompts to the longest one (for generation). Loss mask is all 0, labels all ignored.
-pub fn pad_left(prompts: &[Vec<u32>], pad_id: u32) -> Result<PaddedBatch> {
-    let examples: Vec<Example> = prompts
-        .iter()
-        .map(|p| Example {
-            ids: p.clone(),
-            loss_mask: vec![false; p.len()],
-        })
-        .collect();
-    check_examples(&examples)?;
-    let batch = prompts.len();
-    let seq_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let n = batch * seq_len;
-    let mut out = PaddedBatch {
-        batch,
-        seq_len,
-        input_ids: vec![pad_id as i64; n],
-        attention_mask: vec![0; n],
-        loss_mask: vec![0.0; n],
-        labels: vec![IGNORE_INDEX; n],
-        lengths: prompts.iter().map(Vec::len).collect(),
-    };
-    for (row, p) in prompts.iter().enumerate() {
-        let offset = seq_len - p.len();
-        for (t, &id) in p.iter().enumerate() {
-            let k = row * seq_len + offset + t;
-            out.input_ids[k] = id as i64;
-            out.attention_mask[k] = 1;
         }
     }
     Ok(out)
