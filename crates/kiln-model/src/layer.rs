@@ -8,6 +8,7 @@ use crate::attention::LlamaAttention;
 use crate::cache::KvCache;
 use crate::mlp::LlamaMlp;
 use crate::rms_norm::LlamaRmsNorm;
+use crate::rope::RopeTables;
 
 /// A decoder layer (HF `model.layers.N`).
 #[derive(Module, Debug)]
@@ -26,20 +27,20 @@ impl<B: Backend> LlamaDecoderLayer<B> {
     /// `h = x + attn(norm(x)); h + mlp(norm(h))`.
     ///
     /// # Shapes
-    /// - `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[batch, 1, seq, head_dim]`;
-    ///   `mask`: `[batch, 1, seq, cached + seq]` -> `[batch, seq, hidden]`
+    /// - `x`: `[batch, seq, hidden]`; `rope`: query and key tables (see
+    ///   [`LlamaAttention::forward`]); `mask`: `[batch, 1, seq, cached + seq]`
+    ///   -> `[batch, seq, hidden]`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: Tensor<B, 4>,
-        sin: Tensor<B, 4>,
+        rope: (&RopeTables<B>, &RopeTables<B>),
         mask: Tensor<B, 4, Bool>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+                .forward(self.input_layernorm.forward(x), rope, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

@@ -58,10 +58,12 @@ impl<B: Backend> LlamaModel<B> {
         let positions = positions_from_mask(mask.clone()).narrow(1, past, t);
         let attn_mask = mask::attention_mask(mask, t);
         let mut x = self.embed_tokens.forward(input_ids);
-        let (cos, sin) = self.rope.cos_sin(positions, x.dtype());
+        let rope = self.rope.tables(positions, x.dtype());
+        let rope_q = rope.repeat_heads(self.config.num_attention_heads);
+        let rope_k = rope.repeat_heads(self.config.num_key_value_heads);
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, cos.clone(), sin.clone(), attn_mask.clone(), c);
+            x = layer.forward(x, (&rope_q, &rope_k), attn_mask.clone(), c);
         }
         self.norm.forward(x)
     }

@@ -60,15 +60,12 @@ impl RotaryEmbedding {
         Self { inv_freq }
     }
 
-    /// Cosine and sine tables for the given positions, in the dtype `dtype`.
+    /// Cosine and sign-folded sine tables for the given positions in the dtype `dtype`, for one
+    /// head (see [`RopeTables::repeat_heads`]).
     ///
     /// # Shapes
-    /// - `positions`: `[batch, seq]` -> `(cos, sin)`, each `[batch, 1, seq, head_dim]`
-    pub fn cos_sin<B: Backend>(
-        &self,
-        positions: Tensor<B, 2, Int>,
-        dtype: DType,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// - `positions`: `[batch, seq]` -> tables `[batch, seq, 1, head_dim]`
+    pub fn tables<B: Backend>(&self, positions: Tensor<B, 2, Int>, dtype: DType) -> RopeTables<B> {
         let device = positions.device();
         let [b, t] = positions.dims();
         let half = self.inv_freq.len();
@@ -79,35 +76,62 @@ impl RotaryEmbedding {
         .reshape([1, 1, half]);
         let pos: Tensor<B, 3> = positions.cast(FloatDType::F32).reshape([b, t, 1]);
         let freqs = pos * inv;
-        let emb = Tensor::cat(vec![freqs.clone(), freqs], 2);
-        let (cos, sin) = (emb.clone().cos(), emb.sin());
+        let (cos, sin) = (freqs.clone().cos(), freqs.sin());
+        // HF: emb = cat(freqs, freqs); rotate_half(x) * sin = cat(-x2, x1) * cat(s, s)
+        //   = cat(x2, x1) * cat(-s, s): the sign is folded into the table (exact in IEEE).
+        let cos = Tensor::cat(vec![cos.clone(), cos], 2);
+        let sin = Tensor::cat(vec![sin.clone().neg(), sin], 2);
         let (cos, sin) = if dtype == DType::F32 {
             (cos, sin)
         } else {
             (cos.cast(dtype), sin.cast(dtype))
         };
-        (cos.unsqueeze_dim(1), sin.unsqueeze_dim(1))
+        RopeTables {
+            cos: cos.unsqueeze_dim(2),
+            sin_signed: sin.unsqueeze_dim(2),
+        }
     }
 }
 
-/// `cat(-x2, x1)` over the last dimension, where `x1`/`x2` are its halves.
-fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+/// Rotary tables for one forward pass, shared by every layer.
+#[derive(Debug, Clone)]
+pub struct RopeTables<B: Backend> {
+    /// `cat(cos, cos)` of the angles, `[batch, seq, heads, head_dim]`.
+    pub cos: Tensor<B, 4>,
+    /// `cat(-sin, sin)` of the angles, `[batch, seq, heads, head_dim]`.
+    pub sin_signed: Tensor<B, 4>,
+}
+
+impl<B: Backend> RopeTables<B> {
+    /// One-head tables copied out to `heads` heads. Materialised, not a broadcast view:
+    /// same-shape element-wise products are what CPU backends vectorise, while a stride-0 head
+    /// axis falls back to a scalar strided loop (~15x slower on flex).
+    ///
+    /// # Shapes
+    /// - `[batch, seq, 1, head_dim]` -> `[batch, seq, heads, head_dim]`
+    pub fn repeat_heads(&self, heads: usize) -> Self {
+        Self {
+            cos: self.cos.clone().repeat_dim(2, heads),
+            sin_signed: self.sin_signed.clone().repeat_dim(2, heads),
+        }
+    }
+}
+
+/// `cat(x2, x1)` over the last dimension, where `x1`/`x2` are its halves.
+fn swap_halves<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let hd = x.dims()[3];
     let x1 = x.clone().narrow(3, 0, hd / 2);
     let x2 = x.narrow(3, hd / 2, hd / 2);
-    Tensor::cat(vec![x2.neg(), x1], 3)
+    Tensor::cat(vec![x2, x1], 3)
 }
 
-/// Applies the rotation: `x * cos + rotate_half(x) * sin`.
+/// Applies HF's rotation `x * cos + rotate_half(x) * sin`, computed as
+/// `x * cos + cat(x2, x1) * cat(-sin, sin)` (bit-identical).
 ///
 /// # Shapes
-/// - `x`: `[batch, heads, seq, head_dim]`; `cos`, `sin`: `[batch, 1, seq, head_dim]` -> like `x`
-pub fn apply_rotary<B: Backend>(
-    x: Tensor<B, 4>,
-    cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
-) -> Tensor<B, 4> {
-    x.clone() * cos + rotate_half(x) * sin
+/// - `x`: `[batch, seq, heads, head_dim]`; tables: the same shape -> like `x`
+pub fn apply_rotary<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
+    x.clone() * tables.cos.clone() + swap_halves(x) * tables.sin_signed.clone()
 }
 
 #[cfg(test)]
@@ -139,11 +163,11 @@ mod tests {
         let rope = RotaryEmbedding::new(&cfg);
         let device = Default::default();
         let pos = Tensor::<Flex, 2, Int>::from_data([[0, 5, 40]], &device);
-        let (cos, sin) = rope.cos_sin(pos, DType::F32);
-        assert_eq!(cos.dims(), [1, 1, 3, 16]);
+        let tables = rope.tables(pos, DType::F32).repeat_heads(2);
+        assert_eq!(tables.cos.dims(), [1, 3, 2, 16]);
         let x =
-            Tensor::<Flex, 4>::random([1, 2, 3, 16], burn::tensor::Distribution::Default, &device);
-        let y = apply_rotary(x.clone(), cos, sin);
+            Tensor::<Flex, 4>::random([1, 3, 2, 16], burn::tensor::Distribution::Default, &device);
+        let y = apply_rotary(x.clone(), &tables);
         let norm = |t: Tensor<Flex, 4>| {
             (t.clone() * t)
                 .sum_dim(3)
@@ -154,8 +178,37 @@ mod tests {
         for (a, b) in norm(x.clone()).iter().zip(norm(y.clone())) {
             assert!((a - b).abs() < 1e-4);
         }
-        let x0 = x.narrow(2, 0, 1).into_data().to_vec::<f32>().unwrap();
-        let y0 = y.narrow(2, 0, 1).into_data().to_vec::<f32>().unwrap();
+        let x0 = x
+            .clone()
+            .narrow(1, 0, 1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let y0 = y
+            .clone()
+            .narrow(1, 0, 1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(x0, y0);
+
+        // Bit-identical to HF's formula `x * cos + cat(-x2, x1) * sin` with emb = cat(f, f).
+        let half = 8;
+        let f = (Tensor::<Flex, 1, Int>::from_data([0, 5, 40], &device)
+            .float()
+            .reshape([1, 3, 1, 1])
+            * Tensor::<Flex, 1>::from_floats(rope.inv_freq.as_slice(), &device)
+                .reshape([1, 1, 1, half]))
+        .repeat_dim(2, 2);
+        let emb = Tensor::cat(vec![f.clone(), f], 3);
+        let (x1, x2) = (
+            x.clone().narrow(3, 0, half),
+            x.clone().narrow(3, half, half),
+        );
+        let hf = x.clone() * emb.clone().cos() + Tensor::cat(vec![x2.neg(), x1], 3) * emb.sin();
+        assert_eq!(
+            hf.into_data().to_vec::<f32>().unwrap(),
+            y.into_data().to_vec::<f32>().unwrap()
+        );
     }
 }

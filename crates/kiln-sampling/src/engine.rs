@@ -9,6 +9,8 @@
 
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_data::{Rng, Tokenizer};
@@ -263,23 +265,29 @@ impl<'a, B: Backend> Generator<'a, B> {
         let mut len = width;
         let finished_before = first_prompt * k;
         loop {
-            // Sample one token for every active row.
-            let mut keep = Vec::with_capacity(active.len());
-            for (i, &r) in active.iter().enumerate() {
-                let row = &mut rows[r];
-                let l = &logits[logit_row[i] * vocab..(logit_row[i] + 1) * vocab];
-                let t = self.sampler.sample_row(l, &row.history, &mut row.rng);
-                row.tokens.push(t.id);
-                row.logprobs.push(t.logprob);
-                if penalty {
-                    row.history.push(t.id);
-                }
-                stats.generated_tokens += 1;
-                row.finish = stop.check(&row.tokens, self.tokenizer)?;
-                if row.finish.is_none() {
-                    keep.push(i);
-                }
-            }
+            // Sample one token for every active row (rows are independent: each owns its RNG
+            // stream, so running them in parallel changes nothing but the wall time).
+            let mut live: Vec<&mut Row> = rows.iter_mut().filter(|r| r.finish.is_none()).collect();
+            debug_assert_eq!(live.len(), active.len());
+            let sampler = &self.sampler;
+            let tokenizer = self.tokenizer;
+            let done: Vec<bool> = live
+                .par_iter_mut()
+                .zip(logit_row.par_iter())
+                .map(|(row, &lr)| -> Result<bool> {
+                    let l = &logits[lr * vocab..(lr + 1) * vocab];
+                    let t = sampler.sample_row(l, &row.history, &mut row.rng);
+                    row.tokens.push(t.id);
+                    row.logprobs.push(t.logprob);
+                    if penalty {
+                        row.history.push(t.id);
+                    }
+                    row.finish = stop.check(&row.tokens, tokenizer)?;
+                    Ok(row.finish.is_some())
+                })
+                .collect::<Result<_>>()?;
+            stats.generated_tokens += done.len();
+            let keep: Vec<usize> = (0..done.len()).filter(|&i| !done[i]).collect();
             stats.steps += 1;
             let finished = rows.iter().filter(|r| r.finish.is_some()).count();
             progress(&Progress {

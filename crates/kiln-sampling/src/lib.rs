@@ -45,6 +45,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod expsum;
 pub mod output;
 pub mod sampler;
 pub mod stop;

@@ -1,7 +1,9 @@
 //! Drawing one token from a row of logits: processors, the final distribution, seeded draws.
 //!
-//! Sampling runs on the host in `f64` (one `[rows, vocab]` download per step): exact, identical on
-//! every backend, and cheap next to a forward pass. Each row owns an RNG stream ([`row_rng`]) and
+//! Sampling runs on the host (one `[rows, vocab]` download per step), identically on every
+//! backend: the logit processors work in `f32` like Hugging Face's (penalty, temperature, top-k
+//! threshold), exponentials use [`expsum::exp_nonpositive`] (vectorised `f32`, relative error
+//! < 2.5e-7) and probabilities are normalised and accumulated in `f64`. Each row owns an RNG stream ([`row_rng`]) and
 //! consumes exactly one uniform number per sampled token, so a response's tokens depend only on the
 //! seed, its stream and its own logits, not on which other rows share the batch.
 //!
@@ -11,12 +13,15 @@
 //! instead the log-prob under the temperature-1 softmax of the (penalised) logits, which is the
 //! informative number.
 
+use std::borrow::Cow;
+
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use kiln_data::Rng;
 
 use crate::config::SamplerConfig;
 use crate::error::{Error, Result};
+use crate::expsum;
 
 /// A drawn token and its log-probability (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,40 +69,43 @@ impl Sampler {
         &self.config
     }
 
-    /// Logits after the repetition penalty, in `f64`. `history` lists token ids already seen
-    /// (duplicates allowed).
-    fn penalised(&self, logits: &[f32], history: &[u32]) -> Vec<f64> {
-        let mut s: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+    /// Logits after the repetition penalty (`f32`, like HF's processors); borrowed when the
+    /// penalty is off. `history` lists token ids already seen (duplicates allowed).
+    fn penalised<'l>(&self, logits: &'l [f32], history: &[u32]) -> Cow<'l, [f32]> {
         let p = self.config.repetition_penalty;
-        if p != 1.0 {
-            let mut seen = vec![false; s.len()];
-            for &id in history {
-                let i = id as usize;
-                if i < s.len() && !seen[i] {
-                    seen[i] = true;
-                    s[i] = if s[i] < 0.0 { s[i] * p } else { s[i] / p };
-                }
+        if p == 1.0 || history.is_empty() {
+            return Cow::Borrowed(logits);
+        }
+        let p = p as f32;
+        let mut s = logits.to_vec();
+        let mut seen = vec![false; s.len()];
+        for &id in history {
+            let i = id as usize;
+            if i < s.len() && !seen[i] {
+                seen[i] = true;
+                s[i] = if s[i] < 0.0 { s[i] * p } else { s[i] / p };
             }
         }
-        s
+        Cow::Owned(s)
     }
 
     /// The final sampling distribution of one row (for sampling and for tests). Greedy configs
     /// give the point mass on the argmax.
     pub fn candidates(&self, logits: &[f32], history: &[u32]) -> Candidates {
-        let mut s = self.penalised(logits, history);
+        let s = self.penalised(logits, history);
         if self.config.is_greedy() {
             return Candidates {
-                ids: vec![argmax(&s) as u32],
+                ids: vec![expsum::argmax(&s) as u32],
                 probs: vec![1.0],
             };
         }
-        let t = self.config.temperature;
+        let t = self.config.temperature as f32;
+        let mut s = s.into_owned();
         if t != 1.0 {
             s.iter_mut().for_each(|x| *x /= t);
         }
         let mut kept: Vec<u32> = (0..s.len() as u32)
-            .filter(|&i| s[i as usize] > f64::NEG_INFINITY && !s[i as usize].is_nan())
+            .filter(|&i| s[i as usize] > f32::NEG_INFINITY && !s[i as usize].is_nan())
             .collect();
         if kept.is_empty() {
             // Every logit is -inf or NaN: fall back to the first token rather than panic.
@@ -106,7 +114,7 @@ impl Sampler {
         }
         // Top-k: keep every token whose score reaches the k-th largest (ties kept, as HF does).
         if let Some(k) = self.config.top_k.filter(|&k| k > 0 && k < kept.len()) {
-            let mut v: Vec<f64> = kept.iter().map(|&i| s[i as usize]).collect();
+            let mut v: Vec<f32> = kept.iter().map(|&i| s[i as usize]).collect();
             let (_, kth, _) = v.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
             let kth = *kth;
             kept.retain(|&i| s[i as usize] >= kth);
@@ -115,8 +123,11 @@ impl Sampler {
         let max = kept
             .iter()
             .map(|&i| s[i as usize])
-            .fold(f64::NEG_INFINITY, f64::max);
-        let mut w: Vec<f64> = kept.iter().map(|&i| (s[i as usize] - max).exp()).collect();
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mut w: Vec<f64> = kept
+            .iter()
+            .map(|&i| f64::from(expsum::exp_nonpositive(s[i as usize] - max)))
+            .collect();
         if self.config.top_p < 1.0 {
             let keep = nucleus(&w, self.config.top_p);
             let (k2, w2) = kept
@@ -163,11 +174,25 @@ impl Sampler {
     pub fn sample_row(&self, logits: &[f32], history: &[u32], rng: &mut Rng) -> SampledToken {
         if self.config.is_greedy() {
             let s = self.penalised(logits, history);
-            let id = argmax(&s);
+            let id = expsum::argmax(&s);
             return SampledToken {
                 id: id as u32,
-                logprob: log_softmax_at(&s, id) as f32,
+                logprob: (f64::from(s[id]) - expsum::log_sum_exp(&s)) as f32,
             };
+        }
+        let c = &self.config;
+        if c.top_k.is_none_or(|k| k == 0) && c.top_p >= 1.0 && c.min_p <= 0.0 {
+            // Temperature only: draw from the dense softmax without materialising it.
+            let s = self.penalised(logits, history);
+            let t = c.temperature as f32;
+            let s = if t == 1.0 {
+                s
+            } else {
+                Cow::Owned(s.iter().map(|x| x / t).collect())
+            };
+            if let Some(token) = draw_dense(&s, rng) {
+                return token;
+            }
         }
         let c = self.candidates(logits, history);
         let u = rng.next_f64();
@@ -229,22 +254,34 @@ pub(crate) fn logits_to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Res
         .map_err(|e| Error::InvalidInput(format!("cannot read logits: {e:?}")))
 }
 
-/// Index of the first maximum (like `torch.argmax`), NaN ignored.
-fn argmax(s: &[f64]) -> usize {
-    let mut best = 0;
+/// Inverse-CDF draw (ascending ids, one uniform number) from `softmax(s)`, the same rule as
+/// [`Sampler::candidates`] + the draw in [`Sampler::sample_row`] without filters. `None`, before
+/// touching `rng`, when `s` has NaN or no finite maximum (the general path handles those).
+fn draw_dense(s: &[f32], rng: &mut Rng) -> Option<SampledToken> {
+    let max = expsum::max(s);
+    if !max.is_finite() || s.iter().any(|x| x.is_nan()) {
+        return None;
+    }
+    let total = expsum::sum_exp(s, max);
+    let target = rng.next_f64() * total;
+    let mut acc = 0.0;
+    let mut pick = None;
     for (i, &x) in s.iter().enumerate() {
-        if x > s[best] || s[best].is_nan() {
-            best = i;
+        let w = f64::from(expsum::exp_nonpositive(x - max));
+        if w > 0.0 {
+            acc += w;
+            pick = Some(i);
+            if target < acc {
+                break;
+            }
         }
     }
-    best
-}
-
-/// `log_softmax(s)[i]`.
-fn log_softmax_at(s: &[f64], i: usize) -> f64 {
-    let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = s.iter().map(|&x| (x - max).exp()).sum::<f64>().ln() + max;
-    s[i] - lse
+    // Rounding can leave `target` at or past the last partial sum: the last kept token then.
+    let id = pick.expect("the maximum has weight 1");
+    Some(SampledToken {
+        id: id as u32,
+        logprob: (f64::from(s[id] - max) - total.ln()) as f32,
+    })
 }
 
 /// Which entries of the unnormalised probabilities `w` the nucleus keeps: walking tokens from
@@ -314,20 +351,20 @@ mod tests {
         // top-k 3 keeps 3.0, 3.0, 2.0.
         let d = sampler(SamplerConfig::new().with_top_k(Some(3))).distribution(&logits, &[]);
         let s = p[1] + p[2] + p[4];
-        assert!((d[2] - p[2] / s).abs() < 1e-12);
+        assert!((d[2] - p[2] / s).abs() < 1e-6);
         // min-p 0.5: keep p >= 0.5 * p_max, i.e. logits >= 3 - ln 2.
         let d = sampler(SamplerConfig::new().with_min_p(0.5)).distribution(&logits, &[]);
         assert_eq!(d, vec![0.0, 0.5, 0.0, 0.0, 0.5]);
         // Temperature 2 flattens.
         let d = sampler(SamplerConfig::new().with_temperature(2.0)).distribution(&logits, &[]);
         let z2: f64 = logits.iter().map(|&x| (x as f64 / 2.0).exp()).sum();
-        assert!((d[3] - (0.0f64).exp() / z2).abs() < 1e-12);
+        assert!((d[3] - (0.0f64).exp() / z2).abs() < 1e-6);
         // Repetition penalty 2 on token 1 (positive: halved) and 3 (zero: unchanged).
         let d = sampler(SamplerConfig::new().with_repetition_penalty(2.0))
             .distribution(&logits, &[1, 1, 3]);
         let l = [1.0f64, 1.5, 2.0, 0.0, 3.0];
         let z3: f64 = l.iter().map(|x| x.exp()).sum();
-        assert!((d[1] - 1.5f64.exp() / z3).abs() < 1e-12);
+        assert!((d[1] - 1.5f64.exp() / z3).abs() < 1e-6);
     }
 
     #[test]

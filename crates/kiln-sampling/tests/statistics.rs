@@ -84,8 +84,10 @@ fn filtered_distribution_matches_the_reference() {
     for (name, c) in configs() {
         let want = reference(&c, &LOGITS);
         let got = Sampler::new(c).unwrap().distribution(&LOGITS, &[]);
+        // The sampler's processors run in f32 (like HF's) and its exponential has a relative
+        // error below 2.5e-7; the reference is f64 throughout.
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() < 1e-12, "{name}: token {i}: {g} vs {w}");
+            assert!((g - w).abs() < 1e-6, "{name}: token {i}: {g} vs {w}");
         }
         let kept = want.iter().filter(|&&p| p > 0.0).count();
         match name {
