@@ -154,7 +154,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .with_max_new_tokens(args.max_new_tokens)
         .with_num_responses(args.n)
         .with_stop_token_ids(stop_ids)
-        .with_pad_token_id(tokenizer.pad_id().unwrap_or(0));
+        .with_pad_token_id(tokenizer.pad_id().unwrap_or(0))
+        // The CPU backend: one concurrent prompt batch per core.
+        .with_concurrent_batches(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let generator = Generator::new(&model, config)?.with_tokenizer(&tokenizer);
 
     let show_bar = !args.json && std::io::stderr().is_terminal();

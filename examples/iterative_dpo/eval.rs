@@ -80,7 +80,8 @@ pub fn evaluate(
         .with_num_responses(EVAL_SAMPLES)
         .with_stop_token_ids(text.template.stop_ids())
         .with_pad_token_id(text.pad_id)
-        .with_prompt_batch_size(32);
+        .with_prompt_batch_size(32)
+        .with_concurrent_batches(super::models::cpu_cores());
     let generator = Generator::new(policy, config)?.with_tokenizer(&text.tokenizer);
     let streams: Vec<u64> = (0..ids.len() as u64).collect();
     let mut bar = Progress::new(format!("eval {label}"), ids.len() * EVAL_SAMPLES);

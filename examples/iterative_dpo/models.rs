@@ -17,6 +17,12 @@ use std::path::{Path, PathBuf};
 pub type B = AutodiffCpu;
 /// The inference backend.
 pub type I = Cpu;
+/// Prompt batches decoded concurrently on the CPU backend: one per core (see
+/// `GenerationConfig::concurrent_batches`).
+pub fn cpu_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Boxed error for the example.
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 

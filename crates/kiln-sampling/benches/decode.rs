@@ -1,6 +1,8 @@
 //! Decode throughput (generated tokens/s) of a ~20M-parameter Llama-3-shaped model on the Flex CPU
 //! backend: batch 1 and batch 32, with and without the KV cache. Greedy, a 16-token prompt, exactly
-//! 32 new tokens per row (no stop ids); prefill included.
+//! 32 new tokens per row (no stop ids); prefill included. Prompts are decoded in one concurrent
+//! batch per core (`concurrent_batches`, as the examples do on CPU); `b32_kv_cache_one_batch` runs
+//! the 32 rows as a single batch.
 //!
 //! Run: `cargo bench -p kiln-sampling --bench decode`. The random weights are created once and saved
 //! as an HF checkpoint in `target/kiln-bench/decode-20m/`, so `scripts/bench/hf_generate.py` times
@@ -73,28 +75,33 @@ fn bench(cr: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .warm_up_time(Duration::from_secs(1));
-    for batch in [1usize, 32] {
+    // Concurrent prompt batches, one per core (what the examples use on the CPU backend), and
+    // one single batch of 32 rows for comparison.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cases = [
+        (1usize, true, cores, "b1_kv_cache"),
+        (1, false, cores, "b1_no_cache"),
+        (32, true, cores, "b32_kv_cache"),
+        (32, false, cores, "b32_no_cache"),
+        (32, true, 1, "b32_kv_cache_one_batch"),
+    ];
+    for (batch, use_cache, concurrent, name) in cases {
         let ps = prompts(batch, vocab);
         group.throughput(Throughput::Elements((batch * NEW) as u64));
-        for use_cache in [true, false] {
-            let cfg = GenerationConfig::new()
-                .with_sampler(SamplerConfig::greedy())
-                .with_max_new_tokens(NEW)
-                .with_prompt_batch_size(batch)
-                .with_use_cache(use_cache);
-            let generator = Generator::new(&model, cfg).expect("config");
-            let name = format!(
-                "b{batch}_{}",
-                if use_cache { "kv_cache" } else { "no_cache" }
-            );
-            group.bench_function(name, |b| {
-                b.iter(|| {
-                    let out = generator.generate(&ps).expect("generate");
-                    assert_eq!(out.stats.generated_tokens, batch * NEW);
-                    out
-                })
-            });
-        }
+        let cfg = GenerationConfig::new()
+            .with_sampler(SamplerConfig::greedy())
+            .with_max_new_tokens(NEW)
+            .with_prompt_batch_size(batch)
+            .with_concurrent_batches(concurrent)
+            .with_use_cache(use_cache);
+        let generator = Generator::new(&model, cfg).expect("config");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let out = generator.generate(&ps).expect("generate");
+                assert_eq!(out.stats.generated_tokens, batch * NEW);
+                out
+            })
+        });
     }
     group.finish();
 }

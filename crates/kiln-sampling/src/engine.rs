@@ -1,12 +1,18 @@
 //! The generation engine: batched, left-padded, KV-cached decoding with `K` responses per prompt.
 //!
-//! Per chunk of prompts: the prompts are left-padded and prefilled once; the last position's
-//! logits give every response's first token, and the cache is copied `K` times
-//! ([`KvCache::repeat_interleave`]), so row `p * K + k` is response `k` of prompt `p`. Each step
-//! then feeds one token per active row. Rows that finish are dropped from the batch (the cache and
-//! the mask keep only active rows, [`KvCache::select`]), so finished responses cost nothing.
-//! Without the cache (`use_cache = false`) every step recomputes the full sequence (benchmarks).
+//! The prompts are cut into batches of equal size (at most `prompt_batch_size`), of which
+//! `concurrent_batches` are decoded at a time, each as a task on the rayon pool. Per batch: the
+//! prompts are left-padded and prefilled once; the last position's logits give every response's
+//! first token, and the cache is copied `K` times ([`KvCache::repeat_interleave`]), so row
+//! `p * K + k` is response `k` of prompt `p`. Each step then feeds one token per active row and
+//! samples the rows in parallel (each row owns its RNG stream). Rows that finish are dropped from
+//! the batch (the cache and the mask keep only active rows, [`KvCache::select`]), so finished
+//! responses cost nothing. Without the cache (`use_cache = false`) every step recomputes the full
+//! sequence (benchmarks).
 
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -93,7 +99,7 @@ impl<'a, B: Backend> Generator<'a, B> {
         &self,
         prompts: &[Vec<u32>],
         streams: &[u64],
-        mut progress: impl FnMut(&Progress),
+        progress: impl FnMut(&Progress) + Send,
     ) -> Result<GenerationOutput> {
         if streams.len() != prompts.len() {
             return Err(Error::InvalidInput(format!(
@@ -119,24 +125,55 @@ impl<'a, B: Backend> Generator<'a, B> {
             self.config.max_new_tokens,
             self.tokenizer,
         )?;
+        let start = Instant::now();
         let k = self.config.num_responses;
         let mut stats = GenerationStats {
             prompts: prompts.len(),
             responses: prompts.len() * k,
             ..Default::default()
         };
+        let shared = Shared {
+            total_responses: stats.responses,
+            finished: AtomicUsize::new(0),
+            generated: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            progress: Mutex::new(progress),
+        };
+        let concurrent = self.config.concurrent_batches;
+        let batches = batch_ranges(prompts.len(), self.config.prompt_batch_size, concurrent);
         let mut responses = Vec::with_capacity(prompts.len());
-        let chunk = self.config.prompt_batch_size;
-        for (c, (ps, ss)) in prompts.chunks(chunk).zip(streams.chunks(chunk)).enumerate() {
-            let rows = self.generate_chunk(ps, ss, c * chunk, &stop, &mut stats, &mut progress)?;
-            for p in 0..ps.len() {
-                let mut out = Vec::with_capacity(k);
-                for row in &rows[p * k..(p + 1) * k] {
-                    out.push(self.finish_row(row)?);
+        for wave in batches.chunks(concurrent) {
+            let run = |r: &Range<usize>| {
+                self.generate_chunk(
+                    &prompts[r.clone()],
+                    &streams[r.clone()],
+                    r.start,
+                    &stop,
+                    &shared,
+                )
+            };
+            let results: Vec<Result<(Vec<Row>, GenerationStats)>> = if wave.len() == 1 {
+                vec![run(&wave[0])]
+            } else {
+                wave.par_iter().map(run).collect()
+            };
+            for result in results {
+                let (rows, chunk_stats) = result?;
+                stats.prompt_tokens += chunk_stats.prompt_tokens;
+                stats.generated_tokens += chunk_stats.generated_tokens;
+                stats.steps += chunk_stats.steps;
+                stats.prefill_seconds += chunk_stats.prefill_seconds;
+                stats.decode_seconds += chunk_stats.decode_seconds;
+                for rows in rows.chunks(k) {
+                    responses.push(
+                        rows.iter()
+                            .map(|r| self.finish_row(r))
+                            .collect::<Result<_>>()?,
+                    );
                 }
-                responses.push(out);
             }
         }
+        stats.wall_seconds = start.elapsed().as_secs_f64();
         tracing::info!(
             prompts = stats.prompts,
             responses = stats.responses,
@@ -189,16 +226,17 @@ impl<'a, B: Backend> Generator<'a, B> {
         logits_to_host(logits)
     }
 
-    /// Generates all responses of one chunk of prompts; rows come back in `p * K + k` order.
-    fn generate_chunk(
+    /// Generates all responses of one batch of prompts; rows come back in `p * K + k` order,
+    /// with the batch's counters and timings.
+    fn generate_chunk<F: FnMut(&Progress) + Send>(
         &self,
         prompts: &[Vec<u32>],
         streams: &[u64],
         first_prompt: usize,
         stop: &StopCriteria,
-        stats: &mut GenerationStats,
-        progress: &mut impl FnMut(&Progress),
-    ) -> Result<Vec<Row>> {
+        shared: &Shared<F>,
+    ) -> Result<(Vec<Row>, GenerationStats)> {
+        let mut stats = GenerationStats::default();
         let k = self.config.num_responses;
         let device = self.device();
         let vocab = self.model.config().vocab_size;
@@ -223,7 +261,8 @@ impl<'a, B: Backend> Generator<'a, B> {
         if self.config.max_new_tokens == 0 {
             rows.iter_mut()
                 .for_each(|r| r.finish = Some(FinishReason::Length));
-            return Ok(rows);
+            shared.finished.fetch_add(rows.len(), Ordering::Relaxed);
+            return Ok((rows, stats));
         }
         let max_len = width + self.config.max_new_tokens;
         if max_len > self.model.config().max_position_embeddings {
@@ -263,7 +302,7 @@ impl<'a, B: Backend> Generator<'a, B> {
         let t1 = Instant::now();
         let mut active: Vec<usize> = (0..rows.len()).collect();
         let mut len = width;
-        let finished_before = first_prompt * k;
+        shared.active.fetch_add(rows.len(), Ordering::Relaxed);
         loop {
             // Sample one token for every active row (rows are independent: each owns its RNG
             // stream, so running them in parallel changes nothing but the wall time).
@@ -289,13 +328,7 @@ impl<'a, B: Backend> Generator<'a, B> {
             stats.generated_tokens += done.len();
             let keep: Vec<usize> = (0..done.len()).filter(|&i| !done[i]).collect();
             stats.steps += 1;
-            let finished = rows.iter().filter(|r| r.finish.is_some()).count();
-            progress(&Progress {
-                finished_responses: finished_before + finished,
-                total_responses: stats.responses,
-                active_rows: keep.len(),
-                generated_tokens: stats.generated_tokens,
-            });
+            shared.step(done.len(), done.len() - keep.len());
             if keep.is_empty() {
                 break;
             }
@@ -338,8 +371,54 @@ impl<'a, B: Backend> Generator<'a, B> {
             }
         }
         stats.decode_seconds += t1.elapsed().as_secs_f64();
-        Ok(rows)
+        Ok((rows, stats))
     }
+}
+
+/// State shared by the prompt batches of one `generate` call (they may run concurrently).
+struct Shared<F> {
+    total_responses: usize,
+    finished: AtomicUsize,
+    generated: AtomicUsize,
+    /// Rows still decoding over the running batches.
+    active: AtomicUsize,
+    progress: Mutex<F>,
+}
+
+impl<F: FnMut(&Progress)> Shared<F> {
+    /// Records one decoding step of a batch (`generated` tokens, `finished` rows) and reports.
+    fn step(&self, generated: usize, finished: usize) {
+        let generated_tokens = self.generated.fetch_add(generated, Ordering::Relaxed) + generated;
+        let finished_responses = self.finished.fetch_add(finished, Ordering::Relaxed) + finished;
+        let active_rows = self.active.fetch_sub(finished, Ordering::Relaxed) - finished;
+        // A panicking callback poisons the lock; later reports still go through.
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress(&Progress {
+            finished_responses,
+            total_responses: self.total_responses,
+            active_rows,
+            generated_tokens,
+        });
+    }
+}
+
+/// Cuts `n` prompts into batches of at most `size`, their number rounded up to a multiple of
+/// `concurrent` (when there are enough prompts) and their sizes as equal as possible, so that
+/// concurrently decoded batches finish together.
+fn batch_ranges(n: usize, size: usize, concurrent: usize) -> Vec<Range<usize>> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let count = n.div_ceil(size).next_multiple_of(concurrent).min(n);
+    let (base, extra) = (n / count, n % count);
+    let mut start = 0;
+    (0..count)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            start += len;
+            start - len..start
+        })
+        .collect()
 }
 
 /// `[rows, len]` attention mask: `pads[i]` zeros then ones.
@@ -349,4 +428,28 @@ fn mask_tensor<B: Backend>(pads: &[usize], len: usize, device: &B::Device) -> Te
         m.extend((0..len).map(|j| i64::from(j >= pad)));
     }
     Tensor::from_data(TensorData::new(m, [pads.len(), len]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_ranges;
+
+    #[test]
+    fn batches_are_balanced_and_a_multiple_of_the_concurrency() {
+        let sizes = |n, size, c| -> Vec<usize> {
+            batch_ranges(n, size, c).iter().map(|r| r.len()).collect()
+        };
+        assert_eq!(sizes(32, 32, 1), vec![32]);
+        assert_eq!(sizes(32, 32, 2), vec![16, 16]);
+        assert_eq!(sizes(33, 16, 1), vec![11, 11, 11]);
+        assert_eq!(sizes(20, 16, 2), vec![10, 10]);
+        assert_eq!(sizes(100, 16, 2), vec![13, 13, 13, 13, 12, 12, 12, 12]);
+        assert_eq!(sizes(3, 16, 8), vec![1, 1, 1]);
+        assert_eq!(sizes(0, 16, 2), Vec::<usize>::new());
+        // Contiguous and complete.
+        let r = batch_ranges(100, 16, 3);
+        assert_eq!(r.first().unwrap().start, 0);
+        assert_eq!(r.last().unwrap().end, 100);
+        assert!(r.windows(2).all(|w| w[0].end == w[1].start));
+    }
 }

@@ -18,7 +18,7 @@ const EXP_MIN: f32 = -87.336_55;
 /// -87.34 give exactly `0`, NaN gives NaN.
 #[inline]
 pub fn exp_nonpositive(x: f32) -> f32 {
-    debug_assert!(!(x > 0.0), "exp_nonpositive({x})");
+    debug_assert!(x <= 0.0 || x.is_nan(), "exp_nonpositive({x})");
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in a part exact in f32 times small integers and the remainder (Cephes).
     const LN2_HI: f32 = 0.693_359_4;
@@ -35,7 +35,7 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let p = p * r * r + r + 1.0;
     // 2^n for n in [-126, 0], built in the exponent field. `n` is read from the low mantissa bits
     // of `t` (integer ops vectorise; a float-to-int `as` cast saturates and does not).

@@ -67,18 +67,27 @@ pub struct GenerationStats {
     pub prompt_tokens: usize,
     /// Tokens generated over all responses.
     pub generated_tokens: usize,
-    /// Decoding steps run (over all prompt chunks).
+    /// Decoding steps run (summed over prompt batches).
     pub steps: usize,
-    /// Seconds spent in prefill forwards.
+    /// Seconds spent in prefill forwards (summed over prompt batches: with concurrent batches
+    /// the sum can exceed the wall time).
     pub prefill_seconds: f64,
-    /// Seconds spent in decoding steps (forward + sampling).
+    /// Seconds spent in decoding steps, forward + sampling (summed like `prefill_seconds`).
     pub decode_seconds: f64,
+    /// Wall-clock seconds of the whole call.
+    #[serde(default)]
+    pub wall_seconds: f64,
 }
 
 impl GenerationStats {
-    /// Generated tokens per second of prefill + decode time.
+    /// Generated tokens per wall-clock second (per second of prefill + decode time when the
+    /// wall time is not recorded).
     pub fn tokens_per_second(&self) -> f64 {
-        let t = self.prefill_seconds + self.decode_seconds;
+        let t = if self.wall_seconds > 0.0 {
+            self.wall_seconds
+        } else {
+            self.prefill_seconds + self.decode_seconds
+        };
         if t > 0.0 {
             self.generated_tokens as f64 / t
         } else {
@@ -96,14 +105,14 @@ pub struct GenerationOutput {
     pub stats: GenerationStats,
 }
 
-/// A progress report, emitted after the prefill of each prompt chunk and after every step.
+/// A progress report, emitted after every decoding step of every prompt batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Responses finished so far (over all chunks).
     pub finished_responses: usize,
     /// Total responses to generate.
     pub total_responses: usize,
-    /// Rows still decoding in the current chunk.
+    /// Rows still decoding in the batches being decoded.
     pub active_rows: usize,
     /// Tokens generated so far (over all chunks).
     pub generated_tokens: usize,

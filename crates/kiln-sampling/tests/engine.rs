@@ -95,6 +95,51 @@ fn results_do_not_depend_on_batch_composition_or_k() {
 }
 
 #[test]
+fn concurrent_batches_give_the_same_responses_and_consistent_progress() {
+    let m = model(64);
+    let ps: Vec<Vec<u32>> = (0..7u32)
+        .map(|i| (0..1 + i % 4).map(|t| 3 + (i * 5 + t) % 50).collect())
+        .collect();
+    let one = Generator::new(&m, sampling(5).with_prompt_batch_size(4))
+        .unwrap()
+        .generate(&ps)
+        .unwrap();
+    for concurrent in [2, 3, 8] {
+        let mut reports = Vec::new();
+        let streams: Vec<u64> = (0..ps.len() as u64).collect();
+        let out = Generator::new(
+            &m,
+            sampling(5)
+                .with_prompt_batch_size(4)
+                .with_concurrent_batches(concurrent),
+        )
+        .unwrap()
+        .generate_with(&ps, &streams, |p| reports.push(*p))
+        .unwrap();
+        assert_eq!(all_ids(&one), all_ids(&out), "concurrent {concurrent}");
+        for (p, rs) in out.responses.iter().enumerate() {
+            for (k, g) in rs.iter().enumerate() {
+                assert_eq!((g.prompt_index, g.sample_index), (p, k));
+            }
+        }
+        // Progress is cumulative over the concurrent batches and ends complete.
+        let last = reports.last().unwrap();
+        assert_eq!(last.finished_responses, 21);
+        assert_eq!(last.total_responses, 21);
+        assert_eq!(last.active_rows, 0);
+        assert_eq!(last.generated_tokens, out.stats.generated_tokens);
+        assert!(
+            reports
+                .windows(2)
+                .all(|w| w[0].generated_tokens < w[1].generated_tokens)
+        );
+        assert!(out.stats.wall_seconds > 0.0);
+    }
+    let bad = Generator::new(&m, sampling(5).with_concurrent_batches(0)).unwrap_err();
+    assert!(bad.to_string().contains("concurrent_batches"), "{bad}");
+}
+
+#[test]
 fn stop_tokens_end_rows_early_and_lengths_are_capped() {
     let m = model(64);
     let greedy = GenerationConfig::new()
