@@ -216,7 +216,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{} tokens in {:.2}s: {:.1} tokens/s (prefill {:.3}s, decode {:.2}s over {} steps)",
         s.generated_tokens,
-        s.prefill_seconds + s.decode_seconds,
+        s.wall_seconds,
         s.tokens_per_second(),
         s.prefill_seconds,
         s.decode_seconds,

@@ -300,14 +300,12 @@ impl<'a, B: Backend> Generator<'a, B> {
         );
 
         let t1 = Instant::now();
-        let mut active: Vec<usize> = (0..rows.len()).collect();
         let mut len = width;
         shared.active.fetch_add(rows.len(), Ordering::Relaxed);
         loop {
             // Sample one token for every active row (rows are independent: each owns its RNG
             // stream, so running them in parallel changes nothing but the wall time).
             let mut live: Vec<&mut Row> = rows.iter_mut().filter(|r| r.finish.is_none()).collect();
-            debug_assert_eq!(live.len(), active.len());
             let sampler = &self.sampler;
             let tokenizer = self.tokenizer;
             let done: Vec<bool> = live
@@ -332,28 +330,27 @@ impl<'a, B: Backend> Generator<'a, B> {
             if keep.is_empty() {
                 break;
             }
-            if keep.len() < active.len() {
-                if let Some(c) = cache.as_mut() {
-                    let idx: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
-                    let idx =
-                        Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [keep.len()]), &device);
-                    *c = c.select(idx);
-                }
-                active = keep.iter().map(|&i| active[i]).collect();
+            if keep.len() < done.len()
+                && let Some(c) = cache.as_mut()
+            {
+                let idx: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
+                let idx =
+                    Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [keep.len()]), &device);
+                *c = c.select(idx);
             }
+            let active: Vec<&Row> = rows.iter().filter(|r| r.finish.is_none()).collect();
             let n = active.len();
-            let pads: Vec<usize> = active.iter().map(|&r| rows[r].pad).collect();
+            let pads: Vec<usize> = active.iter().map(|r| r.pad).collect();
             let mask = mask_tensor::<B>(&pads, len + 1, &device);
             let ids = if cache.is_some() {
                 let last: Vec<i64> = active
                     .iter()
-                    .map(|&r| *rows[r].tokens.last().unwrap_or(&0) as i64)
+                    .map(|r| *r.tokens.last().unwrap_or(&0) as i64)
                     .collect();
                 Tensor::<B, 2, Int>::from_data(TensorData::new(last, [n, 1]), &device)
             } else {
                 let mut all = Vec::with_capacity(n * (len + 1));
-                for &r in &active {
-                    let row = &rows[r];
+                for row in &active {
                     let prompt = &prompts[row.prompt - first_prompt];
                     all.extend(std::iter::repeat_n(
                         self.config.pad_token_id as i64,

@@ -81,14 +81,29 @@ pub fn sum_exp(xs: &[f32], shift: f32) -> f64 {
 
 /// Index of the first maximum (like `torch.argmax`), NaN ignored; 0 for an empty or all-NaN row.
 pub fn argmax(xs: &[f32]) -> usize {
-    let m = max(xs);
+    first_index_of(xs, max(xs))
+}
+
+/// Index of the first entry equal to `m` (0 when none is).
+fn first_index_of(xs: &[f32], m: f32) -> usize {
     xs.iter().position(|&x| x == m).unwrap_or(0)
 }
 
 /// `log(sum_i e^xs[i])`, stable (shifted by the maximum). `-inf` for an all-`-inf` row; NaN when
 /// `+inf` or (only) NaN values are present.
 pub fn log_sum_exp(xs: &[f32]) -> f64 {
+    log_sum_exp_from(xs, max(xs))
+}
+
+/// [`argmax`] and `log_softmax(xs)` at that index, with the maximum found once (greedy decoding).
+pub fn argmax_log_softmax(xs: &[f32]) -> (usize, f64) {
     let m = max(xs);
+    let id = first_index_of(xs, m);
+    (id, f64::from(xs[id]) - log_sum_exp_from(xs, m))
+}
+
+/// [`log_sum_exp`] given `m = max(xs)`.
+fn log_sum_exp_from(xs: &[f32], m: f32) -> f64 {
     if m == f32::NEG_INFINITY {
         return f64::NEG_INFINITY;
     }
@@ -147,6 +162,12 @@ mod tests {
         assert!(log_sum_exp(&[1.0, f32::NAN]).is_nan());
         assert!(log_sum_exp(&[1.0, f32::INFINITY]).is_nan());
         assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f64::NEG_INFINITY);
+        let (id, lp) = argmax_log_softmax(&[1.0, 3.0, 3.0, f32::NAN]);
+        assert_eq!(id, 1);
+        assert!(lp.is_nan());
+        let xs = [1.0, 3.0, 3.0, -2.0];
+        let (id, lp) = argmax_log_softmax(&xs);
+        assert_eq!((id, lp), (argmax(&xs), 3.0 - log_sum_exp(&xs)));
         // -inf entries contribute exactly nothing.
         assert_eq!(log_sum_exp(&[0.0, f32::NEG_INFINITY]), 0.0);
     }

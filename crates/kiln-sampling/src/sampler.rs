@@ -174,10 +174,10 @@ impl Sampler {
     pub fn sample_row(&self, logits: &[f32], history: &[u32], rng: &mut Rng) -> SampledToken {
         if self.config.is_greedy() {
             let s = self.penalised(logits, history);
-            let id = expsum::argmax(&s);
+            let (id, logprob) = expsum::argmax_log_softmax(&s);
             return SampledToken {
                 id: id as u32,
-                logprob: (f64::from(s[id]) - expsum::log_sum_exp(&s)) as f32,
+                logprob: logprob as f32,
             };
         }
         let c = &self.config;
