@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! cargo run --release --example score -- --model-dir RM_DIR --pairs FILE.jsonl [--json]
-//!     [--batch-size N] [--max-len N]
+//!     [--batch-size N] [--max-len N] [--chat-template T]
 //! ```
 //!
 //! `RM_DIR` is a Hugging Face `LlamaForSequenceClassification` directory (`config.json`,
-//! safetensors, `tokenizer.json`). Each line of `FILE.jsonl` is a pair
-//! `{"prompt": ..., "chosen": ..., "rejected": ...}` (text or message lists). Every side is scored
-//! as `chat_template(prompt + [assistant response])` at its final `<|eot_id|>`, like transformers.
+//! safetensors, `tokenizer.json`, its chat template). Each line of `FILE.jsonl` is a pair
+//! `{"prompt": ..., "chosen": ..., "rejected": ...}`; the prompt is text or a message list
+//! (multi-turn, with a system message). Every side is scored as
+//! `chat_template(prompt + [assistant response])` with the checkpoint's own template, at its last
+//! token (the template's end of turn), like transformers.
 //! Without `--json` one line per pair and a summary are printed; with `--json` one JSON object
 //! per pair (`index`, `score_chosen`, `score_rejected`, `correct`) and nothing else on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kiln::backend::Cpu;
-use kiln::data::{PairRecord, read_jsonl};
+use kiln::data::{ChatTemplate, PairRecord, TemplateChoice, Tokenizer, read_jsonl};
 use kiln::reward::{LlamaRewardModel, RewardModel};
 
 const USAGE: &str = "\
@@ -28,12 +30,14 @@ USAGE:
 
 REQUIRED:
     --model-dir DIR     LlamaForSequenceClassification directory with tokenizer.json
-    --pairs FILE        JSON Lines of {\"prompt\", \"chosen\", \"rejected\"}
+    --pairs FILE        JSON Lines of {\"prompt\", \"chosen\", \"rejected\"} (prompt: text or a
+                        list of {\"role\", \"content\"} messages)
 
 OPTIONS:
     --json              one JSON object per pair: index, score_chosen, score_rejected, correct
     --batch-size N      sequences per forward pass [default: 8]
     --max-len N         tokens kept per input (left truncation) [default: 4096]
+    --chat-template T   checkpoint | llama3 | FILE.jinja [default: checkpoint]
     -h, --help          print this help
 
 Logging: set RUST_LOG (e.g. RUST_LOG=kiln_reward=debug).";
@@ -45,6 +49,7 @@ struct Args {
     json: bool,
     batch_size: usize,
     max_len: usize,
+    chat_template: TemplateChoice,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
@@ -53,6 +58,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
     let mut json = false;
     let mut batch_size = 8usize;
     let mut max_len = 4096usize;
+    let mut chat_template = TemplateChoice::Checkpoint;
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -69,6 +75,11 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--json" => json = true,
             "--batch-size" => batch_size = number("--batch-size", value("--batch-size")?)?,
             "--max-len" => max_len = number("--max-len", value("--max-len")?)?,
+            "--chat-template" => {
+                chat_template = value("--chat-template")?
+                    .parse()
+                    .map_err(|e| format!("--chat-template: {e}"))?
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -78,14 +89,22 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
         json,
         batch_size,
         max_len,
+        chat_template,
     }))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
-    let rm = LlamaRewardModel::<Cpu>::from_pretrained(&args.model_dir, &device)?
-        .with_batch_size(args.batch_size)
-        .with_max_len(args.max_len);
+    let tokenizer = Tokenizer::from_model_dir(&args.model_dir)?;
+    let template = ChatTemplate::load(&args.chat_template, Some(&args.model_dir), &tokenizer)?;
+    let rm = LlamaRewardModel::<Cpu>::from_pretrained_with_tokenizer(
+        &args.model_dir,
+        tokenizer,
+        template,
+        &device,
+    )?
+    .with_batch_size(args.batch_size)
+    .with_max_len(args.max_len);
     let pairs: Vec<PairRecord> = read_jsonl(&args.pairs)?;
     if pairs.is_empty() {
         return Err(format!("{}: no pairs", args.pairs.display()).into());

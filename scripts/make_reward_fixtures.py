@@ -25,6 +25,30 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "reward", "tiny-rm")
 TOK = os.path.join(ROOT, "crates", "kiln-data", "assets", "tokenizer.json")
 
 
+
+# Meta's Llama-3.0 Instruct chat template (kiln_data::chat_template::LLAMA3_JINJA), written next to
+# the weights with the special tokens, so the checkpoint carries its own template like a real one.
+LLAMA3_JINJA = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def write_chat_files(path):
+    with open(os.path.join(path, "chat_template.jinja"), "w") as f:
+        f.write(LLAMA3_JINJA)
+    specials = {
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "pad_token": "<|finetune_right_pad_id|>",
+    }
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump(specials, f, indent=2)
+
 def render(messages):
     """The Llama-3 chat template (RECIPE.md section 3), no generation prompt."""
     s = "<|begin_of_text|>"
@@ -100,6 +124,7 @@ def main():
     if os.path.exists(gen_cfg):
         os.remove(gen_cfg)
     shutil.copy(TOK, os.path.join(OUT, "tokenizer.json"))
+    write_chat_files(OUT)
 
     with open(os.path.join(OUT, "pairs.jsonl"), "w") as fp, open(
         os.path.join(OUT, "expected.jsonl"), "w"

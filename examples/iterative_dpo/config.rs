@@ -1,6 +1,6 @@
 //! The loop's configuration: defaults for the built-in task, a JSON config file, and CLI flags.
 
-use kiln::data::{LengthUnit, SelectionStrategy};
+use kiln::data::{DateTime, LengthUnit, SelectionStrategy, TemplateChoice, TemplateClock};
 use kiln::losses::DpoLoss;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -57,6 +57,10 @@ pub struct LoopConfig {
     pub reward_model: Option<PathBuf>,
     /// Real-model mode: prompts JSONL (`prompt` or `messages`).
     pub prompts: Option<PathBuf>,
+    /// Real-model mode: the policy's chat template (`checkpoint`, `llama3` or a Jinja file).
+    pub chat_template: TemplateChoice,
+    /// Date `strftime_now` returns in chat templates (`YYYY-MM-DD`); the system date when absent.
+    pub template_date: Option<String>,
     /// Built-in task: tiny policy hidden size.
     pub hidden_size: usize,
     /// Built-in task: decoder layers.
@@ -101,6 +105,8 @@ impl Default for LoopConfig {
             policy: None,
             reward_model: None,
             prompts: None,
+            chat_template: TemplateChoice::Checkpoint,
+            template_date: None,
             hidden_size: 64,
             layers: 2,
             sft_examples: 3000,
@@ -143,7 +149,11 @@ OPTIONS
   --no-offline                skip the offline-DPO baseline
   --policy DIR                HF Llama-3 policy directory (with tokenizer.json)
   --reward-model DIR          HF LlamaForSequenceClassification directory
-  --prompts FILE.jsonl        prompts ({\"prompt\": ...} or {\"messages\": [...]}) for real models
+  --prompts FILE.jsonl        prompts ({\"prompt\": ...} or {\"messages\": [...]}, multi-turn and
+                              system messages allowed) for real models
+  --chat-template T           the policy's chat template: checkpoint | llama3 | FILE.jinja
+                              [checkpoint: chat_template.jinja or tokenizer_config.json]
+  --template-date YYYY-MM-DD  date the template's strftime_now() returns [today]
   -h, --help                  this text
 ";
 
@@ -249,6 +259,12 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             "--policy" => cfg.policy = Some(value(f, &mut it)?.into()),
             "--reward-model" => cfg.reward_model = Some(value(f, &mut it)?.into()),
             "--prompts" => cfg.prompts = Some(value(f, &mut it)?.into()),
+            "--chat-template" => {
+                cfg.chat_template = value(f, &mut it)?
+                    .parse()
+                    .map_err(|e| format!("--chat-template: {e}"))?
+            }
+            "--template-date" => cfg.template_date = Some(value(f, &mut it)?.clone()),
             other => return Err(format!("unknown option `{other}` (see --help)")),
         }
     }
@@ -280,8 +296,19 @@ pub fn validate(cfg: &LoopConfig) -> Result<(), String> {
     if real.iter().any(|&r| r) && !real.iter().all(|&r| r) {
         return Err("real-model mode needs all of --policy, --reward-model and --prompts".into());
     }
+    template_clock(cfg)?;
     if cfg.max_new_tokens == 0 {
         return Err("--max-new-tokens must be positive".into());
     }
     Ok(())
+}
+
+/// The clock chat templates read (`--template-date`, else the system's).
+pub fn template_clock(cfg: &LoopConfig) -> Result<TemplateClock, String> {
+    match &cfg.template_date {
+        None => Ok(TemplateClock::System),
+        Some(d) => DateTime::parse_date(d)
+            .map(TemplateClock::Pinned)
+            .ok_or_else(|| format!("--template-date: `{d}` is not a date (YYYY-MM-DD)")),
+    }
 }

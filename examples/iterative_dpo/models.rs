@@ -30,7 +30,8 @@ pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 pub struct Text {
     /// The tokenizer.
     pub tokenizer: Tokenizer,
-    /// The Llama-3 chat template.
+    /// The policy's chat template (the checkpoint's own; the built-in Llama-3.0 one for the
+    /// built-in task).
     pub template: ChatTemplate,
     /// Prompt/total truncation.
     pub truncation: TruncationConfig,
@@ -39,10 +40,14 @@ pub struct Text {
 }
 
 impl Text {
-    /// From a tokenizer.
-    pub fn new(tokenizer: Tokenizer, max_prompt_len: usize, max_total_len: usize) -> Res<Self> {
-        let template = ChatTemplate::llama3(&tokenizer)?;
-        let pad_id = tokenizer.pad_id()?;
+    /// From a tokenizer and its chat template.
+    pub fn new(
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        max_prompt_len: usize,
+        max_total_len: usize,
+    ) -> Res<Self> {
+        let pad_id = template.pad_id(&tokenizer)?;
         Ok(Text {
             tokenizer,
             template,
@@ -85,7 +90,7 @@ pub fn tiny_policy_config(text: &Text, hidden: usize, layers: usize) -> Res<Llam
     c.num_hidden_layers = layers;
     c.intermediate_size = hidden * 3;
     c.max_position_embeddings = 256;
-    c.bos_token_id = Some(text.template.bos_id());
+    c.bos_token_id = text.template.bos_id();
     c.eos_token_id = text.template.stop_ids();
     c.pad_token_id = Some(text.pad_id);
     Ok(c)
@@ -147,13 +152,21 @@ pub fn load_trainable_policy(dir: &Path) -> Res<LlamaForCausalLM<B>> {
     )?)
 }
 
-/// Loads a Bradley-Terry reward model for inference, with the run's tokenizer.
+/// Loads a Bradley-Terry reward model for inference: with its own tokenizer and chat template
+/// when the directory has a `tokenizer.json` (a real reward model), else with the run's (the
+/// built-in task's reward model, trained on the policy's tokenizer).
 pub fn load_reward_model(dir: &Path, text: &Text) -> Res<LlamaRewardModel<I>> {
-    let rm = LlamaRewardModel::<I>::from_pretrained_with_tokenizer(
-        dir,
-        text.tokenizer.clone(),
-        &Default::default(),
-    )?;
+    let device = Default::default();
+    let rm = if dir.join("tokenizer.json").exists() {
+        LlamaRewardModel::<I>::from_pretrained(dir, &device)?
+    } else {
+        LlamaRewardModel::<I>::from_pretrained_with_tokenizer(
+            dir,
+            text.tokenizer.clone(),
+            text.template.clone(),
+            &device,
+        )?
+    };
     Ok(rm
         .with_max_len(text.truncation.max_total_len)
         .with_batch_size(64))

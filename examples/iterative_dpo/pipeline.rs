@@ -16,8 +16,8 @@ use kiln::burn::prelude::Backend;
 use kiln::data::examples::{encode_generation_prompt, encode_pair};
 use kiln::data::pairs::select_pairs_file;
 use kiln::data::{
-    AnnotatedRecord, Content, GenerationRecord, PairRecord, PromptRecord, Rng, SelectionConfig,
-    SelectionStats, Tokenizer, read_jsonl, write_jsonl,
+    AnnotatedRecord, ChatTemplate, Content, GenerationRecord, PairRecord, PromptRecord, Rng,
+    SelectionConfig, SelectionStats, Tokenizer, read_jsonl, write_jsonl,
 };
 use kiln::losses::DpoConfig;
 use kiln::reward::RewardModel;
@@ -102,13 +102,22 @@ pub fn run(cfg: &LoopConfig) -> Res<Summary> {
         write_json(&config_path, cfg)?;
     }
     let builtin = cfg.policy.is_none();
-    let tokenizer = match &cfg.policy {
-        Some(dir) => Tokenizer::from_model_dir(dir)?,
-        None => Tokenizer::builtin_tiny(),
+    let (tokenizer, template) = match &cfg.policy {
+        Some(dir) => {
+            let tokenizer = Tokenizer::from_model_dir(dir)?;
+            let template = ChatTemplate::load(&cfg.chat_template, Some(dir), &tokenizer)?
+                .with_clock(super::config::template_clock(cfg)?);
+            (tokenizer, template)
+        }
+        None => {
+            let tokenizer = Tokenizer::builtin_tiny();
+            let template = ChatTemplate::llama3(&tokenizer)?;
+            (tokenizer, template)
+        }
     };
     let mut run = Run {
         cfg: cfg.clone(),
-        text: Text::new(tokenizer, MAX_PROMPT, MAX_TOTAL)?,
+        text: Text::new(tokenizer, template, MAX_PROMPT, MAX_TOTAL)?,
         judge: builtin.then(GoldJudge::default),
         timings: Timings::open(cfg.out.join("timings.json"))?,
     };

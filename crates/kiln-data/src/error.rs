@@ -60,6 +60,35 @@ pub enum Error {
         /// What needs it.
         purpose: String,
     },
+    /// A chat template did not parse or failed while rendering.
+    #[error("chat template {origin}: {message}")]
+    Template {
+        /// The file the template came from.
+        origin: String,
+        /// What went wrong (minijinja's message, with the template line when known).
+        message: String,
+    },
+    /// A chat template called `raise_exception(message)`: it rejects the conversation.
+    #[error("chat template {origin} rejected the conversation: {message}")]
+    TemplateRaised {
+        /// The file the template came from.
+        origin: String,
+        /// The template's own message.
+        message: String,
+    },
+    /// A model directory has no chat template.
+    #[error(
+        "{dir} has no chat template (looked at {}); pass a template explicitly (e.g. the \
+         built-in Llama-3 one) or add chat_template.jinja",
+        looked_at.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        dir = dir.display()
+    )]
+    NoChatTemplate {
+        /// The model directory.
+        dir: PathBuf,
+        /// The files looked at, in order.
+        looked_at: Vec<PathBuf>,
+    },
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -2,8 +2,11 @@
 //!
 //! - [`Tokenizer`]: a wrapper over the `tokenizers` crate, plus [`Tokenizer::builtin_tiny`], a small
 //!   byte-level BPE with the Llama-3 special tokens trained by this crate on its own corpus.
-//! - [`ChatTemplate`]: Llama-3 chat template rendering to ids (equal to HF `apply_chat_template`)
-//!   with an assistant-token mask for SFT.
+//! - [`ChatTemplate`]: chat templates rendered to ids exactly like HF `apply_chat_template`, with
+//!   assistant-token masks: a checkpoint's own Jinja template ([`ChatTemplate::from_model_dir`],
+//!   rendered with minijinja in transformers' Jinja environment) or the built-in Llama-3.0 one.
+//! - [`hf_files`]: what a model directory says about chat formatting (template source, special
+//!   tokens, `generation_config.json` stop ids).
 //! - [`formats`]: the JSON Lines stage records, read by [`JsonlReader`] and written atomically by
 //!   [`JsonlWriter`].
 //! - [`pairs`]: pair selection (`max_min`, ..., `max_min_p`) and ranked lists for RRHF.
@@ -24,9 +27,12 @@
 
 pub mod chat_template;
 pub mod collate;
+pub mod date;
 pub mod error;
 pub mod examples;
 pub mod formats;
+pub mod hf_files;
+mod jinja;
 pub mod jsonl;
 pub mod message;
 pub mod pairs;
@@ -36,13 +42,17 @@ pub mod tokenizer;
 pub mod train_tokenizer;
 pub mod truncate;
 
-pub use chat_template::{ChatTemplate, EncodedChat, PromptCompletion, python_strip};
+pub use chat_template::{
+    ChatTemplate, EncodedChat, PromptCompletion, TemplateChoice, python_strip,
+};
 pub use collate::{IGNORE_INDEX, LmBatch, PaddedBatch, PairBatch};
+pub use date::{DateTime, TemplateClock};
 pub use error::{Error, Result};
 pub use examples::Example;
 pub use formats::{
     AnnotatedRecord, GenerationRecord, PairRecord, PromptRecord, RankedRecord, SftRecord,
 };
+pub use hf_files::TemplateSource;
 pub use jsonl::{JsonlReader, JsonlWriter, read_jsonl, write_jsonl};
 pub use message::{Content, Message, Role};
 pub use pairs::{LengthUnit, SelectionConfig, SelectionStats, SelectionStrategy};

@@ -120,6 +120,14 @@ impl Tokenizer {
             })
     }
 
+    /// Whether `id` is an added token marked special (`<|eot_id|>`, `<|im_end|>`, ...).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner
+            .get_added_tokens_decoder()
+            .get(&id)
+            .is_some_and(|t| t.special)
+    }
+
     /// The string of token `id`, if it exists.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

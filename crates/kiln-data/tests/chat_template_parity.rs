@@ -38,7 +38,9 @@ fn ids_and_text_equal_hf() {
     let fx = fixture();
     assert!(fx.cases.len() >= 10);
     for case in &fx.cases {
-        let text = tpl.render(&case.messages, case.add_generation_prompt);
+        let text = tpl
+            .render(&case.messages, case.add_generation_prompt)
+            .unwrap();
         assert_eq!(text, case.text, "text of case {}", case.name);
         let enc = tpl
             .encode(&tok, &case.messages, case.add_generation_prompt)
@@ -53,6 +55,60 @@ fn ids_and_text_equal_hf() {
     for e in &fx.encodings {
         assert_eq!(tok.encode(&e.text).unwrap(), e.ids, "{:?}", e.text);
         assert_eq!(tok.decode(&e.ids, false).unwrap(), e.text);
+    }
+}
+
+/// Meta's Jinja text of the fixture, rendered by minijinja, equals HF too, masks included, and
+/// equals the built-in renderer (whose source is `LLAMA3_JINJA`).
+#[test]
+fn jinja_llama3_equals_hf_and_the_builtin_renderer() {
+    let tok = Tokenizer::builtin_tiny();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/data/chat_template.json");
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let source = raw["chat_template"].as_str().unwrap();
+    assert_eq!(source, kiln_data::chat_template::LLAMA3_JINJA);
+    let specials = std::collections::BTreeMap::from([(
+        "bos_token".to_string(),
+        "<|begin_of_text|>".to_string(),
+    )]);
+    let jinja = ChatTemplate::from_jinja(
+        &kiln_data::TemplateSource {
+            text: source.to_string(),
+            origin: "fixture".into(),
+        },
+        &tok,
+        specials,
+        vec![1],
+    )
+    .unwrap();
+    assert_eq!(jinja.eot_token(), "<|eot_id|>");
+    assert_eq!(jinja.stop_ids(), vec![1, 4]);
+    let builtin = ChatTemplate::llama3(&tok).unwrap();
+    for case in &fixture().cases {
+        let text = jinja
+            .render(&case.messages, case.add_generation_prompt)
+            .unwrap();
+        assert_eq!(text, case.text, "text of case {}", case.name);
+        let a = jinja
+            .encode(&tok, &case.messages, case.add_generation_prompt)
+            .unwrap();
+        let b = builtin
+            .encode(&tok, &case.messages, case.add_generation_prompt)
+            .unwrap();
+        assert_eq!(a, b, "case {}", case.name);
+        if let Some(n) = case.messages.len().checked_sub(1) {
+            let (p, c) = case.messages.split_at(n);
+            if c[0].role == Role::Assistant {
+                assert_eq!(
+                    jinja.encode_prompt_completion(&tok, p, c).unwrap(),
+                    builtin.encode_prompt_completion(&tok, p, c).unwrap(),
+                    "prompt/completion of case {}",
+                    case.name
+                );
+            }
+        }
     }
 }
 
@@ -233,7 +289,7 @@ mod props {
             let msgs: Vec<Message> = turns.iter().map(|(r, t)| Message::new(*r, t.clone())).collect();
             let enc = tpl.encode(&tok, &msgs, add_gen).unwrap();
             // Ids equal encoding the rendered string at once.
-            prop_assert_eq!(&enc.ids, &tok.encode(&tpl.render(&msgs, add_gen)).unwrap());
+            prop_assert_eq!(&enc.ids, &tok.encode(&tpl.render(&msgs, add_gen).unwrap()).unwrap());
             let masked: Vec<u32> =
                 enc.ids.iter().zip(&enc.assistant_mask).filter(|(_, m)| **m).map(|(i, _)| *i).collect();
             let expected: String = msgs

@@ -65,7 +65,7 @@ pub fn score_token_rows<B: Backend>(
     Ok(out)
 }
 
-/// A Bradley-Terry reward model: Llama + `score` head + tokenizer + Llama-3 chat template.
+/// A Bradley-Terry reward model: Llama + `score` head + tokenizer + chat template.
 #[derive(Debug)]
 pub struct LlamaRewardModel<B: Backend> {
     model: LlamaForSequenceClassification<B>,
@@ -77,14 +77,20 @@ pub struct LlamaRewardModel<B: Backend> {
 }
 
 impl<B: Backend> LlamaRewardModel<B> {
-    /// Wraps a model and its tokenizer (max length 4096, batches of 8).
+    /// Wraps a model and its tokenizer (max length 4096, batches of 8), with Kiln's built-in
+    /// Llama-3.0 chat template (for the built-in tokenizer; see [`Self::with_template`]).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the tokenizer's vocabulary is larger than the model's or the
     /// tokenizer lacks the chat-template tokens.
     pub fn new(model: LlamaForSequenceClassification<B>, tokenizer: Tokenizer) -> Result<Self> {
         let template = ChatTemplate::llama3(&tokenizer)?;
-        let pad_id = tokenizer.pad_id()?;
+        // The tokenizer's pad, else the checkpoint's `pad_token_id` (e.g. SmolLM2: `<|im_end|>`).
+        let pad_id = match (tokenizer.pad_id(), model.config().pad_token_id) {
+            (Ok(id), _) => id,
+            (Err(_), Some(id)) => id,
+            (Err(e), None) => return Err(e.into()),
+        };
         let vocab = model.config().vocab_size;
         if tokenizer.vocab_size() > vocab {
             return Err(Error::InvalidInput(format!(
@@ -110,31 +116,47 @@ impl<B: Backend> LlamaRewardModel<B> {
         })
     }
 
-    /// Loads an HF `LlamaForSequenceClassification` directory with its `tokenizer.json`.
+    /// Loads an HF `LlamaForSequenceClassification` directory with its `tokenizer.json` and its
+    /// own chat template (`chat_template.jinja` or `tokenizer_config.json`).
     ///
     /// # Errors
-    /// Missing files or tensors (named), a tokenizer that does not fit the model.
+    /// Missing files or tensors (named), a tokenizer that does not fit the model, a directory
+    /// without a chat template (naming the files looked at).
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
         let tokenizer = Tokenizer::from_model_dir(dir)?;
-        Self::from_pretrained_with_tokenizer(dir, tokenizer, device)
+        let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
+        Self::from_pretrained_with_tokenizer(dir, tokenizer, template, device)
     }
 
-    /// Loads the weights from `dir` and uses the given tokenizer.
+    /// Loads the weights from `dir` and uses the given tokenizer and chat template.
     ///
     /// # Errors
     /// As [`Self::from_pretrained`].
     pub fn from_pretrained_with_tokenizer(
         dir: impl AsRef<Path>,
         tokenizer: Tokenizer,
+        template: ChatTemplate,
         device: &B::Device,
     ) -> Result<Self> {
         let model =
             LlamaForSequenceClassification::from_pretrained(dir, device, MissingScore::Error)?;
-        Self::new(model, tokenizer)
+        Ok(Self::new(model, tokenizer)?.with_template(template))
     }
 
-    /// Saves weights (HF layout) and `tokenizer.json` into `dir`.
+    /// Renders inputs with `template` instead (e.g. the checkpoint's own, see
+    /// [`ChatTemplate::from_model_dir`]).
+    pub fn with_template(mut self, template: ChatTemplate) -> Self {
+        self.template = template;
+        self
+    }
+
+    /// The chat template inputs are rendered with.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// Saves weights (HF layout), `tokenizer.json` and the chat template into `dir`.
     ///
     /// # Errors
     /// I/O errors naming the file.
@@ -144,6 +166,7 @@ impl<B: Backend> LlamaRewardModel<B> {
         let path = dir.join("tokenizer.json");
         let json = self.tokenizer.to_json(false)?;
         std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
+        self.template.save_files(dir)?;
         Ok(())
     }
 

@@ -64,12 +64,23 @@ impl<B: Backend> PairwisePreferenceModel<B> {
         Ok(Self {
             a_id: single_token(&tokenizer, "A")?,
             b_id: single_token(&tokenizer, "B")?,
-            pad_id: tokenizer.pad_id()?,
+            pad_id: match (tokenizer.pad_id(), lm.config().pad_token_id) {
+                (Ok(id), _) => id,
+                (Err(_), Some(id)) => id,
+                (Err(e), None) => return Err(e.into()),
+            },
             lm,
             tokenizer,
             template,
             max_len: 4096,
         })
+    }
+
+    /// Renders the judge prompt with `template` (e.g. the checkpoint's own, see
+    /// [`ChatTemplate::from_model_dir`]) instead of the built-in Llama-3.0 template.
+    pub fn with_template(mut self, template: ChatTemplate) -> Self {
+        self.template = template;
+        self
     }
 
     /// Maximum prompt tokens (left truncation).

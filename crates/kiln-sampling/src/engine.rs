@@ -385,11 +385,13 @@ struct Shared<F> {
 impl<F: FnMut(&Progress)> Shared<F> {
     /// Records one decoding step of a batch (`generated` tokens, `finished` rows) and reports.
     fn step(&self, generated: usize, finished: usize) {
+        // The counters move under the lock, so reports reach the callback in order (concurrent
+        // batches would otherwise race between counting and reporting). A panicking callback
+        // poisons the lock; later reports still go through.
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         let generated_tokens = self.generated.fetch_add(generated, Ordering::Relaxed) + generated;
         let finished_responses = self.finished.fetch_add(finished, Ordering::Relaxed) + finished;
         let active_rows = self.active.fetch_sub(finished, Ordering::Relaxed) - finished;
-        // A panicking callback poisons the lock; later reports still go through.
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         progress(&Progress {
             finished_responses,
             total_responses: self.total_responses,

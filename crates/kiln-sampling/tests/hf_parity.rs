@@ -105,3 +105,42 @@ fn chat_prompts_are_the_template_encoding() {
     let stop = config(&case, true).stop_token_ids;
     assert_eq!(&stop[..2], &template.stop_ids()[..]);
 }
+
+/// A checkpoint with the real Llama-3.1 template (system block, pinned `date_string`): the prompt
+/// ids and the greedy continuation equal transformers'. Fixture:
+/// `tests/fixtures/templates/greedy_llama31.json` (`scripts/make_template_generate_fixture.py`).
+#[test]
+fn llama31_template_chat_equals_transformers() {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/templates/greedy_llama31.json"))
+        .expect("greedy_llama31.json fixture");
+    let fx: Value = serde_json::from_str(&text).unwrap();
+    let template_dir = root().join(fx["template_dir"].as_str().unwrap());
+    let model_dir = root().join(fx["model_dir"].as_str().unwrap());
+    let tok = Tokenizer::from_model_dir(&template_dir).unwrap();
+    let mut template = ChatTemplate::from_model_dir(&template_dir, &tok).unwrap();
+    for (k, v) in fx["vars"].as_object().unwrap() {
+        template = template.with_var(k.clone(), v.clone());
+    }
+    let stop = ids(&Value::Array(vec![fx["stop_ids"].clone()])).remove(0);
+    let model = LlamaForCausalLM::<Flex>::from_pretrained(&model_dir, &Default::default()).unwrap();
+    let config = GenerationConfig::new()
+        .with_sampler(SamplerConfig::greedy())
+        .with_max_new_tokens(fx["max_new_tokens"].as_u64().unwrap() as usize)
+        .with_stop_token_ids(stop)
+        .with_pad_token_id(tok.pad_id().unwrap());
+    let generator = Generator::new(&model, config).unwrap();
+    let cases = fx["cases"].as_array().unwrap();
+    assert!(cases.len() >= 3);
+    for case in cases {
+        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let prompt = template.encode(&tok, &messages, true).unwrap().ids;
+        let want_prompt = ids(&Value::Array(vec![case["prompt_ids"].clone()])).remove(0);
+        assert_eq!(prompt, want_prompt, "prompt ids of {messages:?}");
+        let out = generator.generate(std::slice::from_ref(&prompt)).unwrap();
+        let want = ids(&Value::Array(vec![case["generated_ids"].clone()])).remove(0);
+        assert_eq!(
+            out.responses[0][0].token_ids, want,
+            "greedy ids of {messages:?}"
+        );
+    }
+}
