@@ -137,6 +137,7 @@ OPTIONS
   --iterations T              online iterations [3]
   --k K                       responses per prompt [8]
   --prompts-per-iteration N   fresh prompts per iteration [128]
+  --eval-prompts N            held-out evaluation prompts [128]
   --beta B                    DPO beta [0.1]
   --lr LR                     DPO learning rate [3e-4]
   --loss L                    sigmoid | cdpo:EPS | robust:EPS | ipo | hinge [sigmoid]
@@ -241,6 +242,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             "--iterations" => cfg.iterations = number(f, value(f, &mut it)?)?,
             "--k" => cfg.k = number(f, value(f, &mut it)?)?,
             "--prompts-per-iteration" => cfg.prompts_per_iteration = number(f, value(f, &mut it)?)?,
+            "--eval-prompts" => cfg.eval_prompts = number(f, value(f, &mut it)?)?,
             "--beta" => cfg.beta = number(f, value(f, &mut it)?)?,
             "--lr" => cfg.lr = number(f, value(f, &mut it)?)?,
             "--loss" => cfg.loss = parse_loss(value(f, &mut it)?)?,

