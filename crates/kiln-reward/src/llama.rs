@@ -85,6 +85,20 @@ impl<B: Backend> LlamaRewardModel<B> {
     /// tokenizer lacks the chat-template tokens.
     pub fn new(model: LlamaForSequenceClassification<B>, tokenizer: Tokenizer) -> Result<Self> {
         let template = ChatTemplate::llama3(&tokenizer)?;
+        Self::with_chat_template(model, tokenizer, template)
+    }
+
+    /// Wraps a model, its tokenizer and the chat template its inputs are rendered with (max length
+    /// 4096, batches of 8).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the tokenizer's vocabulary is larger than the model's or no pad
+    /// id is known (tokenizer or `pad_token_id`).
+    pub fn with_chat_template(
+        model: LlamaForSequenceClassification<B>,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+    ) -> Result<Self> {
         // The tokenizer's pad, else the checkpoint's `pad_token_id` (e.g. SmolLM2: `<|im_end|>`).
         let pad_id = match (tokenizer.pad_id(), model.config().pad_token_id) {
             (Ok(id), _) => id,
@@ -141,7 +155,7 @@ impl<B: Backend> LlamaRewardModel<B> {
     ) -> Result<Self> {
         let model =
             LlamaForSequenceClassification::from_pretrained(dir, device, MissingScore::Error)?;
-        Ok(Self::new(model, tokenizer)?.with_template(template))
+        Self::with_chat_template(model, tokenizer, template)
     }
 
     /// Renders inputs with `template` instead (e.g. the checkpoint's own, see
@@ -244,6 +258,55 @@ mod tests {
     ) -> (Vec<T>, Vec<usize>) {
         let t = st.tensor(name).unwrap();
         (t.data().chunks(w).map(f).collect(), t.shape().to_vec())
+    }
+
+    /// A ChatML checkpoint whose tokenizer has no Llama-3 special tokens (like SmolLM2) loads and
+    /// scores with its own template: the built-in Llama-3 template is never required.
+    #[test]
+    fn a_chatml_tokenizer_without_llama3_tokens_scores_with_its_own_template() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/templates/chatml"
+        );
+        let mut json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{dir}/tokenizer.json")).unwrap(),
+        )
+        .unwrap();
+        json["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|t| t["content"].as_str().unwrap().starts_with("<|im_"));
+        let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+        vocab.retain(|k, _| !k.starts_with("<|") || k.starts_with("<|im_"));
+        let tmp = std::env::temp_dir().join(format!("kiln-chatml-rm-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        for f in [
+            "chat_template.jinja",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ] {
+            std::fs::copy(format!("{dir}/{f}"), tmp.join(f)).unwrap();
+        }
+        std::fs::write(tmp.join("tokenizer.json"), json.to_string()).unwrap();
+        let tok = Tokenizer::from_model_dir(&tmp).unwrap();
+        assert!(tok.token_id("<|begin_of_text|>").is_err());
+        assert!(ChatTemplate::llama3(&tok).is_err());
+        let template = ChatTemplate::from_model_dir(&tmp, &tok).unwrap();
+        let _ = std::fs::remove_dir_all(&tmp);
+        let device = Default::default();
+        let mut config = LlamaConfig::tiny(tok.vocab_size().max(768), 32);
+        config.pad_token_id = Some(tok.token_id("<|im_end|>").unwrap());
+        let model = LlamaForSequenceClassification::<Flex>::init(&config, 0.1, &device);
+        let rm = LlamaRewardModel::with_chat_template(model, tok, template).unwrap();
+        let p = Prompt::from("What colour is the sky?");
+        let ids = rm.encode(&p, "Blue.").unwrap();
+        let text = rm.tokenizer().decode(&ids, false).unwrap();
+        assert!(
+            text.contains("<|im_start|>assistant\nBlue.<|im_end|>"),
+            "{text}"
+        );
+        let scores = rm.score_batch(&[(&p, "Blue."), (&p, "Green.")]).unwrap();
+        assert!(scores.iter().all(|s| s.is_finite()) && scores[0] != scores[1]);
     }
 
     #[test]

@@ -62,6 +62,18 @@ impl<B: Backend> PairwisePreferenceModel<B> {
     /// chat-template tokens.
     pub fn new(lm: LlamaForCausalLM<B>, tokenizer: Tokenizer) -> Result<Self> {
         let template = ChatTemplate::llama3(&tokenizer)?;
+        Self::with_chat_template(lm, tokenizer, template)
+    }
+
+    /// Wraps a causal LM, its tokenizer and the chat template the judge prompt is rendered with.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `A`/`B` are not single tokens or no pad id is known.
+    pub fn with_chat_template(
+        lm: LlamaForCausalLM<B>,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+    ) -> Result<Self> {
         Ok(Self {
             a_id: single_token(&tokenizer, "A")?,
             b_id: single_token(&tokenizer, "B")?,
@@ -87,7 +99,7 @@ impl<B: Backend> PairwisePreferenceModel<B> {
         let tokenizer = Tokenizer::from_model_dir(dir)?;
         let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
         let lm = LlamaForCausalLM::from_pretrained(dir, device)?;
-        Ok(Self::new(lm, tokenizer)?.with_template(template))
+        Self::with_chat_template(lm, tokenizer, template)
     }
 
     /// Renders the judge prompt with `template` (e.g. the checkpoint's own, see
