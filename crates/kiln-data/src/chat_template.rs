@@ -278,14 +278,14 @@ impl ChatTemplate {
             // It cannot render a plain user/assistant exchange: report why.
             Err(e) => return Err(e),
         };
-        if let Some(text) = rendered {
-            if let Some(at) = text.rfind(PROBE) {
-                let tail = &text[at + PROBE.len()..];
-                let (ids, offsets) = tokenizer.encode_with_offsets(tail)?;
-                for (id, (s, e)) in ids.iter().zip(offsets) {
-                    if tokenizer.is_special(*id) {
-                        return Ok((tail[s..e].to_string(), *id));
-                    }
+        if let Some(text) = rendered
+            && let Some(at) = text.rfind(PROBE)
+        {
+            let tail = &text[at + PROBE.len()..];
+            let (ids, offsets) = tokenizer.encode_with_offsets(tail)?;
+            for (id, (s, e)) in ids.iter().zip(offsets) {
+                if tokenizer.is_special(*id) {
+                    return Ok((tail[s..e].to_string(), *id));
                 }
             }
         }

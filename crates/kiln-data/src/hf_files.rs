@@ -68,13 +68,13 @@ pub fn find_chat_template(dir: impl AsRef<Path>) -> Result<TemplateSource> {
             let mut names = Vec::new();
             for item in list {
                 let name = item.get("name").and_then(Json::as_str).unwrap_or("");
-                if name == "default" {
-                    if let Some(text) = item.get("template").and_then(Json::as_str) {
-                        return Ok(TemplateSource {
-                            text: text.to_string(),
-                            origin: format!("{origin} (template `default`)"),
-                        });
-                    }
+                if name == "default"
+                    && let Some(text) = item.get("template").and_then(Json::as_str)
+                {
+                    return Ok(TemplateSource {
+                        text: text.to_string(),
+                        origin: format!("{origin} (template `default`)"),
+                    });
                 }
                 names.push(name.to_string());
             }

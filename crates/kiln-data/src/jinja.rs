@@ -234,7 +234,11 @@ fn rewrite_generation_tags(source: &str) -> (String, bool) {
             break;
         };
         let tag = &rest[start + 2..start + len];
-        let left = tag.starts_with(['-', '+']).then(|| &tag[..1]).unwrap_or("");
+        let left = if tag.starts_with(['-', '+']) {
+            &tag[..1]
+        } else {
+            ""
+        };
         let right = tag.ends_with(['-', '+']).then(|| &tag[tag.len() - 1..]);
         let inner = tag[left.len()..tag.len() - right.map_or(0, str::len)].trim();
         let right = right.unwrap_or("");

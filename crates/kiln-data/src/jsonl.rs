@@ -9,13 +9,14 @@
 //! file, only a stray `*.tmp` file. Dropping an unfinished writer deletes the temporary file.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
 
 /// Parses one JSON Lines record, mapping failures to an [`Error::Record`] at `path:line`.
@@ -175,12 +176,10 @@ pub fn read_jsonl<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<Vec<T>>
 }
 
 /// Writes records to a temporary file and atomically renames it over the destination on
-/// [`finish`](JsonlWriter::finish).
+/// [`finish`](JsonlWriter::finish) (an [`AtomicFile`]).
 #[derive(Debug)]
 pub struct JsonlWriter<T> {
-    dest: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    file: AtomicFile,
     records: usize,
     _marker: PhantomData<fn(&T)>,
 }
@@ -188,18 +187,8 @@ pub struct JsonlWriter<T> {
 impl<T: Serialize> JsonlWriter<T> {
     /// Creates the temporary file next to `dest` (same directory, so the rename is atomic).
     pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
-        let dest = dest.as_ref().to_path_buf();
-        let name = dest
-            .file_name()
-            .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", dest.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(JsonlWriter {
-            dest,
-            tmp,
-            out: Some(BufWriter::new(file)),
+            file: AtomicFile::create(dest)?,
             records: 0,
             _marker: PhantomData,
         })
@@ -207,17 +196,16 @@ impl<T: Serialize> JsonlWriter<T> {
 
     /// Appends one record as a single line.
     pub fn write(&mut self, record: &T) -> Result<()> {
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| Error::InvalidInput("writer already finished".into()))?;
+        let dest = self.file.dest().to_path_buf();
+        let line = self.records + 1;
+        let out = self.file.writer()?;
         serde_json::to_writer(&mut *out, record).map_err(|e| Error::Record {
-            path: self.dest.clone(),
-            line: self.records + 1,
+            path: dest,
+            line,
             field: None,
             message: format!("cannot serialise record: {e}"),
         })?;
-        out.write_all(b"\n").map_err(|e| Error::io(&self.tmp, e))?;
+        self.file.write_all(b"\n")?;
         self.records += 1;
         Ok(())
     }
@@ -228,38 +216,11 @@ impl<T: Serialize> JsonlWriter<T> {
     }
 
     /// Flushes, fsyncs and renames the temporary file onto the destination. Returns the record count.
-    pub fn finish(mut self) -> Result<usize> {
-        let out = self
-            .out
-            .take()
-            .ok_or_else(|| Error::InvalidInput("writer already finished".into()))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-        // Persist the rename itself (best effort: not every platform can open directories).
-        if let Some(dir) = self.dest.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        tracing::debug!(path = %self.dest.display(), records = self.records, "wrote JSON Lines file");
+    pub fn finish(self) -> Result<usize> {
+        let dest = self.file.dest().to_path_buf();
+        self.file.commit()?;
+        tracing::debug!(path = %dest.display(), records = self.records, "wrote JSON Lines file");
         Ok(self.records)
-    }
-}
-
-impl<T> Drop for JsonlWriter<T> {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 

@@ -25,9 +25,11 @@
 //! # Ok::<(), kiln_data::Error>(())
 //! ```
 
+pub mod atomic;
 pub mod chat_template;
 pub mod collate;
 pub mod date;
+pub mod encoder;
 pub mod error;
 pub mod examples;
 pub mod formats;
@@ -47,6 +49,7 @@ pub use chat_template::{
 };
 pub use collate::{IGNORE_INDEX, LmBatch, PaddedBatch, PairBatch};
 pub use date::{DateTime, TemplateClock};
+pub use encoder::ChatEncoder;
 pub use error::{Error, Result};
 pub use examples::Example;
 pub use formats::{

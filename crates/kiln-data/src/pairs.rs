@@ -25,6 +25,30 @@ pub enum LengthUnit {
     Chars,
 }
 
+impl std::fmt::Display for LengthUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LengthUnit::Tokens => "tokens",
+            LengthUnit::Chars => "chars",
+        })
+    }
+}
+
+impl std::str::FromStr for LengthUnit {
+    type Err = Error;
+
+    /// `tokens` or `chars`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tokens" => Ok(LengthUnit::Tokens),
+            "chars" => Ok(LengthUnit::Chars),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown length unit `{other}` (tokens, chars)"
+            ))),
+        }
+    }
+}
+
 /// Which two responses of a prompt form the preference pair (`choose_type` in the reference code).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -57,6 +81,68 @@ impl SelectionStrategy {
             SelectionStrategy::Random => "random",
             SelectionStrategy::MaxMinP { .. } => "max_min_p",
         }
+    }
+}
+
+impl std::fmt::Display for SelectionStrategy {
+    /// The command-line form [`FromStr`](std::str::FromStr) reads back: `max_min`, ...,
+    /// `max_min_p:LAMBDA` (tokens) or `max_min_p:LAMBDA:chars`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SelectionStrategy::MaxMinP { lambda, unit } => match unit {
+                LengthUnit::Tokens => write!(f, "max_min_p:{lambda}"),
+                LengthUnit::Chars => write!(f, "max_min_p:{lambda}:chars"),
+            },
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+impl std::str::FromStr for SelectionStrategy {
+    type Err = Error;
+
+    /// `max_min | max_random | max_max | random | max_min_p:LAMBDA[:tokens|:chars]`.
+    fn from_str(s: &str) -> Result<Self> {
+        let mut parts = s.split(':');
+        let name = parts.next().unwrap_or_default();
+        let strategy = match name {
+            "max_min" => SelectionStrategy::MaxMin,
+            "max_random" => SelectionStrategy::MaxRandom,
+            "max_max" => SelectionStrategy::MaxMax,
+            "random" => SelectionStrategy::Random,
+            "max_min_p" => {
+                let lambda = parts.next().ok_or_else(|| {
+                    Error::InvalidConfig(
+                        "max_min_p needs a penalty per unit of length, e.g. max_min_p:0.05".into(),
+                    )
+                })?;
+                let lambda: f64 = lambda.parse().map_err(|_| {
+                    Error::InvalidConfig(format!("max_min_p: `{lambda}` is not a number"))
+                })?;
+                if !lambda.is_finite() || lambda < 0.0 {
+                    return Err(Error::InvalidConfig(format!(
+                        "max_min_p: the length penalty must be finite and >= 0, got {lambda}"
+                    )));
+                }
+                let unit = match parts.next() {
+                    Some(u) => u.parse()?,
+                    None => LengthUnit::Tokens,
+                };
+                SelectionStrategy::MaxMinP { lambda, unit }
+            }
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown selection strategy `{other}` (max_min, max_random, max_max, random, \
+                     max_min_p:LAMBDA[:tokens|:chars])"
+                )));
+            }
+        };
+        if let Some(extra) = parts.next() {
+            return Err(Error::InvalidConfig(format!(
+                "selection strategy `{s}`: unexpected `:{extra}`"
+            )));
+        }
+        Ok(strategy)
     }
 }
 
@@ -366,7 +452,9 @@ pub fn select_pairs(
     Ok((pairs, sel.into_stats()))
 }
 
-/// Sorts each valid record's responses by reward, best first (stable for ties), for RRHF.
+/// Sorts each valid record's responses by reward, best first (stable for ties), for RRHF. A
+/// record whose rewards all tie carries no ranking signal and is dropped (counted in
+/// `ties_dropped`), like a tied pair.
 pub fn rank_records(
     records: &[AnnotatedRecord],
     min_responses: usize,
@@ -380,6 +468,12 @@ pub fn rank_records(
             continue;
         }
         stats.record_valid(&r.rewards);
+        if let Some(&first) = r.rewards.first()
+            && r.rewards.iter().all(|&x| x == first)
+        {
+            stats.skip(i, SkipReason::Tie { reward: first });
+            continue;
+        }
         let mut order: Vec<usize> = (0..r.responses.len()).collect();
         order.sort_by(|&a, &b| r.rewards[b].total_cmp(&r.rewards[a]));
         out.push(RankedRecord {

@@ -247,3 +247,56 @@ fn select_pairs_file_streams_and_reports() {
     assert!(!out2.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn strategies_parse_and_print_their_command_line_form() {
+    use kiln_data::{LengthUnit, SelectionStrategy};
+    for (text, s) in [
+        ("max_min", SelectionStrategy::MaxMin),
+        ("max_random", SelectionStrategy::MaxRandom),
+        ("max_max", SelectionStrategy::MaxMax),
+        ("random", SelectionStrategy::Random),
+        (
+            "max_min_p:0.05",
+            SelectionStrategy::MaxMinP {
+                lambda: 0.05,
+                unit: LengthUnit::Tokens,
+            },
+        ),
+        (
+            "max_min_p:0.5:chars",
+            SelectionStrategy::MaxMinP {
+                lambda: 0.5,
+                unit: LengthUnit::Chars,
+            },
+        ),
+    ] {
+        assert_eq!(text.parse::<SelectionStrategy>().unwrap(), s);
+        assert_eq!(s.to_string(), text);
+    }
+    for bad in [
+        "best",
+        "max_min_p",
+        "max_min_p:x",
+        "max_min_p:-1",
+        "max_min:3",
+        "max_min_p:1:bytes",
+    ] {
+        assert!(bad.parse::<SelectionStrategy>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn ranking_drops_prompts_whose_rewards_all_tie() {
+    use kiln_data::AnnotatedRecord;
+    use kiln_data::pairs::rank_records;
+    let rec = |rewards: Vec<f64>| AnnotatedRecord {
+        prompt: "q".into(),
+        responses: (0..rewards.len()).map(|i| format!("r{i}")).collect(),
+        rewards,
+    };
+    let (ranked, stats) = rank_records(&[rec(vec![1.0, 1.0, 1.0]), rec(vec![0.0, 2.0, 1.0])], 3);
+    assert_eq!(ranked.len(), 1);
+    assert_eq!(ranked[0].responses, ["r1", "r2", "r0"]);
+    assert_eq!((stats.emitted, stats.ties_dropped), (1, 1));
+}

@@ -123,9 +123,8 @@ fn prompt_completion_split_agrees_with_the_whole_conversation() {
             .completion
             .iter()
             .zip(&pc.completion_mask)
-            .filter(|(_, m)| **m)
-            .map(|(id, _)| *id)
-            .last();
+            .rfind(|(_, m)| **m)
+            .map(|(id, _)| *id);
         assert_eq!(last_masked, Some(tpl.eot_id()), "{}", case.name);
     }
 }

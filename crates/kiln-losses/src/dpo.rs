@@ -27,7 +27,12 @@ use burn::tensor::{ElementConversion, Tensor};
 use crate::error::check;
 
 /// Which member of the DPO family to optimise.
-#[derive(Config, Debug, Copy, PartialEq)]
+///
+/// On a command line ([`FromStr`](std::str::FromStr) / [`Display`](std::fmt::Display)):
+/// `sigmoid`, `cdpo:EPS`, `robust:EPS`, `ipo`, `hinge`. In JSON (serde): `{"Sigmoid":
+/// {"label_smoothing": 0.0}}`, `"Ipo"`, ...
+#[derive(Debug, Clone, Copy, PartialEq, burn::serde::Serialize, burn::serde::Deserialize)]
+#[serde(crate = "burn::serde")]
 pub enum DpoLoss {
     /// `-(1-eps) log s(beta h) - eps log s(-beta h)`: DPO, or cDPO with label smoothing `eps > 0`.
     Sigmoid {
@@ -60,6 +65,53 @@ impl DpoLoss {
             DpoLoss::Ipo => "ipo",
             DpoLoss::Hinge => "hinge",
         }
+    }
+}
+
+impl std::fmt::Display for DpoLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DpoLoss::Sigmoid { label_smoothing } if *label_smoothing == 0.0 => {
+                f.write_str("sigmoid")
+            }
+            DpoLoss::Sigmoid { label_smoothing } => write!(f, "cdpo:{label_smoothing}"),
+            DpoLoss::Robust { label_smoothing } => write!(f, "robust:{label_smoothing}"),
+            DpoLoss::Ipo => f.write_str("ipo"),
+            DpoLoss::Hinge => f.write_str("hinge"),
+        }
+    }
+}
+
+impl std::str::FromStr for DpoLoss {
+    type Err = crate::error::Error;
+
+    /// `sigmoid | cdpo:EPS | robust:EPS | ipo | hinge` (`sigmoid:EPS` is accepted for cDPO too).
+    /// The smoothing `EPS` is range-checked by [`DpoConfig::init`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
+        let bad = |expected: &'static str| crate::error::Error::Parse {
+            what: "DPO loss",
+            input: s.to_string(),
+            expected,
+        };
+        let eps = |arg: Option<&str>| -> Result<f64, crate::error::Error> {
+            arg.ok_or_else(|| bad("a label smoothing after the colon, e.g. cdpo:0.1"))?
+                .parse()
+                .map_err(|_| bad("a number after the colon, e.g. cdpo:0.1"))
+        };
+        let loss = match (name, arg) {
+            ("sigmoid", None) => DpoLoss::SIGMOID,
+            ("sigmoid" | "cdpo", a) => DpoLoss::Sigmoid {
+                label_smoothing: eps(a)?,
+            },
+            ("robust", a) => DpoLoss::Robust {
+                label_smoothing: eps(a)?,
+            },
+            ("ipo", None) => DpoLoss::Ipo,
+            ("hinge", None) => DpoLoss::Hinge,
+            _ => return Err(bad("sigmoid, cdpo:EPS, robust:EPS, ipo or hinge")),
+        };
+        Ok(loss)
     }
 }
 
@@ -268,5 +320,42 @@ impl DpoMetrics {
             ("logps/chosen", self.logps_chosen),
             ("logps/rejected", self.logps_rejected),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_forms_round_trip() {
+        for (text, loss) in [
+            ("sigmoid", DpoLoss::SIGMOID),
+            (
+                "cdpo:0.1",
+                DpoLoss::Sigmoid {
+                    label_smoothing: 0.1,
+                },
+            ),
+            (
+                "robust:0.2",
+                DpoLoss::Robust {
+                    label_smoothing: 0.2,
+                },
+            ),
+            ("ipo", DpoLoss::Ipo),
+            ("hinge", DpoLoss::Hinge),
+        ] {
+            assert_eq!(text.parse::<DpoLoss>().unwrap(), loss);
+            assert_eq!(loss.to_string(), text);
+        }
+        assert_eq!(
+            "sigmoid:0.1".parse::<DpoLoss>().unwrap().to_string(),
+            "cdpo:0.1"
+        );
+        for bad in ["", "dpo", "cdpo", "cdpo:x", "ipo:1", "robust"] {
+            let err = bad.parse::<DpoLoss>().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
     }
 }

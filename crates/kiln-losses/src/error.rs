@@ -19,6 +19,15 @@ pub enum Error {
         /// The range the value must lie in, in words.
         expected: &'static str,
     },
+    /// A command-line value (e.g. `--loss cdpo:0.1`) could not be parsed.
+    Parse {
+        /// What was being parsed (`"DPO loss"`, `"log-prob reduction"`).
+        what: &'static str,
+        /// The text given.
+        input: String,
+        /// What is accepted, in words.
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -33,6 +42,11 @@ impl fmt::Display for Error {
                 f,
                 "{loss} loss: parameter `{name}` = {value} is invalid: expected {expected}"
             ),
+            Error::Parse {
+                what,
+                input,
+                expected,
+            } => write!(f, "invalid {what} `{input}`: expected {expected}"),
         }
     }
 }

@@ -6,19 +6,47 @@
 //! `input_ids[:, t + 1]` with `logits[:, t]` wherever `mask[:, t + 1] == 1`. Position 0 is never
 //! scored (nothing predicts the first token), whatever its mask says.
 
-use burn::config::Config;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-/// How per-token log-probs are reduced to one number per sequence.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
+/// How per-token log-probs are reduced to one number per sequence (`sum` / `mean` on a command
+/// line).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, burn::serde::Serialize, burn::serde::Deserialize,
+)]
+#[serde(crate = "burn::serde")]
 pub enum LogProbReduction {
     /// `sum_t log p(y_t | x, y_<t)`: the sequence log-likelihood (DPO, RRHF's SFT term).
     Sum,
     /// The sum divided by the number of counted tokens (IPO as TRL runs it, length-normalised
     /// scores). A row with no counted token gives 0.
     Mean,
+}
+
+impl std::fmt::Display for LogProbReduction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogProbReduction::Sum => "sum",
+            LogProbReduction::Mean => "mean",
+        })
+    }
+}
+
+impl std::str::FromStr for LogProbReduction {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sum" => Ok(LogProbReduction::Sum),
+            "mean" => Ok(LogProbReduction::Mean),
+            _ => Err(crate::error::Error::Parse {
+                what: "log-prob reduction",
+                input: s.to_string(),
+                expected: "sum or mean",
+            }),
+        }
+    }
 }
 
 /// Log-probabilities of `targets` under `logits`, position by position (no shift).

@@ -185,6 +185,17 @@ impl TryFrom<RawConfig> for LlamaConfig {
                 }
             }
         };
+        if raw.head_dim.is_none()
+            && raw.num_attention_heads > 0
+            && !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
+            return Err(format!(
+                "hidden_size ({}) is not a multiple of num_attention_heads ({}) and there is no \
+                 head_dim field to say the width of a head; add \"head_dim\" (hidden_size = \
+                 num_attention_heads * head_dim unless head_dim is given)",
+                raw.hidden_size, raw.num_attention_heads
+            ));
+        }
         let eos_token_id = match raw.eos_token_id {
             None => vec![],
             Some(IdOrList::One(i)) => vec![i],
@@ -423,6 +434,26 @@ mod tests {
 
     const BASE: &str = r#""vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 2, "num_attention_heads": 4"#;
+
+    #[test]
+    fn hidden_size_not_divisible_by_heads_without_head_dim_names_the_fields() {
+        let err = parse(
+            r#"{"vocab_size": 64, "hidden_size": 30, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for field in ["hidden_size (30)", "num_attention_heads (4)", "head_dim"] {
+            assert!(err.contains(field), "{err}");
+        }
+        // With an explicit head_dim the same sizes are valid (q_proj is then 4 * 8 = 32 wide).
+        let ok = parse(
+            r#"{"vocab_size": 64, "hidden_size": 30, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "head_dim": 8}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.head_dim, 8);
+    }
 
     #[test]
     fn legacy_keys() {

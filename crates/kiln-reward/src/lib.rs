@@ -3,12 +3,15 @@
 //! - [`RewardModel`]: score a batch of `(prompt, response)` items, one `f32` each
 //!   ([`Prompt`] = `kiln_data::Content`, text or chat messages).
 //! - [`LlamaRewardModel`]: Llama backbone + `score` head (HF `LlamaForSequenceClassification`),
-//!   Llama-3 chat template, score read at the last real token; loads and saves HF directories.
+//!   the checkpoint's chat template, score read at the last real token; loads and saves HF
+//!   directories.
 //! - [`PairwisePreferenceModel`]: a causal LM asked `[CONTEXT] .. [RESPONSE A] .. [RESPONSE B] ..`,
 //!   `P(A)` from the `A`/`B` logits averaged over both orders; K responses scored by pairwise wins.
 //! - Rule-based rewards: every closure `Fn(&Prompt, &str) -> f32` is a [`RewardModel`];
 //!   [`rules::LengthPenalty`] subtracts `lambda * len` (characters or tokens).
 //! - [`normalize`]: z-scores, min-max, per-prompt centering, running statistics.
+//! - [`annotate`]: the annotate stage (`K` generations per prompt -> annotated records), with
+//!   non-finite scores reported by prompt.
 //!
 //! # Example
 //! ```
@@ -24,6 +27,7 @@
 //! # Ok::<(), kiln_reward::Error>(())
 //! ```
 
+pub mod annotate;
 pub mod error;
 pub mod llama;
 pub mod model;

@@ -29,6 +29,35 @@ pub trait RewardModel {
         let items: Vec<(&Prompt, &str)> = responses.iter().map(|r| (prompt, r.as_str())).collect();
         self.score_batch(&items)
     }
+
+    /// Scores several prompts' responses, one score list per group, in order. The default flattens
+    /// every group into one [`Self::score_batch`] call (batched across prompts); models that
+    /// compare responses within a prompt override it to call [`Self::score_responses`] per group.
+    fn score_groups(&self, groups: &[(&Prompt, &[String])]) -> Result<Vec<Vec<f32>>> {
+        let items: Vec<(&Prompt, &str)> = groups
+            .iter()
+            .flat_map(|(p, rs)| rs.iter().map(move |r| (*p, r.as_str())))
+            .collect();
+        let flat = self.score_batch(&items)?;
+        if flat.len() != items.len() {
+            return Err(crate::Error::InvalidInput(format!(
+                "reward model returned {} scores for {} responses",
+                flat.len(),
+                items.len()
+            )));
+        }
+        let mut it = flat.into_iter();
+        Ok(groups
+            .iter()
+            .map(|(_, rs)| it.by_ref().take(rs.len()).collect())
+            .collect())
+    }
+
+    /// Forward passes (model rows) needed to score `k` responses of one prompt: `k` for
+    /// pointwise models; `k (k - 1)` for the pairwise preference model (both orders of every pair).
+    fn rows_per_prompt(&self, k: usize) -> usize {
+        k
+    }
 }
 
 /// Every closure `Fn(&Prompt, &str) -> f32` is a (rule-based) reward model.

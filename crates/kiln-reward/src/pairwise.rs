@@ -203,6 +203,17 @@ impl<B: Backend> RewardModel for PairwisePreferenceModel<B> {
         Ok(out)
     }
 
+    fn score_groups(&self, groups: &[(&Prompt, &[String])]) -> Result<Vec<Vec<f32>>> {
+        groups
+            .iter()
+            .map(|(p, rs)| self.score_responses(p, rs))
+            .collect()
+    }
+
+    fn rows_per_prompt(&self, k: usize) -> usize {
+        k * k.saturating_sub(1)
+    }
+
     fn score_responses(&self, prompt: &Prompt, responses: &[String]) -> Result<Vec<f32>> {
         let k = responses.len();
         if k < 2 {

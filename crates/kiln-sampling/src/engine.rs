@@ -25,7 +25,7 @@ use kiln_model::{KvCache, LlamaForCausalLM};
 use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 use crate::output::{FinishReason, Generation, GenerationOutput, GenerationStats, Progress};
-use crate::sampler::{Sampler, logits_to_host, row_rng};
+use crate::sampler::{Sampler, logits_to_host, non_finite_logits, row_rng};
 use crate::stop::StopCriteria;
 
 /// Generates responses with a causal LM. Cheap to build; borrows the model and tokenizer.
@@ -164,6 +164,7 @@ impl<'a, B: Backend> Generator<'a, B> {
                 stats.steps += chunk_stats.steps;
                 stats.prefill_seconds += chunk_stats.prefill_seconds;
                 stats.decode_seconds += chunk_stats.decode_seconds;
+                stats.clamped_rows += chunk_stats.clamped_rows;
                 for rows in rows.chunks(k) {
                     responses.push(
                         rows.iter()
@@ -264,13 +265,32 @@ impl<'a, B: Backend> Generator<'a, B> {
             shared.finished.fetch_add(rows.len(), Ordering::Relaxed);
             return Ok((rows, stats));
         }
-        let max_len = width + self.config.max_new_tokens;
-        if max_len > self.model.config().max_position_embeddings {
+        // New tokens are clamped to the model's context: rows stop (finish reason `length`) at
+        // `max_position_embeddings` instead of running past the positions the model knows.
+        let max_pos = self.model.config().max_position_embeddings;
+        if let Some((p, longest)) = prompts
+            .iter()
+            .map(Vec::len)
+            .enumerate()
+            .find(|&(_, l)| l >= max_pos)
+        {
+            return Err(Error::PromptTooLong {
+                prompt: first_prompt + p,
+                len: longest,
+                max: max_pos,
+            });
+        }
+        let limit = self.config.max_new_tokens.min(max_pos - width);
+        if limit < self.config.max_new_tokens {
             tracing::warn!(
-                max_len,
-                max_position_embeddings = self.model.config().max_position_embeddings,
-                "prompt + max_new_tokens exceeds the model's max_position_embeddings"
+                prompt_tokens = width,
+                max_new_tokens = self.config.max_new_tokens,
+                max_position_embeddings = max_pos,
+                clamped_to = limit,
+                "prompt + max_new_tokens exceeds the model's max_position_embeddings: new tokens \
+                 are clamped"
             );
+            stats.clamped_rows += rows.len();
         }
 
         // Prefill each prompt once.
@@ -313,6 +333,14 @@ impl<'a, B: Backend> Generator<'a, B> {
                 .zip(logit_row.par_iter())
                 .map(|(row, &lr)| -> Result<bool> {
                     let l = &logits[lr * vocab..(lr + 1) * vocab];
+                    if let Some(what) = non_finite_logits(l) {
+                        return Err(Error::NonFiniteLogits {
+                            step: row.tokens.len() + 1,
+                            prompt: row.prompt,
+                            sample: row.sample,
+                            what,
+                        });
+                    }
                     let t = sampler.sample_row(l, &row.history, &mut row.rng);
                     row.tokens.push(t.id);
                     row.logprobs.push(t.logprob);
@@ -320,6 +348,9 @@ impl<'a, B: Backend> Generator<'a, B> {
                         row.history.push(t.id);
                     }
                     row.finish = stop.check(&row.tokens, tokenizer)?;
+                    if row.finish.is_none() && row.tokens.len() >= limit {
+                        row.finish = Some(FinishReason::Length);
+                    }
                     Ok(row.finish.is_some())
                 })
                 .collect::<Result<_>>()?;

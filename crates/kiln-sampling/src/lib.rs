@@ -54,5 +54,5 @@ pub use config::{GenerationConfig, SamplerConfig};
 pub use engine::Generator;
 pub use error::{Error, Result};
 pub use output::{FinishReason, Generation, GenerationOutput, GenerationStats, Progress};
-pub use sampler::{Candidates, SampledToken, Sampler, row_rng};
+pub use sampler::{Candidates, SampledToken, Sampler, non_finite_logits, row_rng};
 pub use stop::StopCriteria;

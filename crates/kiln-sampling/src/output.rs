@@ -77,6 +77,10 @@ pub struct GenerationStats {
     /// Wall-clock seconds of the whole call.
     #[serde(default)]
     pub wall_seconds: f64,
+    /// Rows whose new tokens were clamped so that prompt + response fit the model's
+    /// `max_position_embeddings` (a warning is logged too).
+    #[serde(default)]
+    pub clamped_rows: usize,
 }
 
 impl GenerationStats {

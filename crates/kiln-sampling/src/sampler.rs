@@ -219,7 +219,8 @@ impl Sampler {
     /// - `logits`: `[rows, vocab]` -> `rows` sampled tokens
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when `rngs` or `histories` do not match the number of rows.
+    /// [`Error::InvalidInput`] when `rngs` or `histories` do not match the number of rows;
+    /// [`Error::NonFiniteLogits`] (step 0) naming the first row that cannot be sampled from.
     pub fn sample<B: Backend>(
         &self,
         logits: Tensor<B, 2>,
@@ -235,6 +236,16 @@ impl Sampler {
             )));
         }
         let host = logits_to_host(logits)?;
+        for r in 0..rows {
+            if let Some(what) = non_finite_logits(&host[r * vocab..(r + 1) * vocab]) {
+                return Err(Error::NonFiniteLogits {
+                    step: 0,
+                    prompt: r,
+                    sample: 0,
+                    what,
+                });
+            }
+        }
         Ok(rngs
             .iter_mut()
             .enumerate()
@@ -243,6 +254,26 @@ impl Sampler {
                 self.sample_row(&host[r * vocab..(r + 1) * vocab], h, rng)
             })
             .collect())
+    }
+}
+
+/// Why a row of logits cannot be sampled from: `Some("NaN")`, `Some("+inf")` or
+/// `Some("all -inf")`; `None` when it is usable (some `-inf` entries, e.g. masked tokens, are fine).
+pub fn non_finite_logits(row: &[f32]) -> Option<&'static str> {
+    let mut max = f32::NEG_INFINITY;
+    let mut nan = false;
+    for &x in row {
+        nan |= x.is_nan();
+        max = max.max(x);
+    }
+    if nan {
+        Some("NaN")
+    } else if max == f32::INFINITY {
+        Some("+inf")
+    } else if max == f32::NEG_INFINITY {
+        Some("all -inf")
+    } else {
+        None
     }
 }
 

@@ -272,3 +272,73 @@ fn bad_input_is_an_error() {
     assert!(g.generate_with(&[vec![1]], &[], |_| {}).is_err());
     assert!(Generator::new(&m, GenerationConfig::new().with_num_responses(0)).is_err());
 }
+
+#[test]
+fn non_finite_logits_are_an_error_naming_the_step_and_row() {
+    let mut m = model(64);
+    let hidden = m.config().hidden_size;
+    let nan = Tensor::<Flex, 1>::from_data(
+        TensorData::new(vec![f32::NAN; hidden], [hidden]),
+        &Default::default(),
+    );
+    m.model.norm.weight = burn::module::Param::from_tensor(nan);
+    let err = Generator::new(&m, sampling(1))
+        .unwrap()
+        .generate(&prompts())
+        .unwrap_err();
+    match &err {
+        kiln_sampling::Error::NonFiniteLogits {
+            step,
+            prompt,
+            sample,
+            what,
+        } => {
+            assert_eq!((*step, *what), (1, "NaN"));
+            assert!(*prompt < 3 && *sample < 3);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.to_string().contains("decoding step 1"), "{err}");
+    assert_eq!(
+        kiln_sampling::non_finite_logits(&[0.0, f32::NEG_INFINITY]),
+        None
+    );
+    assert_eq!(
+        kiln_sampling::non_finite_logits(&[f32::NEG_INFINITY; 3]),
+        Some("all -inf")
+    );
+    assert_eq!(
+        kiln_sampling::non_finite_logits(&[1.0, f32::INFINITY]),
+        Some("+inf")
+    );
+}
+
+#[test]
+fn new_tokens_are_clamped_to_the_context_and_too_long_prompts_are_an_error() {
+    let m = model(64); // max_position_embeddings 128
+    let long: Vec<u32> = (0..120).map(|i| 3 + (i % 50)).collect();
+    let config = GenerationConfig::new()
+        .with_sampler(SamplerConfig::greedy())
+        .with_max_new_tokens(20);
+    let g = Generator::new(&m, config).unwrap();
+    let out = g.generate(std::slice::from_ref(&long)).unwrap();
+    let r = &out.responses[0][0];
+    assert!(r.token_ids.len() <= 8, "{} new tokens", r.token_ids.len());
+    if r.token_ids.len() == 8 {
+        assert_eq!(r.finish_reason, FinishReason::Length);
+    }
+    assert_eq!(out.stats.clamped_rows, 1);
+    let too_long: Vec<u32> = (0..128).map(|i| 3 + (i % 50)).collect();
+    let err = g.generate(&[too_long]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            kiln_sampling::Error::PromptTooLong {
+                len: 128,
+                max: 128,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

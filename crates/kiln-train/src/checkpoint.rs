@@ -14,7 +14,7 @@
 //! directory that is renamed into place at the end (an existing checkpoint of the same name is
 //! replaced only once the new one is complete).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::Optimizer;
@@ -108,19 +108,6 @@ pub fn param_ids<B: Backend, M: burn::module::Module<B>>(model: &M) -> Vec<Param
     v.0
 }
 
-fn tmp_sibling(dir: &Path, tag: &str) -> Result<PathBuf> {
-    let name = dir.file_name().ok_or_else(|| Error::Checkpoint {
-        path: dir.to_path_buf(),
-        message: "checkpoint path has no final component".into(),
-    })?;
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    Ok(parent.join(format!(
-        ".{}.{tag}-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
 impl<B, M> TrainLoop<B, M>
 where
     B: AutodiffBackend,
@@ -132,13 +119,16 @@ where
     /// I/O and serialisation errors naming the file.
     pub fn save_checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        let tmp = tmp_sibling(dir, "tmp")?;
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let step = self.step();
+        kiln_data::atomic::replace_dir(dir, |tmp| self.write_checkpoint_files(tmp))?;
+        tracing::info!(dir = %dir.display(), step, "saved training checkpoint");
+        Ok(())
+    }
+
+    /// Writes model, optimiser state and trainer state into the (fresh) directory `tmp`.
+    fn write_checkpoint_files(&self, tmp: &Path) -> Result<()> {
         let model = self.model();
-        model.save_hf(&tmp)?;
+        model.save_hf(tmp)?;
 
         let ids = param_ids::<B, M>(model);
         let position: std::collections::HashMap<ParamId, u64> = ids
@@ -166,23 +156,7 @@ where
             num_param_tensors: ids.len(),
             config: self.config().clone(),
         };
-        let state_path = tmp.join(TRAINER_STATE_FILE);
-        let text = serde_json::to_string_pretty(&state).map_err(|e| Error::Checkpoint {
-            path: state_path.clone(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(&state_path, text).map_err(|e| Error::io(&state_path, e))?;
-
-        // Swap into place: the old checkpoint (if any) is removed only after the rename.
-        let old = tmp_sibling(dir, "old")?;
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        }
-        tracing::info!(dir = %dir.display(), step = state.step, "saved training checkpoint");
+        kiln_data::atomic::write_json(tmp.join(TRAINER_STATE_FILE), &state)?;
         Ok(())
     }
 
@@ -242,7 +216,7 @@ mod tests {
     use crate::sft::train_sft;
     use crate::testutil::{TB, flat_params, tiny};
 
-    fn scratch(name: &str) -> PathBuf {
+    fn scratch(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("kiln-train-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

@@ -11,6 +11,11 @@
 //!   [`rrhf`] (K ranked responses, no reference).
 //! - [`checkpoint`]: the model in Hugging Face layout plus AdamW state and the step in one
 //!   directory, written atomically; [`TrainLoop::resume`] continues exactly.
+//! - [`stage`]: [`StageRunner`], resumable pipeline stages (skipped when their outputs exist,
+//!   outputs renamed into place atomically, wall times persisted).
+//! - [`eval`]: completion log-probs under any model, sampled KL, win rates and paired bootstrap
+//!   confidence intervals.
+//! - [`TrainLoop::on_step`]: a per-step callback (progress bars, early stopping).
 //!
 //! # Example
 //! ```
@@ -46,12 +51,14 @@ pub mod checkpoint;
 pub mod clip;
 pub mod dpo;
 pub mod error;
+pub mod eval;
 pub mod optim;
 pub mod order;
 pub mod reward;
 pub mod rrhf;
 pub mod schedule;
 pub mod sft;
+pub mod stage;
 pub mod train_loop;
 
 pub use checkpoint::{HfModel, TrainerState};
@@ -59,6 +66,7 @@ pub use error::{Error, Result};
 pub use optim::TrainConfig;
 pub use order::DataOrder;
 pub use schedule::LrSchedule;
-pub use train_loop::{StepLoss, StepStats, TrainLoop};
+pub use stage::{StageEvent, StageHook, StageOutputs, StageRunner, StageStatus};
+pub use train_loop::{StepCallback, StepLoss, StepStats, TrainLoop};
 #[cfg(test)]
 mod testutil;

@@ -5,12 +5,17 @@
 //! their number, so `k` micro-batches of a mean loss equal one `k`-times-larger batch), global-norm
 //! clipping, the warmup + cosine learning rate, the AdamW update, the NaN/inf check and `tracing`
 //! metrics every `log_every` steps.
+//!
+//! [`TrainLoop::on_step`] registers a per-step callback that [`TrainLoop::fit`] (and so every
+//! trainer) calls after each optimiser step: progress bars, logging, early stopping
+//! (`ControlFlow::Break`) without calling the trainers in slices.
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
+use std::ops::ControlFlow;
 
 use crate::clip::{clip_grad_norm, global_grad_norm};
 use crate::error::{Error, Result};
@@ -68,6 +73,10 @@ impl StepStats {
     }
 }
 
+/// A per-step callback: sees every step's statistics; `ControlFlow::Break(())` stops
+/// [`TrainLoop::fit`] after that step.
+pub type StepCallback = Box<dyn FnMut(&StepStats) -> ControlFlow<()>>;
+
 /// The shared optimiser loop: model, AdamW state, schedule and step counter.
 pub struct TrainLoop<B: AutodiffBackend, M: AutodiffModule<B>> {
     config: TrainConfig,
@@ -75,6 +84,8 @@ pub struct TrainLoop<B: AutodiffBackend, M: AutodiffModule<B>> {
     pub(crate) optim: OptimizerAdaptor<AdamW, M, B>,
     model: Option<M>,
     step: usize,
+    on_step: Option<StepCallback>,
+    stopped: bool,
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> std::fmt::Debug for TrainLoop<B, M> {
@@ -99,7 +110,41 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
             schedule,
             model: Some(model),
             step: 0,
+            on_step: None,
+            stopped: false,
         })
+    }
+
+    /// Registers `callback`, called by [`Self::fit`] after every optimiser step with its
+    /// statistics (replacing any earlier one). Returning `ControlFlow::Break(())` stops training
+    /// early: `fit` returns after that step and [`Self::stopped_early`] becomes true.
+    ///
+    /// ```
+    /// # use burn::backend::{Autodiff, Flex};
+    /// # use burn::nn::{Linear, LinearConfig};
+    /// # use kiln_train::{TrainConfig, TrainLoop};
+    /// # use std::ops::ControlFlow;
+    /// # let model: Linear<Autodiff<Flex>> = LinearConfig::new(2, 1).init(&Default::default());
+    /// let mut train = TrainLoop::new(model, TrainConfig::new(100))?;
+    /// train.on_step(|s| {
+    ///     eprintln!("step {} loss {:.4}", s.step, s.loss);
+    ///     if s.loss < 1e-3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    /// });
+    /// # Ok::<(), kiln_train::Error>(())
+    /// ```
+    pub fn on_step(&mut self, callback: impl FnMut(&StepStats) -> ControlFlow<()> + 'static) {
+        self.on_step = Some(Box::new(callback));
+        self.stopped = false;
+    }
+
+    /// Removes the per-step callback.
+    pub fn clear_on_step(&mut self) {
+        self.on_step = None;
+    }
+
+    /// Whether the per-step callback stopped training before `total_steps`.
+    pub fn stopped_early(&self) -> bool {
+        self.stopped
     }
 
     pub(crate) fn set_step(&mut self, step: usize) {
@@ -244,7 +289,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
     /// Runs optimiser steps until `until_step` (capped at `total_steps`) over a dataset of
     /// `dataset_len` examples in the seeded [`DataOrder`]: step `s` uses global micro-batches
     /// `s * k .. (s + 1) * k` (`k = grad_accum_steps`). `collate` turns example indices into a
-    /// micro-batch; `loss_fn` is as in [`Self::train_step`]. Resuming from a checkpoint and calling
+    /// micro-batch; `loss_fn` is as in [`Self::train_step`]. The [`Self::on_step`] callback runs
+    /// after every step; once it breaks, `fit` returns (later calls take no step until a new
+    /// callback is registered). Resuming from a checkpoint and calling
     /// `fit` again continues with exactly the batches an uninterrupted run would have used.
     ///
     /// # Errors
@@ -265,11 +312,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
         let until = until_step.min(self.config.total_steps);
         let k = self.config.grad_accum_steps;
         let mut all = Vec::new();
-        while self.step < until {
+        while self.step < until && !self.stopped {
             let batches = (0..k)
                 .map(|j| collate(&order.micro_batch(self.step * k + j)?))
                 .collect::<Result<Vec<T>>>()?;
-            all.push(self.train_step(&batches, &mut loss_fn)?);
+            let stats = self.train_step(&batches, &mut loss_fn)?;
+            if let Some(callback) = self.on_step.as_mut()
+                && callback(&stats).is_break()
+            {
+                self.stopped = true;
+            }
+            all.push(stats);
         }
         Ok(all)
     }
@@ -397,6 +450,37 @@ mod tests {
             "{:?}",
             (stats[0].loss, stats[29].loss)
         );
+    }
+
+    #[test]
+    fn the_step_callback_sees_every_step_and_can_stop_early() {
+        let device = Default::default();
+        let model: Linear<B> = LinearConfig::new(4, 3).init(&device);
+        let config = TrainConfig::new(20).with_lr(0.05).with_micro_batch_size(4);
+        let mut train = TrainLoop::new(model, config).unwrap();
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = seen.clone();
+        train.on_step(move |s| {
+            log.borrow_mut().push(s.step);
+            if s.step == 7 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        let d = data();
+        let collate = |idx: &[usize]| Ok(idx.iter().map(|&i| d[i]).collect::<Vec<_>>());
+        let stats = train.fit(d.len(), 20, collate, |m, b| mse(m, b)).unwrap();
+        assert_eq!(stats.len(), 7);
+        assert_eq!(*seen.borrow(), (1..=7).collect::<Vec<_>>());
+        assert!(train.stopped_early() && !train.is_done());
+        let again = train.fit(d.len(), 20, collate, |m, b| mse(m, b)).unwrap();
+        assert!(again.is_empty(), "a stopped loop takes no further step");
+        train.clear_on_step();
+        train.on_step(|_| ControlFlow::Continue(()));
+        let rest = train.fit(d.len(), 20, collate, |m, b| mse(m, b)).unwrap();
+        assert_eq!(rest.len(), 13);
+        assert!(train.is_done());
     }
 
     #[test]
