@@ -273,6 +273,26 @@ fn gradients_reach_only_the_adapters_and_the_score_head() {
     let grads = ref_lp.clone().sum().backward();
     assert_eq!(GradientsParams::from_grads(grads, &reference).len(), 0);
 
+    // The inference copy keeps the adapters; merging makes every parameter trainable again.
+    let valid = burn::module::AutodiffModule::valid(&lm);
+    assert!(valid.has_adapters());
+    assert_eq!(valid.num_adapter_params(), lm.num_adapter_params());
+    let merged = lm.clone().merge_adapters();
+    let loss = merged
+        .sequence_logprobs(
+            ids.clone(),
+            Some(mask.clone()),
+            mask.clone().float(),
+            kiln_model::LogProbReduction::Sum,
+        )
+        .sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &merged);
+    assert_eq!(
+        grads.len(),
+        all.len(),
+        "a merged model trains like a plain one"
+    );
+
     // Classifier: adapters + score head.
     let rm = LlamaForSequenceClassification::from_causal_lm(
         LlamaForCausalLM::<A>::init(&cfg, 0.1, &device),
