@@ -469,7 +469,7 @@ fn check_kiln_fixture(
     let want = expected(&fixture_dir.join("kiln_expected.safetensors"), key);
     let e = max_err_where(got, &want, inner, valid);
     assert!(
-        e <= 1e-6,
+        e <= TOL,
         "{name}: Kiln's outputs moved by {e} since the fixture was written"
     );
 }
