@@ -9,7 +9,7 @@
 use burn::config::Config;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::{ElementConversion, FloatDType, Tensor};
 
 use crate::error::check;
 
@@ -47,7 +47,8 @@ pub struct BradleyTerry {
 }
 
 impl BradleyTerry {
-    /// Computes the loss for a batch of scored pairs.
+    /// Computes the loss for a batch of scored pairs, in the dtype of `chosen` (`rejected` and
+    /// `margin` are cast to it).
     ///
     /// # Shapes
     /// - `chosen`, `rejected`: `[batch]` reward-model scores of the preferred / other response
@@ -59,9 +60,11 @@ impl BradleyTerry {
         rejected: Tensor<B, 1>,
         margin: Option<Tensor<B, 1>>,
     ) -> BradleyTerryOutput<B> {
+        let dtype = chosen.dtype();
+        let rejected = rejected.cast(dtype);
         let diff = chosen.clone() - rejected.clone();
         let shifted = match margin {
-            Some(m) => diff.clone() - m,
+            Some(m) => diff.clone() - m.cast(dtype),
             None => diff.clone(),
         };
         let mut losses = log_sigmoid(shifted).neg();
@@ -91,7 +94,8 @@ pub struct BradleyTerryOutput<B: Backend> {
 impl<B: Backend> BradleyTerryOutput<B> {
     /// Pairwise accuracy and mean score margin (reads the tensors back from the device).
     pub fn metrics(&self) -> BradleyTerryMetrics {
-        let correct = self.score_margins.clone().greater_elem(0.0).float();
+        let dtype = FloatDType::from(self.score_margins.dtype());
+        let correct = self.score_margins.clone().greater_elem(0.0).cast(dtype);
         BradleyTerryMetrics {
             accuracy: correct.mean().into_scalar().elem::<f64>(),
             mean_margin: self

@@ -22,7 +22,7 @@
 use burn::config::Config;
 use burn::tensor::activation::{log_sigmoid, relu};
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::{ElementConversion, FloatDType, Tensor};
 
 use crate::error::check;
 
@@ -220,7 +220,9 @@ impl Dpo {
 
     /// Computes the loss and TRL's metrics from sequence log-probs.
     ///
-    /// The reference log-probs are detached: no gradient reaches the reference model.
+    /// The reference log-probs are detached: no gradient reaches the reference model. Everything
+    /// is computed in the dtype of `policy_chosen`; the other inputs are cast to it (e.g. an f32
+    /// table of precomputed reference log-probs with a bf16 policy).
     ///
     /// # Shapes
     /// - every input: `[batch]` (one log-prob per sequence, see
@@ -233,6 +235,10 @@ impl Dpo {
         reference_chosen: Tensor<B, 1>,
         reference_rejected: Tensor<B, 1>,
     ) -> DpoOutput<B> {
+        let dtype = policy_chosen.dtype();
+        let policy_rejected = policy_rejected.cast(dtype);
+        let (reference_chosen, reference_rejected) =
+            (reference_chosen.cast(dtype), reference_rejected.cast(dtype));
         let (chosen_ratio, rejected_ratio) = if self.reference_free {
             (policy_chosen.clone(), policy_rejected.clone())
         } else {
@@ -280,7 +286,7 @@ impl<B: Backend> DpoOutput<B> {
             .chosen_rewards
             .clone()
             .greater(self.rejected_rewards.clone())
-            .float();
+            .cast(FloatDType::from(self.chosen_rewards.dtype()));
         DpoMetrics {
             rewards_chosen: mean(&self.chosen_rewards),
             rewards_rejected: mean(&self.rejected_rewards),

@@ -69,7 +69,8 @@ pub fn gather_logprobs<B: Backend>(
 /// Per-token log-probs of the next token, with the causal shift applied.
 ///
 /// Output column `t` is `log p(input_ids[:, t + 1] | input_ids[:, ..=t])`, masked by
-/// `mask[:, t + 1]` (masked positions are exactly 0).
+/// `mask[:, t + 1]` (masked positions are exactly 0). The result has the logits' dtype (the mask
+/// is cast to it).
 ///
 /// # Shapes
 /// - `logits`: `[batch, seq, vocab]` (the model's output for `input_ids`)
@@ -88,14 +89,15 @@ pub fn shifted_token_logprobs<B: Backend>(
     );
     let logits = logits.slice([0..batch, 0..seq - 1, 0..vocab]);
     let targets = input_ids.slice([0..batch, 1..seq]);
-    let mask = mask.slice([0..batch, 1..seq]);
+    let mask = mask.slice([0..batch, 1..seq]).cast(logits.dtype());
     gather_logprobs(logits, targets) * mask
 }
 
 /// Log-probability of each sequence's masked target tokens (summed or length-averaged).
 ///
 /// This is `logp(y)` of RECIPE.md section 2: the sum over response tokens of
-/// `log pi(y_t | x, y_<t)`, prompt and padding masked out.
+/// `log pi(y_t | x, y_<t)`, prompt and padding masked out. Computed in the logits' dtype (f32,
+/// f64, bf16, ...); the mask may have any float dtype.
 ///
 /// # Shapes
 /// - `logits`: `[batch, seq, vocab]` (the model's output for `input_ids`)
@@ -125,6 +127,7 @@ pub fn sequence_logprobs<B: Backend>(
     reduction: LogProbReduction,
 ) -> Tensor<B, 1> {
     let [batch, seq] = mask.dims();
+    let mask = mask.cast(logits.dtype());
     let counted = mask
         .clone()
         .slice([0..batch, 1..seq])

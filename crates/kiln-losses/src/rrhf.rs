@@ -12,9 +12,9 @@
 //! summed log-likelihood of the best response. The batch loss is the mean over prompts.
 
 use burn::config::Config;
-use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::error::check;
 
@@ -65,7 +65,8 @@ pub struct Rrhf {
 }
 
 impl Rrhf {
-    /// Length-normalised scores `p_i = logp(y_i) / |y_i|^alpha` (lengths below 1 count as 1).
+    /// Length-normalised scores `p_i = logp(y_i) / |y_i|^alpha` (lengths below 1 count as 1), in
+    /// the dtype of `logps`.
     ///
     /// # Shapes
     /// - `logps`, `lengths`: `[prompts, k]` -> `[prompts, k]`
@@ -73,10 +74,12 @@ impl Rrhf {
         if self.alpha == 0.0 {
             return logps;
         }
+        let lengths = lengths.cast(logps.dtype());
         logps / lengths.clamp_min(1.0).powf_scalar(self.alpha)
     }
 
-    /// Computes the loss for a batch of prompts with `k` scored responses each.
+    /// Computes the loss for a batch of prompts with `k` scored responses each, in the dtype of
+    /// `logps` (`lengths` and `rewards` are cast to it).
     ///
     /// # Shapes
     /// - `logps`: `[prompts, k]` summed response log-probs under the policy
@@ -90,14 +93,15 @@ impl Rrhf {
         lengths: Tensor<B, 2>,
         rewards: Tensor<B, 2>,
     ) -> RrhfOutput<B> {
+        let dtype = logps.dtype();
         let scores = self.scores(logps.clone(), lengths);
-        // pairs[p, i, j] = 1 where r_i < r_j (strictly: ties are excluded).
+        // pairs[p, i, j] = 1 where r_i < r_j (strictly: ties are excluded), in the scores' dtype.
         let rewards = rewards.detach();
         let pairs = rewards
             .clone()
             .unsqueeze_dim::<3>(2)
             .lower(rewards.clone().unsqueeze_dim::<3>(1))
-            .float();
+            .cast(FloatDType::from(dtype));
         let diff = scores.clone().unsqueeze_dim::<3>(2) - scores.clone().unsqueeze_dim::<3>(1);
         let rank_losses = (relu(diff) * pairs).sum_dims_squeeze::<1, usize>(&[1, 2]);
         let best = rewards.argmax(1);

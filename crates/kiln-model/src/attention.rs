@@ -1,28 +1,27 @@
 //! Grouped-query self-attention with rotate-half RoPE and an optional KV cache.
 
 use burn::module::Module;
-use burn::nn::Linear;
-
-use crate::linear::linear3;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
 use crate::cache::KvCache;
+use crate::projection::Projection;
 use crate::rope::{RopeTables, apply_rotary};
 
-/// Llama self-attention (HF names `self_attn.{q,k,v,o}_proj`, no biases).
+/// Llama self-attention (HF names `self_attn.{q,k,v,o}_proj`, no biases); each projection may
+/// carry a LoRA adapter.
 #[derive(Module, Debug)]
 pub struct LlamaAttention<B: Backend> {
     /// `[hidden] -> [num_heads * head_dim]`.
-    pub q_proj: Linear<B>,
+    pub q_proj: Projection<B>,
     /// `[hidden] -> [num_kv_heads * head_dim]`.
-    pub k_proj: Linear<B>,
+    pub k_proj: Projection<B>,
     /// `[hidden] -> [num_kv_heads * head_dim]`.
-    pub v_proj: Linear<B>,
+    pub v_proj: Projection<B>,
     /// `[num_heads * head_dim] -> [hidden]`.
-    pub o_proj: Linear<B>,
+    pub o_proj: Projection<B>,
     /// Number of query heads.
     pub num_heads: usize,
     /// Number of key/value heads.
@@ -53,14 +52,14 @@ impl<B: Backend> LlamaAttention<B> {
         // same shape as the tables), then heads move ahead of time.
         let heads = |y: Tensor<B, 3>, heads: usize| y.reshape([b, t, heads, hd]);
         let q = swap_middle(apply_rotary(
-            heads(linear3(&self.q_proj, x.clone()), nh),
+            heads(self.q_proj.forward(x.clone()), nh),
             rope.0,
         ));
         let k = swap_middle(apply_rotary(
-            heads(linear3(&self.k_proj, x.clone()), nkv),
+            heads(self.k_proj.forward(x.clone()), nkv),
             rope.1,
         ));
-        let v = swap_middle(heads(linear3(&self.v_proj, x), nkv));
+        let v = swap_middle(heads(self.v_proj.forward(x), nkv));
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
@@ -76,7 +75,7 @@ impl<B: Backend> LlamaAttention<B> {
         // backends decompose it into differentiable ops).
         let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
         let out = swap_middle(out.reshape([b, nh, t, hd]));
-        linear3(&self.o_proj, out.reshape([b, t, nh * hd]))
+        self.o_proj.forward(out.reshape([b, t, nh * hd]))
     }
 }
 

@@ -1,8 +1,9 @@
-//! Errors of kiln-model: every checkpoint error names the file and, where one applies, the tensor.
+//! Errors of kiln-model: every checkpoint error names the file and, where one applies, the tensor
+//! (or, for LoRA adapters, the module).
 
 use std::path::PathBuf;
 
-/// Errors raised while reading configs and checkpoints or saving models.
+/// Errors raised while reading configs, checkpoints and adapters or saving models.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
@@ -74,6 +75,91 @@ pub enum Error {
         file: PathBuf,
         /// The serializer's description of the problem.
         message: String,
+    },
+    /// A LoRA target name matches none of the seven projections.
+    #[error("unknown LoRA target module `{name}`; valid names: {valid}")]
+    UnknownLoraTarget {
+        /// The name as given.
+        name: String,
+        /// The accepted names.
+        valid: String,
+    },
+    /// LoRA hyper-parameters out of range, or an adapter operation the model's state does not
+    /// allow (e.g. attaching a second adapter).
+    #[error("invalid LoRA setup: {0}")]
+    InvalidLora(String),
+    /// `adapter_config.json` declares a PEFT method other than LoRA.
+    #[error("{file}: peft_type is `{found}`; only LORA adapters are supported")]
+    UnsupportedPeftType {
+        /// The adapter config file.
+        file: PathBuf,
+        /// The `peft_type` found.
+        found: String,
+    },
+    /// `adapter_config.json` uses a LoRA option that Kiln does not implement.
+    #[error("{file}: `{key}` = {value} is not supported: {reason}")]
+    UnsupportedAdapterOption {
+        /// The adapter config file.
+        file: PathBuf,
+        /// The JSON key.
+        key: String,
+        /// Its value, as JSON.
+        value: String,
+        /// What Kiln supports instead.
+        reason: String,
+    },
+    /// The adapter was made for another kind of model (`task_type`).
+    #[error("{file}: task_type is `{found}`, but this model needs `{expected}`")]
+    AdapterTaskType {
+        /// The adapter config file.
+        file: PathBuf,
+        /// The `task_type` found.
+        found: String,
+        /// The task type of the model being loaded.
+        expected: String,
+    },
+    /// An adapter file holds a tensor that is no LoRA weight of this model.
+    #[error("{file}: unknown adapter key `{key}`: {message}")]
+    UnknownAdapterKey {
+        /// The adapter weights file.
+        file: PathBuf,
+        /// The key found.
+        key: String,
+        /// What keys were expected.
+        message: String,
+    },
+    /// An adapter tensor does not fit the base model's projection.
+    #[error(
+        "{file}: adapter of module `{module}` does not fit the base model: `{tensor}` has shape \
+         {found:?}, the base model needs {expected:?}"
+    )]
+    AdapterShapeMismatch {
+        /// The adapter weights file.
+        file: PathBuf,
+        /// The module path (HF naming, e.g. `model.layers.0.self_attn.q_proj`).
+        module: String,
+        /// The adapter tensor (`lora_A.weight`, `lora_B.weight` or `weight` of a saved module).
+        tensor: String,
+        /// Shape implied by the base model and the adapter config (PEFT layout).
+        expected: Vec<usize>,
+        /// Shape stored in the file.
+        found: Vec<usize>,
+    },
+    /// `save_pretrained` on a model that has LoRA adapters (which an HF checkpoint cannot hold).
+    #[error(
+        "{dir}: the model has LoRA adapters; save them with `save_adapter`, or call \
+         `merge_adapters()` (plain checkpoint with the update folded in) or `without_adapters()` \
+         (the base model) before `save_pretrained`"
+    )]
+    AdaptersPresent {
+        /// The directory that was to be written.
+        dir: PathBuf,
+    },
+    /// `save_adapter` on a model without adapters.
+    #[error("{dir}: the model has no LoRA adapters to save")]
+    NoAdapters {
+        /// The directory that was to be written.
+        dir: PathBuf,
     },
 }
 

@@ -6,7 +6,9 @@ use burn::tensor::{Bool, Tensor};
 
 use crate::attention::LlamaAttention;
 use crate::cache::KvCache;
+use crate::lora::LoraTarget;
 use crate::mlp::LlamaMlp;
+use crate::projection::Projection;
 use crate::rms_norm::LlamaRmsNorm;
 use crate::rope::RopeTables;
 
@@ -42,5 +44,31 @@ impl<B: Backend> LlamaDecoderLayer<B> {
                 .self_attn
                 .forward(self.input_layernorm.forward(x), rope, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+
+    /// The projection `target` of this layer.
+    pub fn projection(&self, target: LoraTarget) -> &Projection<B> {
+        match target {
+            LoraTarget::Q => &self.self_attn.q_proj,
+            LoraTarget::K => &self.self_attn.k_proj,
+            LoraTarget::V => &self.self_attn.v_proj,
+            LoraTarget::O => &self.self_attn.o_proj,
+            LoraTarget::Gate => &self.mlp.gate_proj,
+            LoraTarget::Up => &self.mlp.up_proj,
+            LoraTarget::Down => &self.mlp.down_proj,
+        }
+    }
+
+    /// The projection `target` of this layer, mutably.
+    pub fn projection_mut(&mut self, target: LoraTarget) -> &mut Projection<B> {
+        match target {
+            LoraTarget::Q => &mut self.self_attn.q_proj,
+            LoraTarget::K => &mut self.self_attn.k_proj,
+            LoraTarget::V => &mut self.self_attn.v_proj,
+            LoraTarget::O => &mut self.self_attn.o_proj,
+            LoraTarget::Gate => &mut self.mlp.gate_proj,
+            LoraTarget::Up => &mut self.mlp.up_proj,
+            LoraTarget::Down => &mut self.mlp.down_proj,
+        }
     }
 }

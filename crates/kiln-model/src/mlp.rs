@@ -1,30 +1,30 @@
 //! SwiGLU feed-forward block of Llama: `down(silu(gate(x)) * up(x))`.
 
 use burn::module::Module;
-use burn::nn::Linear;
-
-use crate::linear::linear3;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 
-/// The Llama MLP (HF names `mlp.{gate,up,down}_proj`, no biases).
+use crate::projection::Projection;
+
+/// The Llama MLP (HF names `mlp.{gate,up,down}_proj`, no biases); each projection may carry a
+/// LoRA adapter.
 #[derive(Module, Debug)]
 pub struct LlamaMlp<B: Backend> {
     /// `[hidden] -> [intermediate]`, gated by SiLU.
-    pub gate_proj: Linear<B>,
+    pub gate_proj: Projection<B>,
     /// `[hidden] -> [intermediate]`.
-    pub up_proj: Linear<B>,
+    pub up_proj: Projection<B>,
     /// `[intermediate] -> [hidden]`.
-    pub down_proj: Linear<B>,
+    pub down_proj: Projection<B>,
 }
 
 impl<B: Backend> LlamaMlp<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu_fast(linear3(&self.gate_proj, x.clone()));
-        linear3(&self.down_proj, gate * linear3(&self.up_proj, x))
+        let gate = silu_fast(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }
 

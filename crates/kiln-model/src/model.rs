@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor};
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::layer::LlamaDecoderLayer;
+use crate::lora::LoraConfig;
 use crate::mask::{self, positions_from_mask};
 use crate::rms_norm::LlamaRmsNorm;
 use crate::rope::RotaryEmbedding;
@@ -27,6 +28,9 @@ pub struct LlamaModel<B: Backend> {
     /// The config this model was built from.
     #[module(skip)]
     pub config: LlamaConfig,
+    /// The LoRA config of the attached adapters (`None`: no adapters).
+    #[module(skip)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl<B: Backend> LlamaModel<B> {

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::layer::LlamaDecoderLayer;
 use crate::mlp::LlamaMlp;
 use crate::model::LlamaModel;
+use crate::projection::Projection;
 use crate::rms_norm::LlamaRmsNorm;
 use crate::rope::RotaryEmbedding;
 
@@ -60,6 +61,15 @@ pub(crate) fn linear<B: Backend, S: WeightSource<B>>(
     })
 }
 
+fn proj<B: Backend, S: WeightSource<B>>(
+    src: &mut S,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+) -> Result<Projection<B>> {
+    Ok(Projection::new(linear(src, name, d_in, d_out)?))
+}
+
 fn norm<B: Backend, S: WeightSource<B>>(
     src: &mut S,
     name: &str,
@@ -86,18 +96,18 @@ pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let self_attn = LlamaAttention {
-            q_proj: linear(src, &format!("{p}.self_attn.q_proj"), d, q_dim)?,
-            k_proj: linear(src, &format!("{p}.self_attn.k_proj"), d, kv_dim)?,
-            v_proj: linear(src, &format!("{p}.self_attn.v_proj"), d, kv_dim)?,
-            o_proj: linear(src, &format!("{p}.self_attn.o_proj"), q_dim, d)?,
+            q_proj: proj(src, &format!("{p}.self_attn.q_proj"), d, q_dim)?,
+            k_proj: proj(src, &format!("{p}.self_attn.k_proj"), d, kv_dim)?,
+            v_proj: proj(src, &format!("{p}.self_attn.v_proj"), d, kv_dim)?,
+            o_proj: proj(src, &format!("{p}.self_attn.o_proj"), q_dim, d)?,
             num_heads: c.num_attention_heads,
             num_kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
         };
         let mlp = LlamaMlp {
-            gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), d, c.intermediate_size)?,
-            up_proj: linear(src, &format!("{p}.mlp.up_proj"), d, c.intermediate_size)?,
-            down_proj: linear(src, &format!("{p}.mlp.down_proj"), c.intermediate_size, d)?,
+            gate_proj: proj(src, &format!("{p}.mlp.gate_proj"), d, c.intermediate_size)?,
+            up_proj: proj(src, &format!("{p}.mlp.up_proj"), d, c.intermediate_size)?,
+            down_proj: proj(src, &format!("{p}.mlp.down_proj"), c.intermediate_size, d)?,
         };
         layers.push(LlamaDecoderLayer {
             input_layernorm: norm(src, &format!("{p}.input_layernorm"), c)?,
@@ -114,5 +124,6 @@ pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
         norm: norm(src, "model.norm", c)?,
         rope: RotaryEmbedding::new(c),
         config: c.clone(),
+        lora: None,
     })
 }

@@ -44,8 +44,8 @@ fn f32_round_trip_is_exact() {
             "{name}: round trip changed logits"
         );
         assert_eq!(
-            to_vec(back.model.layers[1].self_attn.q_proj.weight.val()),
-            to_vec(m.model.layers[1].self_attn.q_proj.weight.val())
+            to_vec(back.model.layers[1].self_attn.q_proj.base.weight.val()),
+            to_vec(m.model.layers[1].self_attn.q_proj.base.weight.val())
         );
     }
 }

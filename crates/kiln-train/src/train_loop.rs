@@ -165,6 +165,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
             .expect("TrainLoop always holds its model between steps")
     }
 
+    /// The AdamW optimiser; its record holds state only for parameters that received gradients
+    /// (e.g. only the LoRA adapters of a model with frozen base weights).
+    pub fn optimizer(&self) -> &OptimizerAdaptor<AdamW, M, B> {
+        &self.optim
+    }
+
     /// The configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.config

@@ -151,6 +151,31 @@ impl CheckpointReader {
         }
     }
 
+    /// Opens one safetensors file (e.g. a PEFT `adapter_model.safetensors`).
+    pub fn open_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let shard = open_shard(path)?;
+        let location = shard.tensors.keys().map(|k| (k.clone(), 0)).collect();
+        Ok(Self {
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            index_path: path.to_path_buf(),
+            shards: vec![shard],
+            location,
+            used: BTreeSet::new(),
+        })
+    }
+
+    /// The file named in "missing tensor" errors: the index, or the single safetensors file.
+    pub fn index_path(&self) -> &Path {
+        &self.index_path
+    }
+
+    /// The stored shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        let i = *self.location.get(name)?;
+        self.shards[i].tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
     /// The checkpoint directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -215,9 +240,10 @@ impl CheckpointReader {
     }
 }
 
-struct DeviceSource<'a, B: Backend> {
-    reader: &'a mut CheckpointReader,
-    device: &'a B::Device,
+/// Tensors read from a checkpoint onto `device`.
+pub(crate) struct DeviceSource<'a, B: Backend> {
+    pub reader: &'a mut CheckpointReader,
+    pub device: &'a B::Device,
 }
 
 impl<B: Backend> WeightSource<B> for DeviceSource<'_, B> {

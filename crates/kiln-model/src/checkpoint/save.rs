@@ -66,7 +66,7 @@ impl Default for SaveOptions {
     }
 }
 
-enum HfTensor<B: Backend> {
+pub(crate) enum HfTensor<B: Backend> {
     Matrix(Tensor<B, 2>),
     Vector(Tensor<B, 1>),
 }
@@ -87,7 +87,7 @@ impl<B: Backend> HfTensor<B> {
     }
 }
 
-fn hf_linear<B: Backend>(
+pub(crate) fn hf_linear<B: Backend>(
     out: &mut Vec<(String, HfTensor<B>)>,
     name: String,
     l: &burn::nn::Linear<B>,
@@ -103,20 +103,40 @@ fn model_tensors<B: Backend>(m: &LlamaModel<B>) -> Vec<(String, HfTensor<B>)> {
     for (i, l) in m.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
         let a = &l.self_attn;
-        hf_linear(&mut out, format!("{p}.self_attn.q_proj.weight"), &a.q_proj);
-        hf_linear(&mut out, format!("{p}.self_attn.k_proj.weight"), &a.k_proj);
-        hf_linear(&mut out, format!("{p}.self_attn.v_proj.weight"), &a.v_proj);
-        hf_linear(&mut out, format!("{p}.self_attn.o_proj.weight"), &a.o_proj);
+        hf_linear(
+            &mut out,
+            format!("{p}.self_attn.q_proj.weight"),
+            &a.q_proj.base,
+        );
+        hf_linear(
+            &mut out,
+            format!("{p}.self_attn.k_proj.weight"),
+            &a.k_proj.base,
+        );
+        hf_linear(
+            &mut out,
+            format!("{p}.self_attn.v_proj.weight"),
+            &a.v_proj.base,
+        );
+        hf_linear(
+            &mut out,
+            format!("{p}.self_attn.o_proj.weight"),
+            &a.o_proj.base,
+        );
         hf_linear(
             &mut out,
             format!("{p}.mlp.gate_proj.weight"),
-            &l.mlp.gate_proj,
+            &l.mlp.gate_proj.base,
         );
-        hf_linear(&mut out, format!("{p}.mlp.up_proj.weight"), &l.mlp.up_proj);
+        hf_linear(
+            &mut out,
+            format!("{p}.mlp.up_proj.weight"),
+            &l.mlp.up_proj.base,
+        );
         hf_linear(
             &mut out,
             format!("{p}.mlp.down_proj.weight"),
-            &l.mlp.down_proj,
+            &l.mlp.down_proj.base,
         );
         out.push((
             format!("{p}.input_layernorm.weight"),
@@ -155,6 +175,31 @@ impl View for &Owned {
     }
 }
 
+/// Writes `tensors` (HF layout) to one safetensors file in `dtype`, with PyTorch's
+/// `{"format": "pt"}` metadata.
+pub(crate) fn write_safetensors<B: Backend>(
+    path: &Path,
+    tensors: Vec<(String, HfTensor<B>)>,
+    dtype: SaveDtype,
+) -> Result<()> {
+    let dtype = dtype.safetensors();
+    let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    let owned: Vec<(String, Owned)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let shape = t.shape();
+            let data = encode(dtype, &t.values());
+            (name, Owned { dtype, shape, data })
+        })
+        .collect();
+    safetensors::serialize_to_file(owned.iter().map(|(k, v)| (k.as_str(), v)), meta, path).map_err(
+        |e| Error::Save {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        },
+    )
+}
+
 fn write_dir<B: Backend>(
     dir: &Path,
     config_json: String,
@@ -191,8 +236,6 @@ fn write_dir<B: Backend>(
         }
     }
     let n = shards.len();
-    let dtype = opts.dtype.safetensors();
-    let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let mut weight_map = BTreeMap::new();
     for (i, shard) in shards.into_iter().enumerate() {
         let file = if n == 1 {
@@ -200,25 +243,10 @@ fn write_dir<B: Backend>(
         } else {
             format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
         };
-        let owned: Vec<(String, Owned)> = shard
-            .into_iter()
-            .map(|(name, t)| {
-                let shape = t.shape();
-                let data = encode(dtype, &t.values());
-                weight_map.insert(name.clone(), file.clone());
-                (name, Owned { dtype, shape, data })
-            })
-            .collect();
-        let path = dir.join(&file);
-        safetensors::serialize_to_file(
-            owned.iter().map(|(k, v)| (k.as_str(), v)),
-            meta.clone(),
-            &path,
-        )
-        .map_err(|e| Error::Save {
-            file: path.clone(),
-            message: e.to_string(),
-        })?;
+        for (name, _) in &shard {
+            weight_map.insert(name.clone(), file.clone());
+        }
+        write_safetensors(&dir.join(&file), shard, opts.dtype)?;
     }
     if n > 1 {
         let index = serde_json::json!({
@@ -233,9 +261,23 @@ fn write_dir<B: Backend>(
     Ok(())
 }
 
+fn no_adapters<B: Backend>(model: &LlamaModel<B>, dir: &Path) -> Result<()> {
+    if model.has_adapters() {
+        return Err(Error::AdaptersPresent {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 impl<B: Backend> LlamaForCausalLM<B> {
     /// Saves in Hugging Face layout (`AutoModelForCausalLM.from_pretrained` loads it).
+    ///
+    /// # Errors
+    /// [`Error::AdaptersPresent`] when LoRA adapters are attached (use `save_adapter`,
+    /// `merge_adapters()` or `without_adapters()`); I/O errors naming the file.
     pub fn save_pretrained(&self, dir: impl AsRef<Path>, opts: SaveOptions) -> Result<()> {
+        no_adapters(&self.model, dir.as_ref())?;
         let mut tensors = model_tensors(&self.model);
         if let Some(head) = &self.lm_head {
             hf_linear(&mut tensors, "lm_head.weight".into(), head);
@@ -247,7 +289,11 @@ impl<B: Backend> LlamaForCausalLM<B> {
 
 impl<B: Backend> LlamaForSequenceClassification<B> {
     /// Saves in Hugging Face layout as a one-label `LlamaForSequenceClassification`.
+    ///
+    /// # Errors
+    /// [`Error::AdaptersPresent`] when LoRA adapters are attached; I/O errors naming the file.
     pub fn save_pretrained(&self, dir: impl AsRef<Path>, opts: SaveOptions) -> Result<()> {
+        no_adapters(&self.model, dir.as_ref())?;
         let mut tensors = model_tensors(&self.model);
         hf_linear(&mut tensors, "score.weight".into(), &self.score);
         let mut cfg: serde_json::Value =
