@@ -50,21 +50,44 @@ fn f32_options() -> SaveOptions {
     }
 }
 
+/// A LoRA model's checkpoint holds the frozen base (`config.json` + safetensors, HF layout) and
+/// the adapters beside it in PEFT's format (`adapter_config.json` + `adapter_model.safetensors`);
+/// loading a directory with an `adapter_config.json` attaches them again (base frozen).
+const ADAPTER_CONFIG: &str = "adapter_config.json";
+
 impl<B: Backend> HfModel<B> for LlamaForCausalLM<B> {
     fn save_hf(&self, dir: &Path) -> Result<()> {
+        if self.has_adapters() {
+            self.without_adapters().save_pretrained(dir, f32_options())?;
+            self.save_adapter(dir)?;
+            return Ok(());
+        }
         Ok(self.save_pretrained(dir, f32_options())?)
     }
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        Ok(Self::from_pretrained(dir, device)?)
+        let model = Self::from_pretrained(dir, device)?;
+        if dir.join(ADAPTER_CONFIG).exists() {
+            return Ok(model.load_adapter(dir, device)?);
+        }
+        Ok(model)
     }
 }
 
 impl<B: Backend> HfModel<B> for LlamaForSequenceClassification<B> {
     fn save_hf(&self, dir: &Path) -> Result<()> {
+        if self.has_adapters() {
+            self.without_adapters().save_pretrained(dir, f32_options())?;
+            self.save_adapter(dir)?;
+            return Ok(());
+        }
         Ok(self.save_pretrained(dir, f32_options())?)
     }
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        Ok(Self::from_pretrained(dir, device, MissingScore::Error)?)
+        let model = Self::from_pretrained(dir, device, MissingScore::Error)?;
+        if dir.join(ADAPTER_CONFIG).exists() {
+            return Ok(model.load_adapter(dir, device)?);
+        }
+        Ok(model)
     }
 }
 
