@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example generate -- --model-dir DIR (--prompt TEXT | --messages FILE.json)
-//!     [--system TEXT] [--raw] [--chat-template T] [--template-date YYYY-MM-DD]
+//!     [--system TEXT] [--adapter DIR] [--raw] [--chat-template T] [--template-date YYYY-MM-DD]
 //!     [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--n N] [--seed S] [--json]
 //! ```
 //!
@@ -11,8 +11,8 @@
 //! (an optional system message, then the prompt as a user message, or the `--messages` file) is
 //! rendered through the checkpoint's own chat template with the generation prompt, exactly like
 //! transformers' `apply_chat_template`; with `--raw` the text is encoded as is. Generation stops
-//! at `generation_config.json`'s `eos_token_id` and the template's end-of-turn token. Try it on
-//! the tiny fixture:
+//! at `generation_config.json`'s `eos_token_id` and the template's end-of-turn token. `--adapter`
+//! applies a PEFT LoRA adapter (merged into the weights). Try it on the tiny fixture:
 //!
 //! ```text
 //! cargo run --release --example generate -- --model-dir tests/fixtures/sampling/tiny-chat \
@@ -25,146 +25,84 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
 use kiln::backend::Cpu;
 use kiln::data::hf_files::read_eos_token_ids;
 use kiln::data::{ChatTemplate, DateTime, Message, TemplateChoice, TemplateClock, Tokenizer};
 use kiln::model::LlamaForCausalLM;
 use kiln::sampling::{GenerationConfig, Generator, Progress, SamplerConfig};
 
-const USAGE: &str = "\
-Generate text with a Hugging Face Llama-3 checkpoint (CPU, burn-flex).
-
-USAGE:
-    generate --model-dir DIR (--prompt TEXT | --messages FILE.json) [OPTIONS]
-
-REQUIRED:
-    --model-dir DIR        directory with config.json, model.safetensors (or shards), tokenizer.json
-                           and a chat template (chat_template.jinja or tokenizer_config.json)
-    --prompt TEXT          the prompt (a user message unless --raw), or
-    --messages FILE.json   a conversation: a JSON list of {\"role\", \"content\"} (system, user,
-                           assistant; multi-turn), answered as the next assistant turn
-
-OPTIONS:
-    --system TEXT          a system message before the prompt
-    --raw                  encode the prompt as is (no chat template, no special tokens added)
-    --chat-template T      checkpoint | llama3 | FILE.jinja [default: checkpoint]
-    --template-date D      the date (YYYY-MM-DD) the template's strftime_now() returns [today]
-    --max-new-tokens N     maximum generated tokens per response [default: 128]
-    --temperature T        softmax temperature; 0 means greedy [default: 1.0]
-    --top-p P              nucleus sampling threshold in (0, 1] [default: 1.0]
-    --top-k K              keep only the K most likely tokens [default: off]
-    --n N                  number of responses [default: 1]
-    --seed S               RNG seed [default: 0]
-    --json                 print one JSON object per response (token_ids, text, finish_reason, ...)
-    -h, --help             print this help
-
-Logging: set RUST_LOG (e.g. RUST_LOG=kiln_sampling=debug).";
-
-#[derive(Debug)]
+/// Generate text with a Hugging Face Llama checkpoint (CPU, burn-flex).
+#[derive(Debug, Parser)]
+#[command(name = "generate", version)]
+#[command(
+    after_help = "Logging: RUST_LOG (e.g. RUST_LOG=kiln_sampling=debug); warnings are \
+shown by default."
+)]
 struct Args {
+    /// Directory with config.json, model.safetensors (or shards), tokenizer.json and a chat
+    /// template (chat_template.jinja or tokenizer_config.json).
+    #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
+    /// The prompt (a user message unless --raw).
+    #[arg(long, value_name = "TEXT", required_unless_present = "messages")]
     prompt: Option<String>,
+    /// A conversation: a JSON list of {"role", "content"} (system, user, assistant; multi-turn),
+    /// answered as the next assistant turn (a --prompt is appended as a last user turn).
+    #[arg(long, value_name = "FILE.json", conflicts_with = "raw")]
     messages: Option<PathBuf>,
+    /// A system message before the conversation.
+    #[arg(long, value_name = "TEXT", conflicts_with = "raw")]
     system: Option<String>,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
+    /// Encode the prompt as is (no chat template, no special tokens added).
+    #[arg(long)]
     raw: bool,
+    /// checkpoint | llama3 | FILE.jinja.
+    #[arg(long, value_name = "T", default_value = "checkpoint")]
     chat_template: TemplateChoice,
-    clock: TemplateClock,
+    /// The date (YYYY-MM-DD) the template's strftime_now() returns [default: today].
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    template_date: Option<DateTime>,
+    /// Maximum generated tokens per response.
+    #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
+    /// Softmax temperature; 0 means greedy.
+    #[arg(long, default_value_t = 1.0)]
     temperature: f64,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
     top_p: f64,
+    /// Keep only the K most likely tokens [default: off].
+    #[arg(long)]
     top_k: Option<usize>,
+    /// Number of responses.
+    #[arg(long, default_value_t = 1)]
     n: usize,
+    /// RNG seed.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print one JSON object per response (token_ids, text, finish_reason, logprobs).
+    #[arg(long)]
     json: bool,
 }
 
-/// Parses the command line; `Ok(None)` means `--help` was asked for.
-fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut model_dir = None;
-    let mut args = Args {
-        model_dir: PathBuf::new(),
-        prompt: None,
-        messages: None,
-        system: None,
-        raw: false,
-        chat_template: TemplateChoice::Checkpoint,
-        clock: TemplateClock::System,
-        max_new_tokens: 128,
-        temperature: 1.0,
-        top_p: 1.0,
-        top_k: None,
-        n: 1,
-        seed: 0,
-        json: false,
-    };
-    let mut it = argv.into_iter();
-    while let Some(flag) = it.next() {
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (flag.clone(), None),
-        };
-        let mut value = |what: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value ({what})"))
-        };
-        fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
-            v.parse()
-                .map_err(|_| format!("{name}: cannot parse {v:?} as a number"))
-        }
-        match name.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--model-dir" => model_dir = Some(PathBuf::from(value("a directory")?)),
-            "--prompt" => args.prompt = Some(value("the prompt text")?),
-            "--messages" => args.messages = Some(PathBuf::from(value("a JSON file")?)),
-            "--system" => args.system = Some(value("the system message")?),
-            "--chat-template" => {
-                args.chat_template = value("checkpoint, llama3 or a file")?
-                    .parse()
-                    .map_err(|e| format!("{name}: {e}"))?
-            }
-            "--template-date" => {
-                let v = value("a date YYYY-MM-DD")?;
-                args.clock = TemplateClock::Pinned(
-                    DateTime::parse_date(&v)
-                        .ok_or_else(|| format!("{name}: {v:?} is not a date (YYYY-MM-DD)"))?,
-                );
-            }
-            "--raw" => args.raw = true,
-            "--json" => args.json = true,
-            "--max-new-tokens" => args.max_new_tokens = num(&name, value("an integer")?)?,
-            "--temperature" => args.temperature = num(&name, value("a number >= 0")?)?,
-            "--top-p" => args.top_p = num(&name, value("a number in (0, 1]")?)?,
-            "--top-k" => args.top_k = Some(num(&name, value("an integer")?)?),
-            "--n" => args.n = num(&name, value("an integer >= 1")?)?,
-            "--seed" => args.seed = num(&name, value("an integer")?)?,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    args.model_dir = model_dir.ok_or("--model-dir DIR is required")?;
-    match (&args.prompt, &args.messages) {
-        (None, None) => return Err("--prompt TEXT or --messages FILE.json is required".into()),
-        (Some(_), Some(_)) => return Err("give --prompt or --messages, not both".into()),
-        (None, Some(_)) if args.raw => return Err("--raw takes --prompt, not --messages".into()),
-        _ => {}
-    }
-    if args.raw && args.system.is_some() {
-        return Err("--system needs the chat template (drop --raw)".into());
-    }
-    if !args.model_dir.is_dir() {
-        return Err(format!(
-            "--model-dir {}: not a directory",
-            args.model_dir.display()
-        ));
-    }
-    Ok(Some(args))
+fn parse_date(s: &str) -> Result<DateTime, String> {
+    DateTime::parse_date(s).ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD)"))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if !args.model_dir.is_dir() {
+        return Err(format!("--model-dir {}: not a directory", args.model_dir.display()).into());
+    }
     let device = Default::default();
     let t0 = Instant::now();
-    let model = LlamaForCausalLM::<Cpu>::from_pretrained(&args.model_dir, &device)?;
+    let mut model = LlamaForCausalLM::<Cpu>::from_pretrained(&args.model_dir, &device)?;
+    if let Some(adapter) = &args.adapter {
+        model = model.load_adapter(adapter, &device)?.merge_adapters();
+    }
     let tokenizer = Tokenizer::from_model_dir(&args.model_dir)?;
     let load_secs = t0.elapsed().as_secs_f64();
 
@@ -179,9 +117,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             (stop_ids, tokenizer.encode(prompt)?)
         }
         _ => {
+            let clock = args
+                .template_date
+                .map_or(TemplateClock::System, TemplateClock::Pinned);
             let template =
                 ChatTemplate::load(&args.chat_template, Some(&args.model_dir), &tokenizer)?
-                    .with_clock(args.clock);
+                    .with_clock(clock);
             let messages = conversation(&args)?;
             let ids = template.encode(&tokenizer, &messages, true)?.ids;
             pad_id = template.pad_id(&tokenizer).ok();
@@ -211,26 +152,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .with_concurrent_batches(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let generator = Generator::new(&model, config)?.with_tokenizer(&tokenizer);
 
-    let show_bar = !args.json && std::io::stderr().is_terminal();
-    let max_tokens = args.n * args.max_new_tokens;
-    let bar = |p: &Progress| {
-        if show_bar {
-            let width = 30;
-            let done = (p.generated_tokens * width / max_tokens.max(1)).min(width);
-            eprint!(
-                "\r[{}{}] {}/{} responses, {} tokens",
-                "#".repeat(done),
-                " ".repeat(width - done),
-                p.finished_responses,
-                p.total_responses,
-                p.generated_tokens
-            );
-        }
-    };
-    let out = generator.generate_with(std::slice::from_ref(&prompt_ids), &[0], bar)?;
-    if show_bar {
-        eprintln!();
+    let bar = indicatif::ProgressBar::new((args.n * args.max_new_tokens) as u64);
+    if args.json || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{bar:30}] {msg}")
+            .expect("valid template")
+            .progress_chars("#>-"),
+    );
+    let show = |p: &Progress| {
+        bar.set_position(p.generated_tokens as u64);
+        bar.set_message(format!(
+            "{}/{} responses, {} tokens",
+            p.finished_responses, p.total_responses, p.generated_tokens
+        ));
+    };
+    let out = generator.generate_with(std::slice::from_ref(&prompt_ids), &[0], show)?;
+    bar.finish_and_clear();
 
     let responses = &out.responses[0];
     if args.json {
@@ -277,7 +216,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The conversation to answer: `--messages`, or `--system` + `--prompt`.
+/// The conversation to answer: `--system`, then `--messages`, then `--prompt` as a user turn.
 fn conversation(args: &Args) -> Result<Vec<Message>, Box<dyn std::error::Error>> {
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
@@ -304,21 +243,13 @@ fn conversation(args: &Args) -> Result<Vec<Message>, Box<dyn std::error::Error>>
 }
 
 fn main() -> ExitCode {
+    let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

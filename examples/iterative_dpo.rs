@@ -1,12 +1,13 @@
-//! The online iterative DPO loop of "RLHF Workflow: From Reward Modeling to Online RLHF"
-//! (RLHFlow, arXiv 2405.07863), assembled from Kiln's public API.
+//! The online iterative loop of "RLHF Workflow: From Reward Modeling to Online RLHF" (RLHFlow,
+//! arXiv 2405.07863), with DPO or RRHF, assembled from Kiln's public API.
 //!
 //! `cargo run --release --example iterative_dpo` runs the whole loop on a built-in tiny task on
 //! CPU, offline: a programmatic gold judge plays the humans, a tiny Llama-3-shaped policy is trained
-//! by SFT on demonstrations of mixed quality, a Bradley-Terry proxy reward model is trained on
-//! noisy gold-labelled pairs, then T online iterations of generate K -> score -> max_min pairs ->
-//! DPO run, followed by an offline-DPO baseline with the same number of pairs and steps. Every
-//! stage's files land under `--out` (default `runs/iterative_dpo`); rerunning resumes.
+//! by SFT on demonstrations of mixed quality, a proxy annotator (Bradley-Terry reward model, or a
+//! pairwise preference model) is trained on noisy gold-labelled pairs, then T online iterations of
+//! generate K -> annotate -> select -> train run, followed by an offline baseline with the same
+//! algorithm, pairs and steps. Every stage's files land under `--out` (default
+//! `runs/iterative_dpo`); rerunning resumes.
 //!
 //! With `--policy DIR --reward-model DIR --prompts FILE.jsonl` the same loop runs on Hugging Face
 //! checkpoints (no gold judge: evaluation uses the reward model). `--help` lists every option.
@@ -14,6 +15,8 @@
 
 #[path = "iterative_dpo/builtin.rs"]
 mod builtin;
+#[path = "iterative_dpo/cli.rs"]
+pub mod cli;
 #[path = "iterative_dpo/config.rs"]
 mod config;
 #[path = "iterative_dpo/eval.rs"]
@@ -26,26 +29,22 @@ mod pipeline;
 mod progress;
 #[path = "iterative_dpo/report.rs"]
 mod report;
+#[path = "iterative_dpo/stages.rs"]
+mod stages;
 #[path = "iterative_dpo/task.rs"]
 mod task;
 
-pub use config::{LoopConfig, Reference};
-pub use pipeline::run;
-pub use report::Summary;
+pub use config::{Algorithm, Annotator, LoopConfig, Reference};
+pub use pipeline::{run, run_with};
+pub use report::{Evaluation, Summary};
 
 #[allow(dead_code)]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::parse_args(&args) {
-        Ok(config::Command::Help) => {
-            print!("{}", config::USAGE);
-            return;
-        }
-        Ok(config::Command::Run(cfg)) => cfg,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            std::process::exit(2);
-        }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cfg = match cli::parse(&refs) {
+        Ok(cfg) => cfg,
+        Err(e) => e.exit(),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -58,28 +57,7 @@ fn main() {
             println!();
             print!("{}", report::table(&summary));
             println!();
-            if let (Some(last), Some(off)) =
-                (summary.iterations.last(), summary.offline_dpo.as_ref())
-            {
-                match (
-                    last.gold_reward_mean,
-                    off.gold_reward_mean,
-                    summary.sft.gold_reward_mean,
-                ) {
-                    (Some(on), Some(offg), Some(s)) => println!(
-                        "gold reward: SFT {s:.3} -> online DPO {on:.3} vs offline DPO {offg:.3} ({})",
-                        if on > offg {
-                            "online ahead"
-                        } else {
-                            "online NOT ahead"
-                        }
-                    ),
-                    _ => println!(
-                        "proxy reward: online DPO {:.3} vs offline DPO {:.3}",
-                        last.proxy_reward_mean, off.proxy_reward_mean
-                    ),
-                }
-            }
+            println!("{}", report::verdict(&summary));
             println!(
                 "total {:.1}s; outputs in {} (summary.json, reward_plot.svg, per-stage JSONL and checkpoints)",
                 summary.total_seconds,

@@ -1,114 +1,100 @@
-//! Score preference pairs with a Bradley-Terry reward model and report pairwise accuracy.
+//! Score preference pairs (pairwise accuracy) or annotate generations with a Bradley-Terry reward
+//! model.
 //!
 //! ```text
-//! cargo run --release --example score -- --model-dir RM_DIR --pairs FILE.jsonl [--json]
-//!     [--batch-size N] [--max-len N] [--chat-template T]
+//! cargo run --release --example score -- --model-dir RM_DIR (--pairs FILE.jsonl | --generations FILE.jsonl)
+//!     [--adapter DIR] [--json] [--batch-size N] [--max-len N] [--chat-template T]
 //! ```
 //!
 //! `RM_DIR` is a Hugging Face `LlamaForSequenceClassification` directory (`config.json`,
-//! safetensors, `tokenizer.json`, its chat template). Each line of `FILE.jsonl` is a pair
-//! `{"prompt": ..., "chosen": ..., "rejected": ...}`; the prompt is text or a message list
-//! (multi-turn, with a system message). Every side is scored as
-//! `chat_template(prompt + [assistant response])` with the checkpoint's own template, at its last
-//! token (the template's end of turn), like transformers.
-//! Without `--json` one line per pair and a summary are printed; with `--json` one JSON object
-//! per pair (`index`, `score_chosen`, `score_rejected`, `correct`) and nothing else on stdout.
+//! safetensors, `tokenizer.json`, its chat template). With `--pairs`, each line is
+//! `{"prompt": ..., "chosen": ..., "rejected": ...}`; with `--generations`, each line is
+//! `{"prompt": ..., "responses": [...]}` and the annotated records (`"rewards"` added) are printed
+//! as JSON Lines. Prompts are text or a message list (multi-turn, with a system message). Every
+//! response is scored as `chat_template(prompt + [assistant response])` with the checkpoint's own
+//! template, at its last non-pad token, like transformers. A NaN or infinite score stops with an
+//! error naming the record.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use kiln::backend::Cpu;
-use kiln::data::{ChatTemplate, PairRecord, TemplateChoice, Tokenizer, read_jsonl};
+use kiln::data::{
+    ChatTemplate, GenerationRecord, PairRecord, TemplateChoice, Tokenizer, read_jsonl,
+};
+use kiln::model::{LlamaForSequenceClassification, MissingScore};
+use kiln::reward::annotate::{annotate, short};
 use kiln::reward::{LlamaRewardModel, RewardModel};
 
-const USAGE: &str = "\
-Score preference pairs with a reward model (CPU, burn-flex).
-
-USAGE:
-    score --model-dir RM_DIR --pairs FILE.jsonl [OPTIONS]
-
-REQUIRED:
-    --model-dir DIR     LlamaForSequenceClassification directory with tokenizer.json
-    --pairs FILE        JSON Lines of {\"prompt\", \"chosen\", \"rejected\"} (prompt: text or a
-                        list of {\"role\", \"content\"} messages)
-
-OPTIONS:
-    --json              one JSON object per pair: index, score_chosen, score_rejected, correct
-    --batch-size N      sequences per forward pass [default: 8]
-    --max-len N         tokens kept per input (left truncation) [default: 4096]
-    --chat-template T   checkpoint | llama3 | FILE.jinja [default: checkpoint]
-    -h, --help          print this help
-
-Logging: set RUST_LOG (e.g. RUST_LOG=kiln_reward=debug).";
-
-#[derive(Debug)]
+/// Score preference pairs or annotate generations with a reward model (CPU, burn-flex).
+#[derive(Debug, Parser)]
+#[command(name = "score", version)]
+#[command(
+    after_help = "Logging: RUST_LOG (e.g. RUST_LOG=kiln_reward=debug); warnings are \
+shown by default."
+)]
 struct Args {
+    /// LlamaForSequenceClassification directory with tokenizer.json and a chat template.
+    #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
-    pairs: PathBuf,
+    /// JSON Lines of {"prompt", "chosen", "rejected"}.
+    #[arg(
+        long,
+        value_name = "FILE.jsonl",
+        required_unless_present = "generations"
+    )]
+    pairs: Option<PathBuf>,
+    /// JSON Lines of {"prompt", "responses"}: prints the annotated records.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "pairs")]
+    generations: Option<PathBuf>,
+    /// A PEFT LoRA adapter (SEQ_CLS, with its score head) to apply on top of the model.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
+    /// One JSON object per pair (index, score_chosen, score_rejected, correct).
+    #[arg(long)]
     json: bool,
-    batch_size: usize,
-    max_len: usize,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: u64,
+    /// Tokens kept per input (left truncation).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..))]
+    max_len: u64,
+    /// checkpoint | llama3 | FILE.jinja.
+    #[arg(long, value_name = "T", default_value = "checkpoint")]
     chat_template: TemplateChoice,
-}
-
-fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut model_dir = None;
-    let mut pairs = None;
-    let mut json = false;
-    let mut batch_size = 8usize;
-    let mut max_len = 4096usize;
-    let mut chat_template = TemplateChoice::Checkpoint;
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        let number = |name: &str, v: String| -> Result<usize, String> {
-            match v.parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("{name} must be a positive integer, got {v:?}")),
-            }
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--model-dir" => model_dir = Some(PathBuf::from(value("--model-dir")?)),
-            "--pairs" => pairs = Some(PathBuf::from(value("--pairs")?)),
-            "--json" => json = true,
-            "--batch-size" => batch_size = number("--batch-size", value("--batch-size")?)?,
-            "--max-len" => max_len = number("--max-len", value("--max-len")?)?,
-            "--chat-template" => {
-                chat_template = value("--chat-template")?
-                    .parse()
-                    .map_err(|e| format!("--chat-template: {e}"))?
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Some(Args {
-        model_dir: model_dir.ok_or("--model-dir is required")?,
-        pairs: pairs.ok_or("--pairs is required")?,
-        json,
-        batch_size,
-        max_len,
-        chat_template,
-    }))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let tokenizer = Tokenizer::from_model_dir(&args.model_dir)?;
     let template = ChatTemplate::load(&args.chat_template, Some(&args.model_dir), &tokenizer)?;
-    let rm = LlamaRewardModel::<Cpu>::from_pretrained_with_tokenizer(
-        &args.model_dir,
-        tokenizer,
-        template,
-        &device,
-    )?
-    .with_batch_size(args.batch_size)
-    .with_max_len(args.max_len);
-    let pairs: Vec<PairRecord> = read_jsonl(&args.pairs)?;
-    if pairs.is_empty() {
-        return Err(format!("{}: no pairs", args.pairs.display()).into());
+    let missing = match args.adapter {
+        Some(_) => MissingScore::Init { std: 0.0 },
+        None => MissingScore::Error,
+    };
+    let mut model =
+        LlamaForSequenceClassification::<Cpu>::from_pretrained(&args.model_dir, &device, missing)?;
+    if let Some(adapter) = &args.adapter {
+        model = model.load_adapter(adapter, &device)?.merge_adapters();
     }
+    let rm = LlamaRewardModel::with_chat_template(model, tokenizer, template)?
+        .with_batch_size(args.batch_size as usize)
+        .with_max_len(args.max_len as usize);
+    if let Some(file) = &args.generations {
+        let records: Vec<GenerationRecord> = read_jsonl(file)?;
+        let annotated = annotate(&rm, &records).map_err(|e| format!("{}: {e}", file.display()))?;
+        for r in annotated {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(());
+    }
+    let file = args
+        .pairs
+        .as_ref()
+        .expect("clap requires --pairs or --generations");
+    let pairs: Vec<PairRecord> = read_jsonl(file)?;
     // Score every chosen and rejected side in one stream of batches.
     let texts: Vec<(String, String)> = pairs
         .iter()
@@ -126,6 +112,19 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut correct = 0usize;
     for i in 0..n {
         let (c, r) = (scores[i], scores[n + i]);
+        if let Some((side, v)) = [("chosen", c), ("rejected", r)]
+            .into_iter()
+            .find(|(_, v)| !v.is_finite())
+        {
+            return Err(format!(
+                "{}:{}: non-finite score {v} for the {side} response (prompt {:?}); the reward \
+                 model is broken",
+                file.display(),
+                i + 1,
+                short(&pairs[i].prompt.text(), 60)
+            )
+            .into());
+        }
         let ok = c > r;
         correct += usize::from(ok);
         if args.json {
@@ -154,21 +153,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

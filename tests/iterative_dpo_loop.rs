@@ -1,16 +1,20 @@
-//! A reduced online iterative DPO loop (built-in task, 2 iterations), run through the same code as
-//! `examples/iterative_dpo.rs`: gold reward must rise over SFT, every stage file must parse, and a
-//! run resumed after a simulated interruption must produce the same summary.
+//! The online loop of `examples/iterative_dpo.rs`, run through the same code: it learns on the
+//! built-in task, every stage file parses, a run killed anywhere resumes to the same summary, RRHF
+//! and the pairwise annotator run, all-tie iterations carry the policy over, real-model mode runs
+//! on HF fixture directories, and the command line merges `--config` with flags.
 
 #[path = "../examples/iterative_dpo.rs"]
 #[allow(dead_code, unused_imports)]
 mod iterative_dpo;
 
-use iterative_dpo::{LoopConfig, Summary, run};
+use iterative_dpo::{Algorithm, Annotator, LoopConfig, Summary, run, run_with};
 use kiln::data::{
-    AnnotatedRecord, GenerationRecord, JsonlReader, PairRecord, PromptRecord, SftRecord,
+    AnnotatedRecord, GenerationRecord, JsonlReader, PairRecord, PromptRecord, RankedRecord,
+    SftRecord,
 };
+use kiln::train::{Error as TrainError, StageEvent, StageHook};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The default built-in task (same SFT and reward-model budget as the example) with two online
 /// iterations and a larger evaluation set, so the gain is measured with less sampling noise.
@@ -19,6 +23,27 @@ fn reduced(out: PathBuf) -> LoopConfig {
         out,
         iterations: 2,
         eval_prompts: 256,
+        ..LoopConfig::default()
+    }
+}
+
+/// A few seconds per run: for the plumbing tests (resume, RRHF, pairwise, ties).
+fn small(out: PathBuf) -> LoopConfig {
+    LoopConfig {
+        out,
+        iterations: 2,
+        k: 4,
+        prompts_per_iteration: 16,
+        eval_prompts: 16,
+        max_new_tokens: 12,
+        hidden_size: 32,
+        layers: 1,
+        sft_examples: 400,
+        sft_steps: 120,
+        rm_pairs: 300,
+        rm_steps: 40,
+        batch_size: 16,
+        policy_epochs: 1,
         ..LoopConfig::default()
     }
 }
@@ -43,17 +68,14 @@ fn numbers(s: &Summary) -> String {
     let mut s = s.clone();
     s.total_seconds = 0.0;
     s.sft.seconds = 0.0;
-    for e in &mut s.iterations {
+    for e in s.iterations.iter_mut().chain(s.offline_dpo.as_mut()) {
         e.seconds = 0.0;
-    }
-    if let Some(o) = &mut s.offline_dpo {
-        o.seconds = 0.0;
     }
     serde_json::to_string(&s).unwrap()
 }
 
 #[test]
-fn reduced_loop_learns_writes_parseable_stages_and_resumes() {
+fn reduced_loop_learns_and_writes_parseable_stages() {
     let out = scratch("loop-full");
     let summary = run(&reduced(out.clone())).expect("the reduced loop runs");
 
@@ -68,6 +90,8 @@ fn reduced_loop_learns_writes_parseable_stages_and_resumes() {
         "gold reward did not rise: SFT {sft:.3} -> {gold:.3}\n{summary:#?}"
     );
     assert!(last.win_rate_vs_sft.unwrap() > 0.5, "{summary:#?}");
+    let ci = last.gold_gain_ci.expect("bootstrap interval of the gain");
+    assert!(ci.low <= gold - sft && gold - sft <= ci.high, "{ci:?}");
     assert_eq!(
         summary.iterations.len(),
         3,
@@ -107,28 +131,6 @@ fn reduced_loop_learns_writes_parseable_stages_and_resumes() {
             .starts_with("<svg")
     );
 
-    // Simulated interruption: the second iteration died after generating (its annotations, pairs,
-    // policy and evaluation are gone, a half-written checkpoint is left behind) and the offline
-    // baseline never started. Resuming must reproduce the same summary.
-    let it2 = out.join("iter_2");
-    for f in [
-        "annotated.jsonl",
-        "pairs.jsonl",
-        "pairs_stats.json",
-        "eval.json",
-    ] {
-        std::fs::remove_file(it2.join(f)).unwrap();
-    }
-    std::fs::rename(it2.join("policy"), it2.join("policy.partial")).unwrap();
-    std::fs::remove_dir_all(out.join("offline")).unwrap();
-    std::fs::remove_file(out.join("summary.json")).unwrap();
-    let resumed = run(&reduced(out.clone())).expect("the resumed loop runs");
-    assert_eq!(
-        numbers(&resumed),
-        numbers(&summary),
-        "resume changed the results"
-    );
-
     // A different configuration in the same directory is refused, not mixed in.
     let mut other = reduced(out);
     other.beta = 0.5;
@@ -136,25 +138,123 @@ fn reduced_loop_learns_writes_parseable_stages_and_resumes() {
     assert!(err.contains("different configuration"), "{err}");
 }
 
-/// Real-model mode: Hugging Face directories (policy with its tokenizer, a
-/// `LlamaForSequenceClassification` reward model) and a prompts file instead of the built-in task.
-/// No gold judge exists, so evaluation reports the proxy reward only.
+/// A hook that "kills" the run at `(stage directory name, stage, event)`.
+fn kill_at(dir: &'static str, stage: &'static str, event: StageEvent) -> StageHook {
+    Arc::new(move |d: &Path, s: &str, e: StageEvent| {
+        let name = d.file_name().unwrap().to_string_lossy();
+        let root = name.starts_with("kill-") || name.starts_with("clean-");
+        let here = if dir == "." { root } else { name == dir };
+        if here && s == stage && e == event {
+            return Err(TrainError::Interrupted {
+                dir: d.to_path_buf(),
+                stage: s.to_string(),
+                reason: "simulated kill".into(),
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Killed at several points (mid-stage, mid-write of checkpoints and stage files, mid-resume),
+/// the run resumes each time and ends with exactly the uninterrupted run's summary.
 #[test]
-fn real_model_mode_runs_on_hf_directories() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let out = scratch("loop-real");
-    std::fs::create_dir_all(&out).unwrap();
-    let prompts = out.with_extension("prompts.jsonl");
-    let lines: Vec<String> = (0..24)
+fn a_run_killed_anywhere_resumes_to_the_same_summary() {
+    let clean = run(&small(scratch("clean-run"))).expect("uninterrupted run");
+    let out = scratch("kill-run");
+    let cfg = small(out.clone());
+    let kills = [
+        (".", "data", StageEvent::Written),
+        (".", "sft", StageEvent::Written), // the SFT checkpoint is written, not yet in place
+        (".", "reward_model", StageEvent::Start),
+        ("iter_1", "annotate", StageEvent::Written),
+        ("iter_1", "train", StageEvent::Written), // mid-write of the iteration's policy
+        ("iter_2", "generate", StageEvent::Start),
+        ("iter_2", "eval", StageEvent::Written),
+        ("offline", "select", StageEvent::Written),
+        ("offline", "train", StageEvent::Start),
+    ];
+    for (dir, stage, event) in kills {
+        let err = run_with(&cfg, Some(kill_at(dir, stage, event)))
+            .expect_err("the hook stops the run")
+            .to_string();
+        assert!(err.contains("simulated kill"), "{err}");
+        if event == StageEvent::Written && stage == "train" {
+            let d = out.join(dir);
+            assert!(
+                d.join(".policy.partial").exists() && !d.join("policy").exists(),
+                "a half-finished checkpoint stays out of place"
+            );
+        }
+    }
+    let resumed = run(&cfg).expect("the last resume finishes");
+    assert_eq!(
+        numbers(&resumed),
+        numbers(&clean),
+        "resume changed the results"
+    );
+    assert!(
+        !out.join("iter_1/.policy.partial").exists(),
+        "leftovers cleaned"
+    );
+}
+
+#[test]
+fn rrhf_and_the_pairwise_annotator_run_on_the_builtin_task() {
+    let out = scratch("loop-rrhf-pairwise");
+    let cfg = LoopConfig {
+        algorithm: Algorithm::Rrhf,
+        annotator: Annotator::Pairwise,
+        ..small(out.clone())
+    };
+    let summary = run(&cfg).expect("RRHF with the pairwise annotator runs");
+    assert_eq!(summary.algorithm, "rrhf");
+    assert!(out.join("pairwise_model/model.safetensors").exists());
+    assert!(!out.join("reward_model").exists());
+    for dir in ["iter_1", "iter_2", "offline"] {
+        let d = out.join(dir);
+        let ranked = count::<RankedRecord>(&d.join("ranked.jsonl"));
+        assert!(ranked > 0, "{dir}: no ranked prompts");
+        let annotated: Vec<AnnotatedRecord> =
+            kiln::data::read_jsonl(d.join("annotated.jsonl")).unwrap();
+        for r in &annotated {
+            // Pairwise scores are mean win probabilities: they sum to K/2 per prompt.
+            let sum: f64 = r.rewards.iter().sum();
+            assert!((sum - r.rewards.len() as f64 / 2.0).abs() < 1e-3, "{sum}");
+        }
+    }
+    for e in summary.iterations.iter().chain(&summary.offline_dpo) {
+        assert!(e.gold_reward_mean.unwrap().is_finite() && e.kl_to_reference.is_finite());
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn prompts_file(out: &Path, n: usize) -> PathBuf {
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let file = out.with_extension("prompts.jsonl");
+    let lines: Vec<String> = (0..n)
         .map(|i| {
-            format!(r#"{{"messages": [{{"role": "user", "content": "Question number {i}?"}}]}}"#)
+            if i % 3 == 0 {
+                format!(
+                    r#"{{"messages": [{{"role": "system", "content": "Be brief."}}, {{"role": "user", "content": "Question number {i}?"}}]}}"#
+                )
+            } else {
+                format!(r#"{{"prompt": "Question number {i}?"}}"#)
+            }
         })
         .collect();
-    std::fs::write(&prompts, lines.join("\n")).unwrap();
-    let cfg = LoopConfig {
-        out: out.clone(),
-        policy: Some(fixtures.join("sampling/tiny-chat")),
-        reward_model: Some(fixtures.join("reward/tiny-rm")),
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    file
+}
+
+fn real(out: PathBuf) -> LoopConfig {
+    let prompts = prompts_file(&out, 24);
+    LoopConfig {
+        out,
+        policy: Some(fixtures().join("sampling/tiny-chat")),
+        reward_model: Some(fixtures().join("reward/tiny-rm")),
         prompts: Some(prompts),
         iterations: 1,
         prompts_per_iteration: 8,
@@ -162,8 +262,17 @@ fn real_model_mode_runs_on_hf_directories() {
         eval_prompts: 4,
         max_new_tokens: 8,
         ..LoopConfig::default()
-    };
-    let summary = run(&cfg).expect("real-model mode runs");
+    }
+}
+
+/// Real-model mode: Hugging Face directories (policy with its tokenizer and chat template, a
+/// `LlamaForSequenceClassification` reward model) and a prompts file with multi-turn/system
+/// prompts instead of the built-in task. No gold judge exists, so evaluation reports the proxy
+/// reward only. RRHF and LoRA run on the same directories.
+#[test]
+fn real_model_mode_runs_on_hf_directories() {
+    let out = scratch("loop-real");
+    let summary = run(&real(out.clone())).expect("real-model mode runs");
     assert!(
         summary.sft.gold_reward_mean.is_none(),
         "no gold judge with real models"
@@ -182,4 +291,151 @@ fn real_model_mode_runs_on_hf_directories() {
         !out.join("sft").exists(),
         "no SFT stage with a given policy"
     );
+
+    let out = scratch("loop-real-rrhf-lora");
+    let cfg = LoopConfig {
+        algorithm: Algorithm::Rrhf,
+        lora_rank: 4,
+        ..real(out.clone())
+    };
+    let summary = run(&cfg).expect("RRHF with LoRA on real directories runs");
+    assert!(out.join("iter_1/policy/adapter_model.safetensors").exists());
+    assert!(
+        !out.join("iter_1/policy/model.safetensors").exists(),
+        "only the adapter is saved"
+    );
+    assert!(summary.iterations[1].kl_to_reference.is_finite());
+}
+
+/// An iteration whose responses all tie (a reward model with a zero score head) trains nothing:
+/// the iteration is recorded with 0 pairs, the policy carried over unchanged, the run goes on.
+#[test]
+fn all_tie_iterations_carry_the_policy_over() {
+    use kiln::backend::Cpu;
+    use kiln::model::{LlamaForSequenceClassification, MissingScore};
+    let out = scratch("loop-ties");
+    let rm_dir = out.with_extension("zero-rm");
+    let _ = std::fs::remove_dir_all(&rm_dir);
+    let src = fixtures().join("reward/tiny-rm");
+    let mut rm = LlamaForSequenceClassification::<Cpu>::from_pretrained(
+        &src,
+        &Default::default(),
+        MissingScore::Error,
+    )
+    .unwrap();
+    rm.score.weight = kiln::burn::module::Param::from_tensor(rm.score.weight.val().zeros_like());
+    rm.save_pretrained(&rm_dir, Default::default()).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        std::fs::copy(src.join(f), rm_dir.join(f)).unwrap();
+    }
+    let cfg = LoopConfig {
+        reward_model: Some(rm_dir),
+        iterations: 2,
+        ..real(out.clone())
+    };
+    let summary = run(&cfg).expect("a tied run still finishes");
+    for e in summary
+        .iterations
+        .iter()
+        .skip(1)
+        .chain(&summary.offline_dpo)
+    {
+        assert_eq!(e.pairs, 0);
+        assert!(e.ties_dropped >= 8, "every prompt tied: {e:?}");
+    }
+    let a = std::fs::read(out.join("iter_2/policy/model.safetensors")).unwrap();
+    let b = std::fs::read(fixtures().join("sampling/tiny-chat/model.safetensors")).unwrap();
+    assert_eq!(a, b, "the policy is carried over unchanged");
+}
+
+#[test]
+fn an_output_directory_that_cannot_be_created_is_an_error_naming_it() {
+    let file = scratch("loop-out-file");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "not a directory").unwrap();
+    let err = run(&small(file.join("run"))).unwrap_err().to_string();
+    assert!(err.contains("loop-out-file"), "{err}");
+}
+
+#[test]
+fn nan_metrics_round_trip_through_summary_json() {
+    let summary = Summary {
+        sft: iterative_dpo::Evaluation {
+            kl_to_reference: f64::NAN,
+            ..Default::default()
+        },
+        ..Summary::default()
+    };
+    let text = serde_json::to_string(&summary).unwrap();
+    assert!(text.contains("\"kl_to_reference\":null"), "{text}");
+    let back: Summary = serde_json::from_str(&text).unwrap();
+    assert!(back.sft.kl_to_reference.is_nan());
+}
+
+#[test]
+fn the_command_line_merges_config_files_and_flags_in_any_order() {
+    use iterative_dpo::cli::{Args, parse};
+    let dir = scratch("loop-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.json");
+    std::fs::write(&file, r#"{"k": 6, "beta": 0.3, "offline": false}"#).unwrap();
+    let f = file.to_str().unwrap();
+    for args in [
+        vec!["--k", "4", "--config", f],
+        vec!["--config", f, "--k", "4"],
+        vec!["--k=4", "--config", f],
+    ] {
+        let cfg = parse(&args).unwrap();
+        assert_eq!(
+            cfg.k, 4,
+            "flags win over the file whatever the order: {args:?}"
+        );
+        assert_eq!(cfg.beta, 0.3, "the file's other keys apply");
+        assert!(!cfg.offline);
+    }
+    assert!(parse(&["--config", f, "--offline"]).unwrap().offline);
+    let cfg = parse(&[
+        "--loss",
+        "cdpo:0.1",
+        "--choose",
+        "max_min_p:0.05",
+        "--algorithm",
+        "rrhf",
+        "--lora-targets",
+        "q,v",
+        "--eval-prompts",
+        "32",
+    ])
+    .unwrap();
+    assert_eq!(cfg.loss.to_string(), "cdpo:0.1");
+    assert_eq!(cfg.choose.to_string(), "max_min_p:0.05");
+    assert_eq!(cfg.algorithm, Algorithm::Rrhf);
+    assert_eq!(cfg.lora_targets.len(), 2);
+    assert_eq!(cfg.eval_prompts, 32);
+    for bad in [
+        vec!["--k", "1"],
+        vec!["--loss", "dpo"],
+        vec!["--lora-targets", "qq"],
+    ] {
+        assert!(parse(&bad).is_err(), "{bad:?}");
+    }
+    // Every LoopConfig field has a flag.
+    use clap::CommandFactory;
+    let cmd = Args::command();
+    let longs: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    let json = serde_json::to_value(LoopConfig::default()).unwrap();
+    for key in json.as_object().unwrap().keys() {
+        let flag = key.replace('_', "-");
+        assert!(
+            longs.contains(&flag),
+            "LoopConfig field `{key}` has no --{flag}"
+        );
+    }
 }

@@ -1,202 +1,239 @@
-//! The built-in task's setup stages: the stage data files (SFT demonstrations, gold-labelled
-//! preference pairs with label noise, held-out evaluation prompts), SFT of the tiny policy from
-//! scratch, and the proxy Bradley-Terry reward model. Each stage is skipped when its output exists.
+//! The built-in task's setup stages: the data files (SFT demonstrations, gold-labelled preference
+//! pairs with label noise, held-out evaluation prompts), SFT of the tiny policy from scratch, and
+//! the proxy annotator trained on the noisy pairs: a Bradley-Terry reward model, or (with
+//! `--annotator pairwise`) a pairwise preference model trained by SFT to answer `A` or `B`.
 
-use super::models::{
-    B, Res, checkpoint_exists, load_trainable_policy, save_policy, save_reward_model,
-    tiny_policy_config,
-};
-use super::pipeline::{MAX_TOTAL, Run, stage_seed};
-use super::progress::Progress;
-use super::task;
+use super::models::{B, Res, save_options};
+use super::pipeline::{Ctx, Setup, stage_seed};
+use super::progress::Bar;
+use super::task::{self, GoldJudge};
 use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
-use kiln::data::examples::encode_sft;
 use kiln::data::{
-    Content, Message, PairRecord, PromptRecord, Rng, SftRecord, read_jsonl, write_jsonl,
+    Content, Example, Message, PairRecord, PromptRecord, Rng, SftRecord, read_jsonl, write_jsonl,
 };
-use kiln::model::{LlamaForCausalLM, LlamaForSequenceClassification};
+use kiln::model::{LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification};
+use kiln::reward::pairwise::judge_message;
 use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
 use kiln::train::sft::train_sft;
-use kiln::train::{TrainConfig, TrainLoop};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use kiln::train::{StageRunner, TrainConfig, TrainLoop};
+use std::ops::ControlFlow;
+use std::path::Path;
 
-impl Run {
-    /// Built-in task: data files, SFT from scratch, proxy reward model. Returns the SFT and
-    /// reward-model directories, the evaluation prompts and the training prompt pool.
-    pub(super) fn builtin_setup(&mut self) -> Res<(PathBuf, PathBuf, Vec<Content>, Vec<Content>)> {
-        let cfg = self.cfg.clone();
-        let data = cfg.out.join("data");
-        std::fs::create_dir_all(&data)?;
-        let (train_pool, eval_pool) = task::split_pools();
-        let judge = self.judge.clone().expect("built-in task has a judge");
+use super::config::Annotator;
 
-        let sft_file = data.join("sft.jsonl");
-        let rm_file = data.join("reward_pairs.jsonl");
-        let eval_file = data.join("eval_prompts.jsonl");
-        if !eval_file.exists() {
-            let start = Instant::now();
-            let mut rng = Rng::new(stage_seed(cfg.seed, 1));
-            let sft: Vec<SftRecord> = (0..cfg.sft_examples)
-                .map(|_| {
-                    let q = task::pick(&mut rng, &train_pool);
-                    let quality = task::draw_quality(&mut rng);
-                    let answer = task::demonstration(q, quality, &mut rng);
-                    SftRecord {
-                        messages: vec![Message::user(q.text.clone()), Message::assistant(answer)],
-                    }
-                })
-                .collect();
-            write_jsonl(&sft_file, &sft)?;
-            let mut pairs = Vec::new();
-            while pairs.len() < cfg.rm_pairs {
+/// Data, SFT and the proxy annotator; returns what the loop needs.
+pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup> {
+    let cfg = &ctx.cfg;
+    let (train_pool, eval_pool) = task::split_pools();
+    let files = [
+        "data/sft.jsonl",
+        "data/reward_pairs.jsonl",
+        "data/eval_prompts.jsonl",
+    ];
+    root.run("data", &files, |out| -> Res<()> {
+        let mut rng = Rng::new(stage_seed(cfg.seed, 1));
+        let sft: Vec<SftRecord> = (0..cfg.sft_examples)
+            .map(|_| {
                 let q = task::pick(&mut rng, &train_pool);
-                let a = task::demonstration(q, task::draw_quality(&mut rng), &mut rng);
-                let b = task::demonstration(q, task::draw_quality(&mut rng), &mut rng);
-                let (ga, gb) = (
-                    judge.score(&q.text, &a, true),
-                    judge.score(&q.text, &b, true),
-                );
-                if ga == gb {
-                    continue;
+                let answer = task::demonstration(q, task::draw_quality(&mut rng), &mut rng);
+                SftRecord {
+                    messages: vec![Message::user(q.text.clone()), Message::assistant(answer)],
                 }
-                let (mut chosen, mut rejected) = if ga > gb { (a, b) } else { (b, a) };
-                if rng.next_f64() < cfg.label_noise {
-                    std::mem::swap(&mut chosen, &mut rejected);
-                }
-                pairs.push(PairRecord {
-                    prompt: Content::Text(q.text.clone()),
-                    chosen: Content::Text(chosen),
-                    rejected: Content::Text(rejected),
-                    margin: None,
-                });
+            })
+            .collect();
+        write_jsonl(out.path(files[0]), &sft)?;
+        let mut pairs = Vec::new();
+        while pairs.len() < cfg.rm_pairs {
+            let q = task::pick(&mut rng, &train_pool);
+            let a = task::demonstration(q, task::draw_quality(&mut rng), &mut rng);
+            let b = task::demonstration(q, task::draw_quality(&mut rng), &mut rng);
+            let (ga, gb) = (
+                judge.score(&q.text, &a, true),
+                judge.score(&q.text, &b, true),
+            );
+            if ga == gb {
+                continue;
             }
-            write_jsonl(&rm_file, &pairs)?;
-            let mut rng = Rng::new(stage_seed(cfg.seed, 2));
-            let eval: Vec<PromptRecord> =
-                task::sample_questions(&eval_pool, cfg.eval_prompts, &mut rng)
-                    .into_iter()
-                    .map(|q| PromptRecord {
-                        prompt: Content::Text(q.text),
-                    })
-                    .collect();
-            write_jsonl(&eval_file, &eval)?;
-            self.timings.record("data", start)?;
-        }
-
-        let sft_dir = cfg.out.join("sft");
-        if !checkpoint_exists(&sft_dir) {
-            let start = Instant::now();
-            self.train_sft(&sft_file, &sft_dir)?;
-            self.timings.record("sft", start)?;
-        }
-        let rm_dir = cfg.out.join("reward_model");
-        if !checkpoint_exists(&rm_dir) {
-            let start = Instant::now();
-            self.train_reward_model(&rm_file, &sft_dir, &rm_dir)?;
-            self.timings.record("reward_model", start)?;
-        }
-        let eval: Vec<Content> = read_jsonl::<PromptRecord>(&eval_file)?
-            .into_iter()
-            .map(|p| p.prompt)
-            .collect();
-        let pool = train_pool
-            .into_iter()
-            .map(|q| Content::Text(q.text))
-            .collect();
-        Ok((sft_dir, rm_dir, eval, pool))
-    }
-
-    fn train_sft(&self, file: &Path, out: &Path) -> Res<()> {
-        let cfg = &self.cfg;
-        let text = &self.text;
-        let records: Vec<SftRecord> = read_jsonl(file)?;
-        let examples = records
-            .iter()
-            .map(|r| encode_sft(&text.tokenizer, &text.template, r, MAX_TOTAL))
-            .collect::<Result<Vec<_>, _>>()?;
-        let device = Default::default();
-        B::seed(&device, stage_seed(cfg.seed, 10));
-        let model = LlamaForCausalLM::<B>::init(
-            &tiny_policy_config(text, cfg.hidden_size, cfg.layers)?,
-            0.02,
-            &device,
-        );
-        let tc = TrainConfig::new(cfg.sft_steps)
-            .with_lr(cfg.sft_lr)
-            .with_warmup_steps(cfg.sft_steps / 20)
-            .with_micro_batch_size(cfg.batch_size)
-            .with_weight_decay(0.01)
-            .with_seed(stage_seed(cfg.seed, 11))
-            .with_log_every(0);
-        let mut train = TrainLoop::new(model, tc)?;
-        let mut bar = Progress::new("SFT", cfg.sft_steps);
-        while !train.is_done() {
-            let until = (train.step() + 10).min(cfg.sft_steps);
-            let stats = train_sft(&mut train, &examples, text.pad_id, until)?;
-            let nll = stats
-                .last()
-                .and_then(|s| s.metric("nll"))
-                .unwrap_or(f64::NAN);
-            bar.advance(stats.len(), &format!("nll {nll:.3}"));
-        }
-        bar.finish();
-        save_policy(train.model(), out)
-    }
-
-    fn train_reward_model(&self, file: &Path, sft_dir: &Path, out: &Path) -> Res<()> {
-        let cfg = &self.cfg;
-        let text = &self.text;
-        let records: Vec<PairRecord> = read_jsonl(file)?;
-        let mut pairs = Vec::with_capacity(records.len());
-        for r in &records {
-            let ex = |c: &Content| -> Res<kiln::data::Example> {
-                let ids = text.reward_input(&r.prompt, &c.text())?;
-                Ok(kiln::data::Example {
-                    loss_mask: vec![false; ids.len()],
-                    ids,
-                })
-            };
-            pairs.push(RewardPair {
-                chosen: ex(&r.chosen)?,
-                rejected: ex(&r.rejected)?,
+            let (mut chosen, mut rejected) = if ga > gb { (a, b) } else { (b, a) };
+            if rng.next_f64() < cfg.label_noise {
+                std::mem::swap(&mut chosen, &mut rejected);
+            }
+            pairs.push(PairRecord {
+                prompt: Content::Text(q.text.clone()),
+                chosen: Content::Text(chosen),
+                rejected: Content::Text(rejected),
                 margin: None,
             });
         }
-        let held_out = pairs.split_off(pairs.len() * 9 / 10);
-        let device = Default::default();
-        B::seed(&device, stage_seed(cfg.seed, 20));
-        let backbone = load_trainable_policy(sft_dir)?;
-        let model = LlamaForSequenceClassification::from_causal_lm(backbone, 0.02);
-        let tc = TrainConfig::new(cfg.rm_steps)
-            .with_lr(cfg.rm_lr)
-            .with_warmup_steps(cfg.rm_steps / 20)
-            .with_micro_batch_size(cfg.batch_size)
-            .with_seed(stage_seed(cfg.seed, 21))
-            .with_log_every(0);
-        let rtc = RewardTrainConfig {
-            loss: kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01),
-            use_margin: false,
-            pad_id: text.pad_id,
-        };
-        let mut train = TrainLoop::new(model, tc)?;
-        let mut bar = Progress::new("reward model", cfg.rm_steps);
-        while !train.is_done() {
-            let until = (train.step() + 10).min(cfg.rm_steps);
-            let stats = train_reward_model(&mut train, &pairs, &rtc, until)?;
-            let acc = stats
-                .iter()
-                .filter_map(|s| s.metric("accuracy"))
-                .sum::<f64>()
-                / stats.len().max(1) as f64;
-            bar.advance(stats.len(), &format!("train acc {acc:.2}"));
+        write_jsonl(out.path(files[1]), &pairs)?;
+        let mut rng = Rng::new(stage_seed(cfg.seed, 2));
+        let eval: Vec<PromptRecord> =
+            task::sample_questions(&eval_pool, cfg.eval_prompts, &mut rng)
+                .into_iter()
+                .map(|q| PromptRecord {
+                    prompt: Content::Text(q.text),
+                })
+                .collect();
+        write_jsonl(out.path(files[2]), &eval)?;
+        Ok(())
+    })?;
+    let sft_dir = root.path("sft");
+    let sft_file = root.path(files[0]);
+    root.run("sft", &["sft"], |out| {
+        train_sft_stage(ctx, &sft_file, out.path("sft"))
+    })?;
+    let pairs: Vec<PairRecord> = read_jsonl(root.path(files[1]))?;
+    let annotator = match (cfg.annotator, &cfg.annotator_model) {
+        (Annotator::Pairwise, Some(dir)) => dir.clone(),
+        (Annotator::Pairwise, None) => {
+            root.run("pairwise_model", &["pairwise_model"], |out| {
+                train_pairwise_stage(ctx, &pairs, &sft_dir, out.path("pairwise_model"))
+            })?;
+            root.path("pairwise_model")
         }
-        bar.finish();
-        let (acc, margin) = pairwise_accuracy(&train.model().valid(), &held_out, text.pad_id, 64)?;
-        eprintln!(
-            "   proxy reward model: held-out pairwise accuracy {acc:.3} (noisy labels), mean margin {margin:.3}"
-        );
-        save_reward_model(train.model(), out)
+        (Annotator::Bt, _) => {
+            root.run("reward_model", &["reward_model"], |out| {
+                train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model"))
+            })?;
+            root.path("reward_model")
+        }
+    };
+    let eval_prompts = read_jsonl::<PromptRecord>(root.path(files[2]))?
+        .into_iter()
+        .map(|p| p.prompt)
+        .collect();
+    let pool = train_pool
+        .into_iter()
+        .map(|q| Content::Text(q.text))
+        .collect();
+    Ok(Setup {
+        sft: sft_dir,
+        annotator,
+        eval_prompts,
+        pool,
+    })
+}
+
+/// The built-in task's policy shape: Llama-3 layout, tiny sizes, the shipped tokenizer's ids.
+fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
+    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let mut c = LlamaConfig::tiny(enc.tokenizer.vocab_size(), cfg.hidden_size);
+    c.num_hidden_layers = cfg.layers;
+    c.intermediate_size = cfg.hidden_size * 3;
+    c.max_position_embeddings = 256.max(cfg.max_total_tokens + cfg.max_new_tokens);
+    c.bos_token_id = enc.template.bos_id();
+    c.eos_token_id = enc.stop_ids();
+    c.pad_token_id = Some(enc.pad_id);
+    c
+}
+
+/// A training loop with a progress bar showing `metric` (averaged since the last redraw).
+fn with_bar<M: AutodiffModule<B>>(
+    model: M,
+    tc: TrainConfig,
+    label: &str,
+    metric: &'static str,
+) -> Res<(TrainLoop<B, M>, Bar)> {
+    let bar = Bar::new(label, tc.total_steps);
+    let shown = bar.clone();
+    let mut train = TrainLoop::new(model, tc)?;
+    train.on_step(move |s| {
+        shown.inc(1);
+        shown.message(format!(
+            "{metric} {:.3}",
+            s.metric(metric).unwrap_or(s.loss)
+        ));
+        ControlFlow::Continue(())
+    });
+    Ok((train, bar))
+}
+
+fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path) -> Res<()> {
+    let cfg = &ctx.cfg;
+    let records: Vec<SftRecord> = read_jsonl(file)?;
+    let examples = records
+        .iter()
+        .map(|r| ctx.enc.sft(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let device = Default::default();
+    B::seed(&device, stage_seed(cfg.seed, 10));
+    let model = LlamaForCausalLM::<B>::init(&tiny_policy_config(ctx), 0.02, &device);
+    let tc = TrainConfig::new(cfg.sft_steps)
+        .with_lr(cfg.sft_lr)
+        .with_warmup_steps(cfg.sft_steps / 20)
+        .with_micro_batch_size(cfg.batch_size)
+        .with_weight_decay(0.01)
+        .with_seed(stage_seed(cfg.seed, 11))
+        .with_log_every(0);
+    let (mut train, bar) = with_bar(model, tc, "SFT", "nll")?;
+    train_sft(&mut train, &examples, ctx.enc.pad_id, cfg.sft_steps)?;
+    bar.finish();
+    Ok(train.model().save_pretrained(out, save_options())?)
+}
+
+fn train_reward_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: &Path) -> Res<()> {
+    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let mut pairs = records
+        .iter()
+        .map(|r| -> Res<RewardPair> {
+            Ok(RewardPair {
+                chosen: enc.reward_example(&r.prompt, &r.chosen)?,
+                rejected: enc.reward_example(&r.prompt, &r.rejected)?,
+                margin: None,
+            })
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let held_out = pairs.split_off(pairs.len() * 9 / 10);
+    let device = Default::default();
+    B::seed(&device, stage_seed(cfg.seed, 20));
+    let backbone = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
+    let model = LlamaForSequenceClassification::from_causal_lm(backbone, 0.02);
+    let tc = TrainConfig::new(cfg.rm_steps)
+        .with_lr(cfg.rm_lr)
+        .with_warmup_steps(cfg.rm_steps / 20)
+        .with_micro_batch_size(cfg.batch_size)
+        .with_seed(stage_seed(cfg.seed, 21))
+        .with_log_every(0);
+    let rtc = RewardTrainConfig {
+        loss: kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01),
+        use_margin: false,
+        pad_id: enc.pad_id,
+    };
+    let (mut train, bar) = with_bar(model, tc, "reward model", "accuracy")?;
+    train_reward_model(&mut train, &pairs, &rtc, cfg.rm_steps)?;
+    bar.finish();
+    let (acc, margin) = pairwise_accuracy(&train.model().valid(), &held_out, enc.pad_id, 64)?;
+    eprintln!(
+        "   proxy reward model: held-out pairwise accuracy {acc:.3} (noisy labels), mean margin {margin:.3}"
+    );
+    Ok(train.model().save_pretrained(out, save_options())?)
+}
+
+/// A pairwise preference model: the SFT backbone fine-tuned to answer `A` or `B` to the judge
+/// prompt, on both orders of every noisy preference pair.
+fn train_pairwise_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: &Path) -> Res<()> {
+    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let example = |p: &Content, a: &Content, b: &Content, answer: &str| -> Res<Example> {
+        let judge = Content::Messages(vec![judge_message(p, &a.text(), &b.text())]);
+        Ok(enc.prompt_completion(&judge, &Content::Text(answer.into()))?)
+    };
+    let mut examples = Vec::with_capacity(2 * records.len());
+    for r in records {
+        examples.push(example(&r.prompt, &r.chosen, &r.rejected, "A")?);
+        examples.push(example(&r.prompt, &r.rejected, &r.chosen, "B")?);
     }
+    let device = Default::default();
+    B::seed(&device, stage_seed(cfg.seed, 30));
+    let model = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
+    let tc = TrainConfig::new(cfg.rm_steps)
+        .with_lr(cfg.rm_lr)
+        .with_warmup_steps(cfg.rm_steps / 20)
+        .with_micro_batch_size(cfg.batch_size)
+        .with_seed(stage_seed(cfg.seed, 31))
+        .with_log_every(0);
+    let (mut train, bar) = with_bar(model, tc, "pairwise model", "nll")?;
+    train_sft(&mut train, &examples, enc.pad_id, cfg.rm_steps)?;
+    bar.finish();
+    Ok(train.model().save_pretrained(out, save_options())?)
 }

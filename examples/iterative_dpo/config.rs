@@ -1,18 +1,41 @@
-//! The loop's configuration: defaults for the built-in task, a JSON config file, and CLI flags.
+//! The loop's configuration ([`LoopConfig`], written to `<out>/config.json`) and its checks.
 
-use kiln::data::{DateTime, LengthUnit, SelectionStrategy, TemplateChoice, TemplateClock};
+use kiln::data::{DateTime, SelectionStrategy, TemplateChoice, TemplateClock};
 use kiln::losses::DpoLoss;
+use kiln::model::{LoraConfig, LoraTarget};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Which model DPO measures the policy against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Reference {
     /// The SFT policy pi_0 for every iteration (the paper).
     Sft,
     /// The previous iteration's policy (later RLHFlow scripts).
     Previous,
+}
+
+/// What trains the policy on each iteration's annotated responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// DPO on one selected pair per prompt (`--choose`), against the reference model.
+    Dpo,
+    /// RRHF on all K ranked responses per prompt: length-normalised ranking loss plus the NLL of
+    /// the best response; no reference model.
+    Rrhf,
+}
+
+/// Who scores the K responses of a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Annotator {
+    /// A Bradley-Terry reward model: one scalar per response (K forward rows per prompt).
+    Bt,
+    /// RLHFlow's pairwise preference model: each response's mean win probability against the
+    /// other K-1 (both orders of every pair: K(K-1) forward rows per prompt).
+    Pairwise,
 }
 
 /// Everything a run depends on; written to `<out>/config.json`.
@@ -23,34 +46,63 @@ pub struct LoopConfig {
     pub out: PathBuf,
     /// Master seed.
     pub seed: u64,
+    /// DPO or RRHF.
+    pub algorithm: Algorithm,
     /// Online iterations T.
     pub iterations: usize,
     /// Responses per prompt K.
     pub k: usize,
     /// Fresh prompts per iteration.
     pub prompts_per_iteration: usize,
+    /// Held-out evaluation prompts.
+    pub eval_prompts: usize,
+    /// Responses sampled per evaluation prompt.
+    pub eval_samples: usize,
+    /// Maximum new tokens per response.
+    pub max_new_tokens: usize,
+    /// Sampling temperature for the online generations.
+    pub temperature: f64,
+    /// Prompts keep at most their last this many tokens.
+    pub max_prompt_tokens: usize,
+    /// Prompt + response keep at most this many tokens.
+    pub max_total_tokens: usize,
     /// DPO beta.
     pub beta: f64,
     /// DPO learning rate.
     pub lr: f64,
     /// DPO-family loss.
     pub loss: DpoLoss,
-    /// Pair selection strategy.
+    /// Pair selection strategy (DPO).
     pub choose: SelectionStrategy,
     /// Reference model for DPO.
     pub reference: Reference,
-    /// Maximum new tokens per response.
-    pub max_new_tokens: usize,
-    /// Sampling temperature for the online generations.
-    pub temperature: f64,
-    /// DPO epochs over each iteration's pairs.
-    pub dpo_epochs: usize,
+    /// Epochs over each iteration's pairs (DPO) or ranked lists (RRHF).
+    pub policy_epochs: usize,
     /// DPO micro-batch size (pairs).
     pub dpo_batch_size: usize,
-    /// Run the offline-DPO baseline.
+    /// RRHF learning rate.
+    pub rrhf_lr: f64,
+    /// RRHF micro-batch size (prompts, K responses each).
+    pub rrhf_batch_size: usize,
+    /// RRHF length normalisation exponent: scores are `logp / |y|^alpha` (1 = the paper).
+    pub rrhf_length_alpha: f64,
+    /// RRHF weight of the ranking term.
+    pub rrhf_rank_weight: f64,
+    /// Run the offline baseline (same algorithm, pairs and steps, on SFT samples only).
     pub offline: bool,
-    /// Held-out evaluation prompts.
-    pub eval_prompts: usize,
+    /// Who scores the responses.
+    pub annotator: Annotator,
+    /// The pairwise preference model (HF causal-LM directory) for `annotator = pairwise`; the
+    /// built-in task trains one on its preference pairs when absent.
+    pub annotator_model: Option<PathBuf>,
+    /// LoRA rank for the policy (0 = train every weight).
+    pub lora_rank: usize,
+    /// LoRA alpha.
+    pub lora_alpha: f64,
+    /// LoRA dropout.
+    pub lora_dropout: f64,
+    /// Projections that get LoRA adapters.
+    pub lora_targets: Vec<LoraTarget>,
     /// Real-model mode: HF policy directory (with tokenizer.json) instead of the built-in task.
     pub policy: Option<PathBuf>,
     /// Real-model mode: HF `LlamaForSequenceClassification` reward-model directory.
@@ -88,20 +140,34 @@ impl Default for LoopConfig {
         LoopConfig {
             out: PathBuf::from("runs/iterative_dpo"),
             seed: 42,
+            algorithm: Algorithm::Dpo,
             iterations: 3,
             k: 8,
             prompts_per_iteration: 128,
+            eval_prompts: 128,
+            eval_samples: 2,
+            max_new_tokens: 24,
+            temperature: 1.0,
+            max_prompt_tokens: 96,
+            max_total_tokens: 160,
             beta: 0.1,
             lr: 3e-4,
             loss: DpoLoss::SIGMOID,
             choose: SelectionStrategy::MaxMin,
             reference: Reference::Sft,
-            max_new_tokens: 24,
-            temperature: 1.0,
-            dpo_epochs: 4,
+            policy_epochs: 4,
             dpo_batch_size: 16,
+            rrhf_lr: 1e-4,
+            rrhf_batch_size: 4,
+            rrhf_length_alpha: 1.0,
+            rrhf_rank_weight: 1.0,
             offline: true,
-            eval_prompts: 128,
+            annotator: Annotator::Bt,
+            annotator_model: None,
+            lora_rank: 0,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            lora_targets: LoraTarget::ALL.to_vec(),
             policy: None,
             reward_model: None,
             prompts: None,
@@ -121,196 +187,89 @@ impl Default for LoopConfig {
     }
 }
 
-/// Usage text for `--help`.
-pub const USAGE: &str = "\
-Online iterative DPO (RLHFlow, arXiv 2405.07863) with Kiln.
+impl LoopConfig {
+    /// Whether the loop runs the built-in task (no `--policy`).
+    pub fn builtin(&self) -> bool {
+        self.policy.is_none()
+    }
 
-USAGE: cargo run --release --example iterative_dpo -- [OPTIONS]
+    /// The LoRA adapter config, when `lora_rank > 0`.
+    pub fn lora(&self) -> Option<LoraConfig> {
+        (self.lora_rank > 0).then(|| {
+            LoraConfig::new(self.lora_targets.clone())
+                .with_rank(self.lora_rank)
+                .with_alpha(self.lora_alpha)
+                .with_dropout(self.lora_dropout)
+        })
+    }
 
-With no options, runs the whole loop on the built-in tiny task on CPU: SFT, a proxy reward model,
-T online iterations and an offline-DPO baseline, then prints an evaluation table.
-
-OPTIONS
-  --out DIR                   output directory [runs/iterative_dpo]; rerun to resume
-  --config FILE.json          load settings from a JSON file (keys as in <out>/config.json);
-                              flags given after it override it
-  --iterations T              online iterations [3]
-  --k K                       responses per prompt [8]
-  --prompts-per-iteration N   fresh prompts per iteration [128]
-  --eval-prompts N            held-out evaluation prompts [128]
-  --beta B                    DPO beta [0.1]
-  --lr LR                     DPO learning rate [3e-4]
-  --loss L                    sigmoid | cdpo:EPS | robust:EPS | ipo | hinge [sigmoid]
-  --choose S                  max_min | max_random | max_max | random | max_min_p:LAMBDA
-                              (length penalty per token) [max_min]
-  --reference R               sft | previous [sft]
-  --max-new-tokens N          [24]
-  --temperature T             sampling temperature [1.0]
-  --seed S                    [42]
-  --no-offline                skip the offline-DPO baseline
-  --policy DIR                HF Llama-3 policy directory (with tokenizer.json)
-  --reward-model DIR          HF LlamaForSequenceClassification directory
-  --prompts FILE.jsonl        prompts ({\"prompt\": ...} or {\"messages\": [...]}, multi-turn and
-                              system messages allowed) for real models
-  --chat-template T           the policy's chat template: checkpoint | llama3 | FILE.jinja
-                              [checkpoint: chat_template.jinja or tokenizer_config.json]
-  --template-date YYYY-MM-DD  date the template's strftime_now() returns [today]
-  -h, --help                  this text
-";
-
-fn value<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<&'a String, String> {
-    it.next()
-        .ok_or_else(|| format!("{flag} needs a value (see --help)"))
-}
-
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-}
-
-/// Parses `--loss`.
-pub fn parse_loss(v: &str) -> Result<DpoLoss, String> {
-    let (name, arg) = v.split_once(':').map_or((v, None), |(a, b)| (a, Some(b)));
-    let eps = |arg: Option<&str>| -> Result<f64, String> {
-        number(
-            "--loss",
-            arg.ok_or_else(|| format!("--loss {name} needs :EPS, e.g. {name}:0.1"))?,
-        )
-    };
-    Ok(match name {
-        "sigmoid" => DpoLoss::SIGMOID,
-        "cdpo" => DpoLoss::Sigmoid {
-            label_smoothing: eps(arg)?,
-        },
-        "robust" => DpoLoss::Robust {
-            label_smoothing: eps(arg)?,
-        },
-        "ipo" => DpoLoss::Ipo,
-        "hinge" => DpoLoss::Hinge,
-        other => {
+    /// Rejects settings that cannot run, naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.k < 2 {
             return Err(format!(
-                "--loss: unknown loss `{other}` (sigmoid, cdpo:EPS, robust:EPS, ipo, hinge)"
+                "--k must be at least 2 to compare responses (got {})",
+                self.k
             ));
         }
-    })
-}
-
-/// Parses `--choose`.
-pub fn parse_choose(v: &str) -> Result<SelectionStrategy, String> {
-    Ok(match v.split_once(':') {
-        Some(("max_min_p", lambda)) => SelectionStrategy::MaxMinP {
-            lambda: number("--choose", lambda)?,
-            unit: LengthUnit::Tokens,
-        },
-        _ => match v {
-            "max_min" => SelectionStrategy::MaxMin,
-            "max_random" => SelectionStrategy::MaxRandom,
-            "max_max" => SelectionStrategy::MaxMax,
-            "random" => SelectionStrategy::Random,
-            other => {
-                return Err(format!(
-                    "--choose: unknown strategy `{other}` (max_min, max_random, max_max, random, max_min_p:LAMBDA)"
-                ));
-            }
-        },
-    })
-}
-
-/// What the command line asks for.
-pub enum Command {
-    /// Run the loop.
-    Run(Box<LoopConfig>),
-    /// Print usage.
-    Help,
-}
-
-/// Parses the command line (without the program name).
-pub fn parse_args(args: &[String]) -> Result<Command, String> {
-    let mut cfg = LoopConfig::default();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let f = flag.as_str();
-        match f {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--config" => {
-                let path = value(f, &mut it)?;
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
-                cfg = serde_json::from_str(&text).map_err(|e| format!("--config {path}: {e}"))?;
-            }
-            "--out" => cfg.out = value(f, &mut it)?.into(),
-            "--iterations" => cfg.iterations = number(f, value(f, &mut it)?)?,
-            "--k" => cfg.k = number(f, value(f, &mut it)?)?,
-            "--prompts-per-iteration" => cfg.prompts_per_iteration = number(f, value(f, &mut it)?)?,
-            "--eval-prompts" => cfg.eval_prompts = number(f, value(f, &mut it)?)?,
-            "--beta" => cfg.beta = number(f, value(f, &mut it)?)?,
-            "--lr" => cfg.lr = number(f, value(f, &mut it)?)?,
-            "--loss" => cfg.loss = parse_loss(value(f, &mut it)?)?,
-            "--choose" => cfg.choose = parse_choose(value(f, &mut it)?)?,
-            "--reference" => {
-                cfg.reference = match value(f, &mut it)?.as_str() {
-                    "sft" => Reference::Sft,
-                    "previous" => Reference::Previous,
-                    other => return Err(format!("--reference: `{other}` is not sft or previous")),
-                }
-            }
-            "--max-new-tokens" => cfg.max_new_tokens = number(f, value(f, &mut it)?)?,
-            "--temperature" => cfg.temperature = number(f, value(f, &mut it)?)?,
-            "--seed" => cfg.seed = number(f, value(f, &mut it)?)?,
-            "--no-offline" => cfg.offline = false,
-            "--policy" => cfg.policy = Some(value(f, &mut it)?.into()),
-            "--reward-model" => cfg.reward_model = Some(value(f, &mut it)?.into()),
-            "--prompts" => cfg.prompts = Some(value(f, &mut it)?.into()),
-            "--chat-template" => {
-                cfg.chat_template = value(f, &mut it)?
-                    .parse()
-                    .map_err(|e| format!("--chat-template: {e}"))?
-            }
-            "--template-date" => cfg.template_date = Some(value(f, &mut it)?.clone()),
-            other => return Err(format!("unknown option `{other}` (see --help)")),
+        let positive = [
+            ("--iterations", self.iterations),
+            ("--prompts-per-iteration", self.prompts_per_iteration),
+            ("--eval-prompts", self.eval_prompts),
+            ("--eval-samples", self.eval_samples),
+            ("--max-new-tokens", self.max_new_tokens),
+            ("--policy-epochs", self.policy_epochs),
+            ("--dpo-batch-size", self.dpo_batch_size),
+            ("--rrhf-batch-size", self.rrhf_batch_size),
+            ("--batch-size", self.batch_size),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{flag} must be positive"));
         }
+        if !(self.beta > 0.0 && self.lr > 0.0 && self.rrhf_lr > 0.0) {
+            return Err("--beta, --lr and --rrhf-lr must be positive".into());
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err("--temperature must be a finite number >= 0".into());
+        }
+        if !(0.0..=0.5).contains(&self.label_noise) {
+            return Err("--label-noise must lie in [0, 0.5]".into());
+        }
+        if self.max_prompt_tokens == 0 || self.max_prompt_tokens >= self.max_total_tokens {
+            return Err(format!(
+                "need 0 < --max-prompt-tokens ({}) < --max-total-tokens ({})",
+                self.max_prompt_tokens, self.max_total_tokens
+            ));
+        }
+        let real = [
+            self.policy.is_some(),
+            self.reward_model.is_some(),
+            self.prompts.is_some(),
+        ];
+        if real.iter().any(|&r| r) && !real.iter().all(|&r| r) {
+            return Err(
+                "real-model mode needs all of --policy, --reward-model and --prompts".into(),
+            );
+        }
+        if self.annotator == Annotator::Pairwise
+            && !self.builtin()
+            && self.annotator_model.is_none()
+        {
+            return Err("--annotator pairwise with real models needs --annotator-model DIR".into());
+        }
+        if let Some(lora) = self.lora() {
+            lora.validate().map_err(|e| format!("--lora-*: {e}"))?;
+        }
+        self.template_clock()?;
+        Ok(())
     }
-    validate(&cfg)?;
-    Ok(Command::Run(Box::new(cfg)))
-}
 
-/// Rejects settings that cannot run.
-pub fn validate(cfg: &LoopConfig) -> Result<(), String> {
-    if cfg.k < 2 {
-        return Err(format!(
-            "--k must be at least 2 to form pairs (got {})",
-            cfg.k
-        ));
-    }
-    if cfg.iterations == 0 || cfg.prompts_per_iteration == 0 || cfg.eval_prompts == 0 {
-        return Err(
-            "--iterations, --prompts-per-iteration and eval prompts must be positive".into(),
-        );
-    }
-    if !(cfg.beta > 0.0 && cfg.lr > 0.0 && cfg.temperature >= 0.0) {
-        return Err("--beta and --lr must be positive and --temperature non-negative".into());
-    }
-    let real = [
-        cfg.policy.is_some(),
-        cfg.reward_model.is_some(),
-        cfg.prompts.is_some(),
-    ];
-    if real.iter().any(|&r| r) && !real.iter().all(|&r| r) {
-        return Err("real-model mode needs all of --policy, --reward-model and --prompts".into());
-    }
-    template_clock(cfg)?;
-    if cfg.max_new_tokens == 0 {
-        return Err("--max-new-tokens must be positive".into());
-    }
-    Ok(())
-}
-
-/// The clock chat templates read (`--template-date`, else the system's).
-pub fn template_clock(cfg: &LoopConfig) -> Result<TemplateClock, String> {
-    match &cfg.template_date {
-        None => Ok(TemplateClock::System),
-        Some(d) => DateTime::parse_date(d)
-            .map(TemplateClock::Pinned)
-            .ok_or_else(|| format!("--template-date: `{d}` is not a date (YYYY-MM-DD)")),
+    /// The clock chat templates read (`--template-date`, else the system's).
+    pub fn template_clock(&self) -> Result<TemplateClock, String> {
+        match &self.template_date {
+            None => Ok(TemplateClock::System),
+            Some(d) => DateTime::parse_date(d)
+                .map(TemplateClock::Pinned)
+                .ok_or_else(|| format!("--template-date: `{d}` is not a date (YYYY-MM-DD)")),
+        }
     }
 }

@@ -1,68 +1,70 @@
-//! A dependency-free progress bar on stderr for long stages (redrawn in place on a terminal,
-//! one line per 10 % otherwise).
+//! Progress bars (indicatif) for the loop's long stages: drawn in place on a terminal; elsewhere
+//! (CI logs, pipes) one summary line per finished stage.
 
-use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Duration;
 
-/// A progress bar for `total` units of work.
-pub struct Progress {
+/// A progress bar for `total` units of work; cheap to clone (closures and callbacks hold copies).
+#[derive(Clone)]
+pub struct Bar {
+    bar: ProgressBar,
     label: String,
-    total: usize,
-    done: usize,
-    start: Instant,
     tty: bool,
-    last_decile: usize,
 }
 
-impl Progress {
-    /// Starts a bar.
+impl Bar {
+    /// Starts a bar labelled `label`.
     pub fn new(label: impl Into<String>, total: usize) -> Self {
-        let p = Progress {
-            label: label.into(),
-            total: total.max(1),
-            done: 0,
-            start: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-            last_decile: 0,
-        };
-        p.draw("");
-        p
-    }
-
-    /// Advances by `n` units, with an optional status text (e.g. the current loss).
-    pub fn advance(&mut self, n: usize, status: &str) {
-        self.done = (self.done + n).min(self.total);
-        let decile = self.done * 10 / self.total;
-        if self.tty || decile > self.last_decile {
-            self.last_decile = decile;
-            self.draw(status);
-        }
-    }
-
-    fn draw(&self, status: &str) {
-        let width = 28;
-        let filled = self.done * width / self.total;
-        let bar: String = "#".repeat(filled) + &" ".repeat(width - filled);
-        let secs = self.start.elapsed().as_secs_f64();
-        let line = format!(
-            "  {:<22} [{bar}] {:>5}/{:<5} {secs:>6.1}s {status}",
-            self.label, self.done, self.total
+        let label = label.into();
+        let tty = std::io::stderr().is_terminal();
+        let bar = ProgressBar::with_draw_target(
+            Some(total as u64),
+            if tty {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
         );
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r{line}\x1b[K");
-        } else if self.done > 0 {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
+        bar.set_style(
+            ProgressStyle::with_template(
+                "  {prefix:<22} [{bar:28}] {pos:>5}/{len:<5} {elapsed:>4} (eta {eta:>3}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("#>-"),
+        );
+        bar.set_prefix(label.clone());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Bar { bar, label, tty }
     }
 
-    /// Ends the bar and returns the elapsed seconds.
-    pub fn finish(self) -> f64 {
-        let secs = self.start.elapsed().as_secs_f64();
-        if self.tty {
-            let _ = writeln!(std::io::stderr());
+    /// Advances by `n` units.
+    pub fn inc(&self, n: usize) {
+        self.bar.inc(n as u64);
+    }
+
+    /// Sets the position to `done` units.
+    pub fn set(&self, done: usize) {
+        self.bar.set_position(done as u64);
+    }
+
+    /// Sets the status text (e.g. the current loss).
+    pub fn message(&self, msg: impl Into<String>) {
+        self.bar.set_message(msg.into());
+    }
+
+    /// Ends the bar; off a terminal, prints one line with the elapsed time and the last status.
+    pub fn finish(&self) {
+        self.bar.finish();
+        if !self.tty {
+            eprintln!(
+                "  {:<22} {}/{} in {:.1}s {}",
+                self.label,
+                self.bar.position(),
+                self.bar.length().unwrap_or(0),
+                self.bar.elapsed().as_secs_f64(),
+                self.bar.message()
+            );
         }
-        secs
     }
 }

@@ -1,41 +1,75 @@
 //! Evaluation records, the printed table, `summary.json` and the reward plot (SVG, no dependency).
 
+use kiln::train::eval::Interval;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
+/// serde for `f64` metrics that may be NaN or infinite: written as `null` (JSON has no NaN) and
+/// read back as NaN, so a resumed run can always read what an earlier one wrote.
+pub mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes finite values as numbers, anything else as `null`.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    /// Reads a number, or `null` as NaN.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 /// One evaluation of a policy on the held-out prompts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Evaluation {
-    /// 0 = the SFT policy, t = after online iteration t; -1 = the offline-DPO baseline.
+    /// 0 = the SFT policy, t = after online iteration t; -1 = the offline baseline.
     pub iteration: i64,
-    /// Mean gold-judge reward (absent with real models: `NaN` is written as `null`).
+    /// Mean gold-judge reward (absent with real models).
     pub gold_reward_mean: Option<f64>,
-    /// Mean proxy reward-model score.
+    /// Mean proxy reward: the BT score, or the pairwise model's preference over SFT's response.
+    #[serde(with = "nan_as_null")]
     pub proxy_reward_mean: f64,
-    /// Gold win rate against the SFT policy on the same prompts (ties count one half).
+    /// Gold win rate against the SFT policy on the same prompts and samples (ties count one half).
     pub win_rate_vs_sft: Option<f64>,
+    /// 95 % paired-bootstrap interval (over evaluation prompts) of the gold gain over SFT.
+    pub gold_gain_ci: Option<Interval>,
+    /// 95 % paired-bootstrap interval of the win rate against SFT.
+    pub win_rate_ci: Option<Interval>,
     /// Mean response length in tokens.
+    #[serde(with = "nan_as_null")]
     pub mean_response_tokens: f64,
     /// Sampled estimate of KL(policy || reference): mean of `logp_pi(y) - logp_ref(y)`, `y ~ pi`.
+    #[serde(with = "nan_as_null")]
     pub kl_to_reference: f64,
-    /// DPO pairs trained on to produce this policy (0 for SFT).
+    /// Pairs (DPO) or ranked prompts (RRHF) trained on to produce this policy (0 for SFT).
     pub pairs: usize,
-    /// Prompts dropped because their picked rewards tied.
+    /// Prompts dropped because their rewards tied.
     pub ties_dropped: usize,
     /// Wall time of the stages that produced this policy and its evaluation, seconds.
+    #[serde(with = "nan_as_null")]
     pub seconds: f64,
 }
 
 /// Everything `summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Summary {
+    /// `dpo` or `rrhf`.
+    pub algorithm: String,
     /// Online iterations (iteration 0 is the SFT policy).
     pub iterations: Vec<Evaluation>,
     /// The SFT policy.
     pub sft: Evaluation,
-    /// The offline-DPO baseline, when it ran.
+    /// The offline baseline (same algorithm), when it ran.
     pub offline_dpo: Option<Evaluation>,
-    /// Total wall time, seconds.
+    /// Total wall time of this process, seconds.
+    #[serde(with = "nan_as_null")]
     pub total_seconds: f64,
 }
 
@@ -43,22 +77,45 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".to_string(), |x| format!("{x:.digits$}"))
 }
 
-/// The evaluation table, one row per policy.
+fn ci(v: Option<Interval>) -> String {
+    v.map_or("-".to_string(), |i| {
+        format!("[{:+.2},{:+.2}]", i.low, i.high)
+    })
+}
+
+fn ci_plain(v: Option<Interval>) -> String {
+    v.map_or("-".to_string(), |i| format!("[{:.2},{:.2}]", i.low, i.high))
+}
+
+/// The evaluation table, one row per policy (with 95 % bootstrap intervals of the gold gain and
+/// the win rate when a gold judge exists).
 pub fn table(summary: &Summary) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<12} {:>6} {:>7} {:>8} {:>8} {:>7} {:>6} {:>5} {:>8}",
-        "policy", "gold", "proxy", "win/SFT", "tokens", "KL", "pairs", "ties", "seconds"
+        "{:<13} {:>6} {:>15} {:>7} {:>8} {:>13} {:>7} {:>7} {:>6} {:>5} {:>8}",
+        "policy",
+        "gold",
+        "gain 95% CI",
+        "proxy",
+        "win/SFT",
+        "win 95% CI",
+        "tokens",
+        "KL",
+        "pairs",
+        "ties",
+        "seconds"
     );
     let row = |s: &mut String, name: &str, e: &Evaluation| {
         let _ = writeln!(
             s,
-            "{:<12} {:>6} {:>7.3} {:>8} {:>8.1} {:>7.3} {:>6} {:>5} {:>8.1}",
+            "{:<13} {:>6} {:>15} {:>7.3} {:>8} {:>13} {:>7.1} {:>7.3} {:>6} {:>5} {:>8.1}",
             name,
             opt(e.gold_reward_mean, 3),
+            ci(e.gold_gain_ci),
             e.proxy_reward_mean,
             opt(e.win_rate_vs_sft, 3),
+            ci_plain(e.win_rate_ci),
             e.mean_response_tokens,
             e.kl_to_reference,
             e.pairs,
@@ -75,7 +132,11 @@ pub fn table(summary: &Summary) -> String {
         row(&mut s, &name, e);
     }
     if let Some(off) = &summary.offline_dpo {
-        row(&mut s, "offline DPO", off);
+        row(
+            &mut s,
+            &format!("offline {}", summary.algorithm.to_uppercase()),
+            off,
+        );
     }
     s
 }
@@ -129,7 +190,7 @@ pub fn reward_plot_svg(summary: &Summary) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">Kiln iterative DPO: reward per iteration</text>"#,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">Kiln online iterations: reward per iteration</text>"#,
         w / 2.0
     );
     let _ = writeln!(
@@ -232,15 +293,45 @@ pub fn reward_plot_svg(summary: &Summary) -> String {
             );
         };
         if let Some(g) = off.gold_reward_mean {
-            dashed(g, "#d62728", "- - gold (offline DPO)", pad + 42.0);
+            dashed(g, "#d62728", "- - gold (offline)", pad + 42.0);
         }
         dashed(
             off.proxy_reward_mean,
             "#1f77b4",
-            "- - proxy (offline DPO)",
+            "- - proxy (offline)",
             pad + 58.0,
         );
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// One line comparing the last online policy with SFT and the offline baseline.
+pub fn verdict(summary: &Summary) -> String {
+    let (Some(last), off) = (summary.iterations.last(), summary.offline_dpo.as_ref()) else {
+        return String::new();
+    };
+    match (
+        summary.sft.gold_reward_mean,
+        last.gold_reward_mean,
+        off.and_then(|o| o.gold_reward_mean),
+    ) {
+        (Some(s), Some(on), Some(offg)) => format!(
+            "gold reward: SFT {s:.3} -> online {on:.3} (win rate {}) vs offline {offg:.3} (win rate {}): online {}",
+            opt(last.win_rate_vs_sft, 3),
+            opt(off.and_then(|o| o.win_rate_vs_sft), 3),
+            if on > offg { "ahead" } else { "NOT ahead" }
+        ),
+        (Some(s), Some(on), None) => format!("gold reward: SFT {s:.3} -> online {on:.3}"),
+        _ => match off {
+            Some(o) => format!(
+                "proxy reward: SFT {:.3} -> online {:.3} vs offline {:.3}",
+                summary.sft.proxy_reward_mean, last.proxy_reward_mean, o.proxy_reward_mean
+            ),
+            None => format!(
+                "proxy reward: SFT {:.3} -> online {:.3}",
+                summary.sft.proxy_reward_mean, last.proxy_reward_mean
+            ),
+        },
+    }
 }

@@ -54,6 +54,19 @@ pub fn context_text(prompt: &Prompt) -> String {
     }
 }
 
+/// The judge's user turn, `[CONTEXT] {context} [RESPONSE A] {a} [RESPONSE B] {b}`, which the model
+/// answers with `A` or `B` (train a preference model by SFT on these turns with the answer as the
+/// assistant's reply).
+pub fn judge_message(prompt: &Prompt, a: &str, b: &str) -> Message {
+    Message::new(
+        Role::User,
+        format!(
+            "[CONTEXT] {} [RESPONSE A] {a} [RESPONSE B] {b}",
+            context_text(prompt)
+        ),
+    )
+}
+
 impl<B: Backend> PairwisePreferenceModel<B> {
     /// Wraps a causal LM and its tokenizer (`A` and `B` must be single tokens).
     ///
@@ -120,13 +133,9 @@ impl<B: Backend> PairwisePreferenceModel<B> {
     /// # Errors
     /// Tokenisation errors.
     pub fn encode(&self, prompt: &Prompt, a: &str, b: &str) -> Result<Vec<u32>> {
-        let text = format!(
-            "[CONTEXT] {} [RESPONSE A] {a} [RESPONSE B] {b}",
-            context_text(prompt)
-        );
         let enc = self
             .template
-            .encode(&self.tokenizer, &[Message::new(Role::User, text)], true)?;
+            .encode(&self.tokenizer, &[judge_message(prompt, a, b)], true)?;
         Ok(keep_end(&enc.ids, self.max_len).to_vec())
     }
 

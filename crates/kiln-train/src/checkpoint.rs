@@ -58,7 +58,8 @@ const ADAPTER_CONFIG: &str = "adapter_config.json";
 impl<B: Backend> HfModel<B> for LlamaForCausalLM<B> {
     fn save_hf(&self, dir: &Path) -> Result<()> {
         if self.has_adapters() {
-            self.without_adapters().save_pretrained(dir, f32_options())?;
+            self.without_adapters()
+                .save_pretrained(dir, f32_options())?;
             self.save_adapter(dir)?;
             return Ok(());
         }
@@ -76,7 +77,8 @@ impl<B: Backend> HfModel<B> for LlamaForCausalLM<B> {
 impl<B: Backend> HfModel<B> for LlamaForSequenceClassification<B> {
     fn save_hf(&self, dir: &Path) -> Result<()> {
         if self.has_adapters() {
-            self.without_adapters().save_pretrained(dir, f32_options())?;
+            self.without_adapters()
+                .save_pretrained(dir, f32_options())?;
             self.save_adapter(dir)?;
             return Ok(());
         }

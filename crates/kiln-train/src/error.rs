@@ -32,6 +32,17 @@ pub enum Error {
         /// The norm.
         value: f64,
     },
+    /// A run was stopped at a stage boundary by its hook (cancellation, or a simulated kill in
+    /// tests); rerunning resumes there.
+    #[error("stage `{stage}` in {dir} interrupted: {reason}")]
+    Interrupted {
+        /// The stage directory.
+        dir: PathBuf,
+        /// The stage.
+        stage: String,
+        /// Why (the hook's words).
+        reason: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid training config: {0}")]
     InvalidConfig(String),

@@ -259,9 +259,17 @@ fn lora_checkpoints_resume_exactly() {
     for _ in 0..2 {
         let sa = a.train_step(&[()], |m, _| nll(m)).unwrap();
         let sb = b.train_step(&[()], |m, _| nll(m)).unwrap();
-        assert_eq!(sa.loss, sb.loss, "resumed LoRA run diverged at step {}", sa.step);
+        assert_eq!(
+            sa.loss, sb.loss,
+            "resumed LoRA run diverged at step {}",
+            sa.step
+        );
     }
     let (ids, _) = adamw_state(&b);
-    assert_eq!(ids.len(), 2 * cfg.num_hidden_layers * 2, "still adapter-only state");
+    assert_eq!(
+        ids.len(),
+        2 * cfg.num_hidden_layers * 2,
+        "still adapter-only state"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

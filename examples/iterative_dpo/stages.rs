@@ -1,0 +1,287 @@
+//! The loop's stages: evaluation, prompt drawing, generation, and DPO / RRHF training of one
+//! iteration's policy, each built from Kiln's library parts.
+
+use super::config::{Annotator, LoopConfig};
+use super::eval::{EvalRecord, EvalSetup, evaluate};
+use super::models::{Annotation, B, I, PolicyStore, Res, cpu_cores};
+use super::pipeline::{Ctx, Setup, stage_seed};
+use super::progress::Bar;
+use super::task::{self, GoldJudge};
+use kiln::burn::prelude::Backend;
+use kiln::data::atomic::{read_json, write_json};
+use kiln::data::{
+    Content, GenerationRecord, PairRecord, PromptRecord, RankedRecord, Rng, read_jsonl, write_jsonl,
+};
+use kiln::losses::{DpoConfig, RrhfConfig};
+use kiln::model::LlamaForCausalLM;
+use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
+use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
+use kiln::train::rrhf::{RankedExamples, train_rrhf};
+use kiln::train::{StageRunner, TrainConfig, TrainLoop};
+use std::ops::ControlFlow;
+use std::path::Path;
+
+/// The `<name>.json` evaluation stage of policy `dir` against `reference`.
+#[allow(clippy::too_many_arguments)]
+pub fn cached_eval(
+    ctx: &Ctx,
+    stages: &mut StageRunner,
+    setup: &Setup,
+    annotation: &Annotation,
+    store: &PolicyStore,
+    sft: Option<&EvalRecord>,
+    name: &str,
+    dir: &Path,
+    reference: &Path,
+) -> Res<EvalRecord> {
+    let file = format!("{name}.json");
+    stages.run(name, &[&file], |out| -> Res<()> {
+        let policy = store.load(dir)?;
+        let reference = store.load(reference)?;
+        let setup = EvalSetup {
+            prompts: &setup.eval_prompts,
+            enc: &ctx.enc,
+            annotator: annotation,
+            judge: ctx.judge.as_ref(),
+            sft,
+            samples: ctx.cfg.eval_samples,
+            max_new_tokens: ctx.cfg.max_new_tokens,
+            seed: stage_seed(ctx.cfg.seed, 7),
+        };
+        let label = if name == "eval" {
+            dir_label(dir)
+        } else {
+            name.into()
+        };
+        Ok(write_json(
+            out.path(&file),
+            &evaluate(&setup, &label, &policy, &reference)?,
+        )?)
+    })?;
+    Ok(read_json(stages.path(&file))?)
+}
+
+fn dir_label(policy: &Path) -> String {
+    policy
+        .parent()
+        .and_then(|p| p.file_name())
+        .map_or("policy".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Real models: the given directories, the prompt file's last `eval_prompts` prompts held out.
+pub fn real_setup(cfg: &LoopConfig) -> Res<Setup> {
+    let file = cfg.prompts.clone().expect("validated");
+    let mut pool: Vec<Content> = read_jsonl::<PromptRecord>(&file)?
+        .into_iter()
+        .map(|p| p.prompt)
+        .collect();
+    if pool.len() <= cfg.eval_prompts {
+        return Err(format!(
+            "{}: {} prompts, but {} are held out for evaluation; provide more",
+            file.display(),
+            pool.len(),
+            cfg.eval_prompts
+        )
+        .into());
+    }
+    let eval_prompts = pool.split_off(pool.len() - cfg.eval_prompts);
+    let annotator = match cfg.annotator {
+        Annotator::Bt => cfg.reward_model.clone(),
+        Annotator::Pairwise => cfg.annotator_model.clone(),
+    };
+    Ok(Setup {
+        sft: cfg.policy.clone().expect("validated"),
+        annotator: annotator.expect("validated"),
+        eval_prompts,
+        pool,
+    })
+}
+
+/// `prompts.jsonl`: `n` prompts for iteration `t` (0 = the offline baseline): drawn at random
+/// from the built-in pool, or consecutive slices of a real prompt file (wrapping around).
+pub fn prompts_stage(
+    ctx: &Ctx,
+    stages: &mut StageRunner,
+    pool: &[Content],
+    n: usize,
+    t: usize,
+) -> Res<Vec<Content>> {
+    stages.run("prompts", &["prompts.jsonl"], |out| -> Res<()> {
+        let picked: Vec<PromptRecord> = if ctx.judge.is_some() {
+            let id = if t == 0 { 300 } else { 100 + t as u64 };
+            let mut rng = Rng::new(stage_seed(ctx.cfg.seed, id));
+            (0..n)
+                .map(|_| PromptRecord {
+                    prompt: task::pick(&mut rng, pool).clone(),
+                })
+                .collect()
+        } else {
+            (0..n)
+                .map(|i| PromptRecord {
+                    prompt: pool[((t.max(1) - 1) * n + i) % pool.len()].clone(),
+                })
+                .collect()
+        };
+        write_jsonl(out.path("prompts.jsonl"), &picked)?;
+        Ok(())
+    })?;
+    Ok(read_jsonl::<PromptRecord>(stages.path("prompts.jsonl"))?
+        .into_iter()
+        .map(|p| p.prompt)
+        .collect())
+}
+
+/// K sampled responses for every prompt with the policy.
+pub fn generate(
+    ctx: &Ctx,
+    policy: &LlamaForCausalLM<I>,
+    prompts: &[Content],
+    seed: u64,
+) -> Res<Vec<GenerationRecord>> {
+    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| enc.generation_prompt(p))
+        .collect::<Result<_, _>>()?;
+    let gc = GenerationConfig::new()
+        .with_sampler(
+            SamplerConfig::new()
+                .with_temperature(cfg.temperature)
+                .with_seed(seed),
+        )
+        .with_max_new_tokens(cfg.max_new_tokens)
+        .with_num_responses(cfg.k)
+        .with_stop_token_ids(enc.stop_ids())
+        .with_pad_token_id(enc.pad_id)
+        .with_prompt_batch_size(32)
+        .with_concurrent_batches(cpu_cores());
+    let generator = Generator::new(policy, gc)?.with_tokenizer(&enc.tokenizer);
+    let streams: Vec<u64> = (0..ids.len() as u64).collect();
+    let bar = Bar::new(format!("generate K={}", cfg.k), ids.len() * cfg.k);
+    let out = generator.generate_with(&ids, &streams, |p| {
+        bar.set(p.finished_responses);
+        bar.message(format!("{} tokens", p.generated_tokens));
+    })?;
+    bar.finish();
+    Ok(prompts
+        .iter()
+        .zip(&out.responses)
+        .map(|(p, rs)| GenerationRecord {
+            prompt: p.clone(),
+            responses: rs.iter().map(|g| g.text.clone()).collect(),
+        })
+        .collect())
+}
+
+/// How often the gold judge agrees with the proxy's pick: the signal DPO really gets.
+pub fn report_gold_agreement(judge: &GoldJudge, pairs_file: &Path) -> Res<()> {
+    let pairs: Vec<PairRecord> = read_jsonl::<PairRecord>(pairs_file).unwrap_or_default();
+    let agree = pairs
+        .iter()
+        .filter(|p| {
+            let q = p.prompt.text();
+            judge.score(&q, &p.chosen.text(), true) > judge.score(&q, &p.rejected.text(), true)
+        })
+        .count();
+    eprintln!(
+        "   gold judge agrees with {agree}/{} chosen-vs-rejected picks",
+        pairs.len()
+    );
+    Ok(())
+}
+
+/// A training loop whose per-step callback feeds a progress bar (returned to finish it).
+fn train_loop(
+    model: LlamaForCausalLM<B>,
+    tc: TrainConfig,
+    label: String,
+    metric: &'static str,
+) -> Res<(TrainLoop<B, LlamaForCausalLM<B>>, Bar)> {
+    let bar = Bar::new(label, tc.total_steps);
+    let mut train = TrainLoop::new(model, tc)?;
+    let shown = bar.clone();
+    train.on_step(move |s| {
+        shown.inc(1);
+        let m = s.metric(metric).unwrap_or(f64::NAN);
+        shown.message(format!("loss {:.3} {metric} {m:.2}", s.loss));
+        ControlFlow::Continue(())
+    });
+    Ok((train, bar))
+}
+
+pub fn train_dpo_stage(
+    ctx: &Ctx,
+    store: &PolicyStore,
+    pairs_file: &Path,
+    policy_dir: &Path,
+    reference_dir: &Path,
+    steps: usize,
+    seed: u64,
+) -> Res<LlamaForCausalLM<B>> {
+    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let records: Vec<PairRecord> = read_jsonl(pairs_file)?;
+    let pairs = records
+        .iter()
+        .map(|r| enc.pair(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dtc = DpoTrainConfig::new(
+        DpoConfig::new().with_beta(cfg.beta).with_loss(cfg.loss),
+        enc.pad_id,
+    );
+    let ref_logps = {
+        let reference = store.load(reference_dir)?;
+        precompute_reference_logps(&reference, &pairs, enc.pad_id, 64, dtc.reduction)?
+    };
+    let tc = TrainConfig::new(steps)
+        .with_lr(cfg.lr)
+        .with_warmup_steps(steps / 10)
+        .with_micro_batch_size(cfg.dpo_batch_size)
+        .with_seed(seed)
+        .with_log_every(0);
+    let label = format!("DPO ({} pairs)", pairs.len());
+    // Fresh LoRA adapters draw from the backend RNG: seed it per stage, so a resumed run draws
+    // the same ones.
+    B::seed(&Default::default(), seed);
+    let policy = store.load_trainable(policy_dir)?;
+    let (mut train, bar) = train_loop(policy, tc, label, "rewards/accuracies")?;
+    train_dpo(&mut train, &pairs, &ref_logps, &dtc, steps)?;
+    bar.finish();
+    Ok(train.into_model())
+}
+
+pub fn train_rrhf_stage(
+    ctx: &Ctx,
+    store: &PolicyStore,
+    ranked_file: &Path,
+    policy_dir: &Path,
+    steps: usize,
+    seed: u64,
+) -> Res<LlamaForCausalLM<B>> {
+    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let records: Vec<RankedRecord> = read_jsonl(ranked_file)?;
+    let items = records
+        .iter()
+        .map(|r| -> Res<RankedExamples> {
+            Ok(RankedExamples {
+                responses: enc.ranked(r)?,
+                rewards: r.rewards.iter().map(|&x| x as f32).collect(),
+            })
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let rrhf = RrhfConfig::new()
+        .with_length_alpha(cfg.rrhf_length_alpha)
+        .with_rank_weight(cfg.rrhf_rank_weight);
+    let tc = TrainConfig::new(steps)
+        .with_lr(cfg.rrhf_lr)
+        .with_warmup_steps(steps / 10)
+        .with_micro_batch_size(cfg.rrhf_batch_size)
+        .with_seed(seed)
+        .with_log_every(0);
+    let label = format!("RRHF ({} prompts x {})", items.len(), cfg.k);
+    B::seed(&Default::default(), seed);
+    let policy = store.load_trainable(policy_dir)?;
+    let (mut train, bar) = train_loop(policy, tc, label, "rank_loss")?;
+    train_rrhf(&mut train, &items, &rrhf, enc.pad_id, steps)?;
+    bar.finish();
+    Ok(train.into_model())
+}
