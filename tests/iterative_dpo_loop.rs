@@ -300,11 +300,35 @@ fn real_model_mode_runs_on_hf_directories() {
     };
     let summary = run(&cfg).expect("RRHF with LoRA on real directories runs");
     assert!(out.join("iter_1/policy/adapter_model.safetensors").exists());
+    assert!(count::<RankedRecord>(&out.join("iter_1/ranked.jsonl")) > 0);
     assert!(
         !out.join("iter_1/policy/model.safetensors").exists(),
         "only the adapter is saved"
     );
     assert!(summary.iterations[1].kl_to_reference.is_finite());
+
+    // The pairwise annotator from an HF causal-LM directory (here the policy fixture itself).
+    let out = scratch("loop-real-pairwise");
+    let cfg = LoopConfig {
+        annotator: Annotator::Pairwise,
+        annotator_model: Some(fixtures().join("sampling/tiny-chat")),
+        offline: false,
+        ..real(out.clone())
+    };
+    let summary = run(&cfg).expect("the pairwise annotator on HF directories runs");
+    let annotated: Vec<AnnotatedRecord> =
+        kiln::data::read_jsonl(out.join("iter_1/annotated.jsonl")).unwrap();
+    for r in &annotated {
+        let sum: f64 = r.rewards.iter().sum();
+        assert!(
+            (sum - 2.0).abs() < 1e-3,
+            "K = 4 win probabilities sum to 2: {sum}"
+        );
+    }
+    assert!(
+        (summary.sft.proxy_reward_mean - 0.5).abs() < 1e-9,
+        "SFT against itself"
+    );
 }
 
 /// An iteration whose responses all tie (a reward model with a zero score head) trains nothing:
