@@ -48,6 +48,15 @@ fn small(out: PathBuf) -> LoopConfig {
     }
 }
 
+/// burn's backend RNG (model and adapter initialisation) is process-wide and every run seeds it
+/// per stage; runs in parallel test threads would interleave their draws, so the loop tests take
+/// turns.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -76,6 +85,7 @@ fn numbers(s: &Summary) -> String {
 
 #[test]
 fn reduced_loop_learns_and_writes_parseable_stages() {
+    let _turn = turn();
     let out = scratch("loop-full");
     let summary = run(&reduced(out.clone())).expect("the reduced loop runs");
 
@@ -159,6 +169,7 @@ fn kill_at(dir: &'static str, stage: &'static str, event: StageEvent) -> StageHo
 /// the run resumes each time and ends with exactly the uninterrupted run's summary.
 #[test]
 fn a_run_killed_anywhere_resumes_to_the_same_summary() {
+    let _turn = turn();
     let clean = run(&small(scratch("clean-run"))).expect("uninterrupted run");
     let out = scratch("kill-run");
     let cfg = small(out.clone());
@@ -200,6 +211,7 @@ fn a_run_killed_anywhere_resumes_to_the_same_summary() {
 
 #[test]
 fn rrhf_and_the_pairwise_annotator_run_on_the_builtin_task() {
+    let _turn = turn();
     let out = scratch("loop-rrhf-pairwise");
     let cfg = LoopConfig {
         algorithm: Algorithm::Rrhf,
@@ -271,6 +283,7 @@ fn real(out: PathBuf) -> LoopConfig {
 /// reward only. RRHF and LoRA run on the same directories.
 #[test]
 fn real_model_mode_runs_on_hf_directories() {
+    let _turn = turn();
     let out = scratch("loop-real");
     let summary = run(&real(out.clone())).expect("real-model mode runs");
     assert!(
@@ -335,6 +348,7 @@ fn real_model_mode_runs_on_hf_directories() {
 /// the iteration is recorded with 0 pairs, the policy carried over unchanged, the run goes on.
 #[test]
 fn all_tie_iterations_carry_the_policy_over() {
+    let _turn = turn();
     use kiln::backend::Cpu;
     use kiln::model::{LlamaForSequenceClassification, MissingScore};
     let out = scratch("loop-ties");
@@ -378,6 +392,7 @@ fn all_tie_iterations_carry_the_policy_over() {
 
 #[test]
 fn an_output_directory_that_cannot_be_created_is_an_error_naming_it() {
+    let _turn = turn();
     let file = scratch("loop-out-file");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, "not a directory").unwrap();
