@@ -2,6 +2,10 @@
 //!
 //! - [`sequence_logprobs`] / [`gather_logprobs`]: log-probs of target tokens under a causal LM
 //!   (the next-token shift lives here, once).
+//! - [`ChunkedLogProbs`] ([`ChunkedLogProbsConfig`], [`LmHead`], [`LogProbStrategy`]): the same
+//!   log-probs straight from final hidden states and the LM head, chunk by chunk, without the
+//!   `[batch, seq, vocab]` logits; for training, gradients computed by hand and handed back to
+//!   autodiff through a surrogate (bounded memory for a 128k vocabulary).
 //! - [`Dpo`] ([`DpoConfig`], [`DpoLoss`]): the DPO family (sigmoid/cDPO, robust, IPO, hinge) with
 //!   TRL-named metrics.
 //! - [`BradleyTerry`] ([`BradleyTerryConfig`]): the pairwise reward-model loss with margins and
@@ -34,6 +38,7 @@
 //! ```
 
 pub mod bradley_terry;
+pub mod chunked_logprobs;
 pub mod dpo;
 pub mod error;
 pub mod logprobs;
@@ -43,6 +48,9 @@ pub mod testing;
 
 pub use bradley_terry::{
     BradleyTerry, BradleyTerryConfig, BradleyTerryMetrics, BradleyTerryOutput,
+};
+pub use chunked_logprobs::{
+    ChunkedLogProbs, ChunkedLogProbsConfig, LmHead, LogProbStrategy, full_sequence_logprobs,
 };
 pub use dpo::{Dpo, DpoConfig, DpoLoss, DpoMetrics, DpoOutput};
 pub use error::{Error, Result};

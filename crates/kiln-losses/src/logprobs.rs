@@ -126,19 +126,31 @@ pub fn sequence_logprobs<B: Backend>(
     mask: Tensor<B, 2>,
     reduction: LogProbReduction,
 ) -> Tensor<B, 1> {
-    let [batch, seq] = mask.dims();
     let mask = mask.cast(logits.dtype());
-    let counted = mask
-        .clone()
-        .slice([0..batch, 1..seq])
-        .sum_dim(1)
-        .squeeze_dim::<1>(1);
-    let summed = shifted_token_logprobs(logits, input_ids, mask)
-        .sum_dim(1)
-        .squeeze_dim::<1>(1);
+    let per_token = shifted_token_logprobs(logits, input_ids, mask.clone());
+    reduce_token_logprobs(per_token, mask, reduction)
+}
+
+/// Reduces masked per-token log-probs `[batch, seq - 1]` (zeros where not counted) to one value
+/// per sequence, with `mask` `[batch, seq]` aligned with the input ids (cast to the log-probs'
+/// dtype).
+pub(crate) fn reduce_token_logprobs<B: Backend>(
+    per_token: Tensor<B, 2>,
+    mask: Tensor<B, 2>,
+    reduction: LogProbReduction,
+) -> Tensor<B, 1> {
+    let [batch, seq] = mask.dims();
+    let summed = per_token.sum_dim(1).squeeze_dim::<1>(1);
     match reduction {
         LogProbReduction::Sum => summed,
-        LogProbReduction::Mean => summed / counted.clamp_min(1.0),
+        LogProbReduction::Mean => {
+            let counted = mask
+                .cast(summed.dtype())
+                .slice([0..batch, 1..seq])
+                .sum_dim(1)
+                .squeeze_dim::<1>(1);
+            summed / counted.clamp_min(1.0)
+        }
     }
 }
 

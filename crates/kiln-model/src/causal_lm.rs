@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use kiln_losses::LmHead;
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
@@ -51,6 +52,27 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// An empty KV cache sized for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.model.layers.len())
+    }
+
+    /// The LM head's weight and layout: the tied input embedding (`[vocab, hidden]`) or
+    /// `lm_head`'s weight (`[hidden, vocab]`), for [`kiln_losses::ChunkedLogProbs`].
+    pub fn lm_head_weight(&self) -> LmHead<B> {
+        match &self.lm_head {
+            Some(head) => LmHead::HiddenMajor(head.weight.val()),
+            None => LmHead::VocabMajor(self.model.embed_tokens.weight.val()),
+        }
+    }
+
+    /// Final hidden states (after the final norm), the LM head's input.
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq, hidden]`
+    pub fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 3> {
+        self.model.forward(input_ids, attention_mask, None)
     }
 
     /// Projects hidden states to vocabulary logits.

@@ -19,7 +19,11 @@
 //!   float type); `save_pretrained` writes the same layout ([`SaveOptions`]: dtype, shard size),
 //!   which `transformers` loads with identical logits. Errors ([`Error`]) name file and tensor.
 //! - Log-probs for trainers (via `kiln_losses`): [`LlamaForCausalLM::next_token_logprobs`],
-//!   [`LlamaForCausalLM::label_logprobs`], [`LlamaForCausalLM::sequence_logprobs`].
+//!   [`LlamaForCausalLM::label_logprobs`], [`LlamaForCausalLM::sequence_logprobs`] (chunked
+//!   `logit[label] - logsumexp` without autodiff: the `[batch, seq, vocab]` logits never exist),
+//!   [`LlamaForCausalLM::sequence_logprob_loss`] (training: the same chunked values with
+//!   gradients computed by hand, see [`ChunkedLogProbs`]), [`LlamaForCausalLM::hidden_states`]
+//!   and [`LlamaForCausalLM::lm_head_weight`] for custom heads of the computation.
 //! - LoRA ([`lora`]): adapters on any of the seven projections ([`LoraTarget`]) with rank, alpha,
 //!   dropout and rsLoRA ([`LoraConfig`]); `with_lora` (PEFT init, base frozen through burn's
 //!   require-grad flag, so gradients and optimiser state exist only for the adapters and, on the
@@ -140,6 +144,6 @@ pub use checkpoint::{CheckpointReader, MissingScore, SaveDtype, SaveOptions};
 pub use classifier::LlamaForSequenceClassification;
 pub use config::{Llama3RopeScaling, LlamaConfig};
 pub use error::{Error, Result};
-pub use kiln_losses::LogProbReduction;
+pub use kiln_losses::{ChunkedLogProbs, LmHead, LogProbReduction, LogProbStrategy};
 pub use lora::{AdapterConfig, LoraConfig, LoraTarget, PeftTaskType};
 pub use model::LlamaModel;

@@ -1,14 +1,33 @@
 //! Log-prob helpers on [`LlamaForCausalLM`] that trainers need (via `kiln_losses`).
+//!
+//! Without autodiff (reference log-probs, evaluation, scoring) they use
+//! [`kiln_losses::ChunkedLogProbs`] by default: the LM head is applied to at most
+//! `chunk_size` positions at once (only the counted ones for sequence log-probs), so the
+//! `[batch, seq, vocab]` logits never exist. On an autodiff backend the plain methods keep the
+//! differentiable full-logits path; trainers use [`LlamaForCausalLM::sequence_logprob_loss`],
+//! whose chunked strategy also bounds the memory of the backward pass.
 
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
-use kiln_losses::LogProbReduction;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, FloatDType, Int, Tensor};
+use kiln_losses::{ChunkedLogProbs, LogProbReduction, LogProbStrategy};
 
 use crate::causal_lm::LlamaForCausalLM;
 
+/// f16/bf16 logits upcast to f32 (HF's `logits.float()` before a loss); others unchanged.
+fn upcast<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    match t.dtype() {
+        DType::F16 | DType::BF16 => t.cast(FloatDType::F32),
+        _ => t,
+    }
+}
+
 impl<B: Backend> LlamaForCausalLM<B> {
+    fn inference_chunks(&self, device: &B::Device) -> Option<ChunkedLogProbs> {
+        (!B::ad_enabled(device)).then(ChunkedLogProbs::default)
+    }
+
     /// Log-probabilities of given labels at the same positions (no shift):
-    /// `log_softmax(logits)[b, t, labels[b, t]]`.
+    /// `log_softmax(logits)[b, t, labels[b, t]]`, in f32 for a bf16/f16 model.
     ///
     /// # Shapes
     /// - `input_ids`, `labels`: `[batch, seq]`; `attention_mask`: `[batch, seq]` -> `[batch, seq]`
@@ -18,7 +37,11 @@ impl<B: Backend> LlamaForCausalLM<B> {
         attention_mask: Option<Tensor<B, 2, Int>>,
         labels: Tensor<B, 2, Int>,
     ) -> Tensor<B, 2> {
-        kiln_losses::gather_logprobs(self.forward(input_ids, attention_mask), labels)
+        let hidden = self.hidden_states(input_ids, attention_mask);
+        match self.inference_chunks(&hidden.device()) {
+            Some(c) => c.label_logprobs(hidden, &self.lm_head_weight(), labels),
+            None => kiln_losses::gather_logprobs(upcast(self.logits(hidden)), labels),
+        }
     }
 
     /// Per-token log-probs of the next token: entry `t` is `log p(input_ids[t+1] | ..t)`.
@@ -31,15 +54,20 @@ impl<B: Backend> LlamaForCausalLM<B> {
         attention_mask: Option<Tensor<B, 2, Int>>,
     ) -> Tensor<B, 2> {
         let [_, t] = input_ids.dims();
-        let logits = self
-            .forward(input_ids.clone(), attention_mask)
+        let hidden = self
+            .hidden_states(input_ids.clone(), attention_mask)
             .narrow(1, 0, t - 1);
-        kiln_losses::gather_logprobs(logits, input_ids.narrow(1, 1, t - 1))
+        let labels = input_ids.narrow(1, 1, t - 1);
+        match self.inference_chunks(&hidden.device()) {
+            Some(c) => c.label_logprobs(hidden, &self.lm_head_weight(), labels),
+            None => kiln_losses::gather_logprobs(upcast(self.logits(hidden)), labels),
+        }
     }
 
     /// Sequence log-prob of the tokens selected by `target_mask` (e.g. the completion), with the
     /// next-token shift: `logits[:, t]` scores `input_ids[:, t+1]`, counted where
-    /// `target_mask[:, t+1] == 1`.
+    /// `target_mask[:, t+1] == 1`. Chunked without autodiff, the full (differentiable) logits on
+    /// an autodiff backend; see [`Self::sequence_logprobs_with`].
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]`; `target_mask`: `[batch, seq]` 0/1 float
@@ -51,7 +79,95 @@ impl<B: Backend> LlamaForCausalLM<B> {
         target_mask: Tensor<B, 2>,
         reduction: LogProbReduction,
     ) -> Tensor<B, 1> {
-        let logits = self.forward(input_ids.clone(), attention_mask);
-        kiln_losses::sequence_logprobs(logits, input_ids, target_mask, reduction)
+        let device = input_ids.device();
+        let strategy = match self.inference_chunks(&device) {
+            Some(c) => LogProbStrategy::Chunked(c),
+            None => LogProbStrategy::Full,
+        };
+        self.sequence_logprobs_with(input_ids, attention_mask, target_mask, reduction, strategy)
+    }
+
+    /// [`Self::sequence_logprobs`] with an explicit strategy. [`LogProbStrategy::Full`]
+    /// materialises the `[batch, seq, vocab]` logits (upcast to f32 for a bf16/f16 model);
+    /// [`LogProbStrategy::Chunked`] never does (on an autodiff backend it stays differentiable
+    /// but keeps every chunk for backward: train with [`Self::sequence_logprob_loss`]).
+    /// The result is f32 for a bf16/f16 model, else the model's dtype.
+    ///
+    /// # Shapes
+    /// - as [`Self::sequence_logprobs`]
+    pub fn sequence_logprobs_with(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        target_mask: Tensor<B, 2>,
+        reduction: LogProbReduction,
+        strategy: LogProbStrategy,
+    ) -> Tensor<B, 1> {
+        let hidden = self.hidden_states(input_ids.clone(), attention_mask);
+        match strategy.chunked() {
+            Some(c) => c.sequence_logprobs(
+                hidden,
+                &self.lm_head_weight(),
+                input_ids,
+                target_mask,
+                reduction,
+            ),
+            None => kiln_losses::sequence_logprobs(
+                upcast(self.logits(hidden)),
+                input_ids,
+                target_mask,
+                reduction,
+            ),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> LlamaForCausalLM<B> {
+    /// A training loss on sequence log-probs: `loss_fn` receives the `[batch]` log-probs of
+    /// [`Self::sequence_logprobs`] (f32 for a bf16/f16 model) and returns the scalar loss and
+    /// anything else (metrics). The returned loss has that value and, on `backward()`, the exact
+    /// gradients of every trainable parameter.
+    ///
+    /// With [`LogProbStrategy::Chunked`] (the default) the gradient of the log-probs is
+    /// computed by hand chunk by chunk ([`ChunkedLogProbs::sequence_loss`]): neither the
+    /// forward nor the backward pass holds `[batch, seq, vocab]` tensors, and only the counted
+    /// positions go through the LM head. [`LogProbStrategy::Full`] back-propagates through the
+    /// full logits (the reference).
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`, `target_mask`: `[batch, seq]`; `loss_fn`: `[batch]` ->
+    ///   `[1]`; output `[1]`
+    pub fn sequence_logprob_loss<T, F>(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        target_mask: Tensor<B, 2>,
+        reduction: LogProbReduction,
+        strategy: LogProbStrategy,
+        loss_fn: F,
+    ) -> (Tensor<B, 1>, T)
+    where
+        F: FnOnce(Tensor<B, 1>) -> (Tensor<B, 1>, T),
+    {
+        match strategy.chunked() {
+            Some(c) => {
+                let hidden = self.hidden_states(input_ids.clone(), attention_mask);
+                c.sequence_loss(
+                    hidden,
+                    &self.lm_head_weight(),
+                    input_ids,
+                    target_mask,
+                    reduction,
+                    loss_fn,
+                )
+            }
+            None => loss_fn(self.sequence_logprobs_with(
+                input_ids,
+                attention_mask,
+                target_mask,
+                reduction,
+                LogProbStrategy::Full,
+            )),
+        }
     }
 }

@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 use kiln_data::Example;
 use kiln_data::PairBatch;
 use kiln_data::collate::collate_pairs;
-use kiln_losses::{Dpo, DpoConfig, DpoLoss, DpoMetrics, LogProbReduction, sequence_logprobs};
+use kiln_losses::{Dpo, DpoConfig, DpoLoss, DpoMetrics, LogProbReduction, LogProbStrategy};
 use kiln_model::LlamaForCausalLM;
 
 use crate::error::{Error, Result};
@@ -28,10 +28,14 @@ pub struct DpoTrainConfig {
     pub reduction: LogProbReduction,
     /// Padding id of the tokenizer.
     pub pad_id: u32,
+    /// How the policy's log-probs and their gradients are computed (default: chunked, without
+    /// the `[batch, seq, vocab]` logits; [`LogProbStrategy::Full`] is the reference path).
+    pub logprobs: LogProbStrategy,
 }
 
 impl DpoTrainConfig {
-    /// A config with the reduction TRL uses for the loss variant (`Mean` for IPO, else `Sum`).
+    /// A config with the reduction TRL uses for the loss variant (`Mean` for IPO, else `Sum`)
+    /// and chunked log-probs.
     pub fn new(loss: DpoConfig, pad_id: u32) -> Self {
         let reduction = match loss.loss {
             DpoLoss::Ipo => LogProbReduction::Mean,
@@ -41,7 +45,14 @@ impl DpoTrainConfig {
             loss,
             reduction,
             pad_id,
+            logprobs: LogProbStrategy::default(),
         }
+    }
+
+    /// The same config with another log-prob strategy (e.g. `LogProbStrategy::chunked_with(128)?`).
+    pub fn with_logprobs(mut self, logprobs: LogProbStrategy) -> Self {
+        self.logprobs = logprobs;
+        self
     }
 }
 
@@ -56,16 +67,24 @@ pub struct ReferenceLogps {
     pub reduction: LogProbReduction,
 }
 
-/// `(chosen, rejected)` sequence log-probs of a pair batch, `[N]` each.
+/// `(chosen, rejected)` sequence log-probs of a pair batch, `[N]` each
+/// ([`LlamaForCausalLM::sequence_logprobs`]: chunked without autodiff; f32 for a bf16 model).
 pub fn pair_logps<B: Backend>(
     model: &LlamaForCausalLM<B>,
     batch: &PairBatch<B>,
     reduction: LogProbReduction,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let b = &batch.batch;
-    let logits = model.forward(b.input_ids.clone(), Some(b.attention_mask.clone()));
-    let logps = sequence_logprobs(logits, b.input_ids.clone(), b.loss_mask.clone(), reduction);
-    let n = batch.num_pairs;
+    let logps = model.sequence_logprobs(
+        b.input_ids.clone(),
+        Some(b.attention_mask.clone()),
+        b.loss_mask.clone(),
+        reduction,
+    );
+    split_pairs(logps, batch.num_pairs)
+}
+
+fn split_pairs<B: Backend>(logps: Tensor<B, 1>, n: usize) -> (Tensor<B, 1>, Tensor<B, 1>) {
     (logps.clone().narrow(0, 0, n), logps.narrow(0, n, n))
 }
 
@@ -145,22 +164,46 @@ pub fn collate_dpo<B: Backend>(
     })
 }
 
-/// The DPO-family loss of a micro-batch, with TRL-named metrics.
+/// The DPO-family loss of a micro-batch, with TRL-named metrics (chunked log-probs).
 pub fn dpo_loss<B: AutodiffBackend>(
     model: &LlamaForCausalLM<B>,
     batch: &DpoBatch<B>,
     dpo: &Dpo,
     reduction: LogProbReduction,
 ) -> Result<StepLoss<B>> {
-    let (pc, pr) = pair_logps(model, &batch.pairs, reduction);
-    let out = dpo.forward(
-        pc,
-        pr,
-        batch.reference_chosen.clone(),
-        batch.reference_rejected.clone(),
+    dpo_loss_with(model, batch, dpo, reduction, LogProbStrategy::default())
+}
+
+/// [`dpo_loss`] with an explicit log-prob strategy
+/// ([`LlamaForCausalLM::sequence_logprob_loss`]).
+pub fn dpo_loss_with<B: AutodiffBackend>(
+    model: &LlamaForCausalLM<B>,
+    batch: &DpoBatch<B>,
+    dpo: &Dpo,
+    reduction: LogProbReduction,
+    logprobs: LogProbStrategy,
+) -> Result<StepLoss<B>> {
+    let b = &batch.pairs.batch;
+    let n = batch.pairs.num_pairs;
+    let (loss, metrics) = model.sequence_logprob_loss(
+        b.input_ids.clone(),
+        Some(b.attention_mask.clone()),
+        b.loss_mask.clone(),
+        reduction,
+        logprobs,
+        |logps| {
+            let (pc, pr) = split_pairs(logps, n);
+            let out = dpo.forward(
+                pc,
+                pr,
+                batch.reference_chosen.clone(),
+                batch.reference_rejected.clone(),
+            );
+            (out.loss.clone(), out.metrics())
+        },
     );
-    let mut step = StepLoss::new(out.loss.clone());
-    for (name, v) in out.metrics().named() {
+    let mut step = StepLoss::new(loss);
+    for (name, v) in metrics.named() {
         step = step.with_metric(name, v);
     }
     Ok(step)
@@ -190,7 +233,7 @@ pub fn train_dpo<B: AutodiffBackend>(
         pairs.len(),
         until_step,
         |idx| collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device),
-        |model, batch| dpo_loss(model, batch, &dpo, config.reduction),
+        |model, batch| dpo_loss_with(model, batch, &dpo, config.reduction, config.logprobs),
     )
 }
 
@@ -291,6 +334,47 @@ mod tests {
                 "logps/rejected"
             ]
         );
+    }
+
+    #[test]
+    fn chunked_and_full_logprobs_train_identically() {
+        let t = tiny();
+        let device = Default::default();
+        let mut cfg = t.config.clone();
+        for tied in [false, true] {
+            cfg.tie_word_embeddings = tied;
+            let policy = LlamaForCausalLM::<TB>::init(&cfg, 0.05, &device);
+            let pairs = t.dpo_pairs(0..8);
+            let reference = precompute_reference_logps(
+                &policy.valid(),
+                &pairs,
+                t.pad,
+                8,
+                LogProbReduction::Sum,
+            )
+            .unwrap();
+            let run = |logprobs: LogProbStrategy| {
+                let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.5), t.pad)
+                    .with_logprobs(logprobs);
+                crate::testutil::steps_with(policy.clone(), 3, |train| {
+                    let until = train.step() + 1;
+                    train_dpo(train, &pairs, &reference, &dtc, until)
+                        .unwrap()
+                        .remove(0)
+                })
+            };
+            let (s_full, w_full) = run(LogProbStrategy::Full);
+            let (s_chunk, w_chunk) = run(LogProbStrategy::chunked_with(7).unwrap());
+            for (a, b) in s_full.iter().zip(&s_chunk) {
+                assert!((a.loss - b.loss).abs() < 1e-5, "{a:?} vs {b:?}");
+                assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0));
+                for ((n, x), (_, y)) in a.metrics.iter().zip(&b.metrics) {
+                    assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "{n}: {x} vs {y}");
+                }
+            }
+            let e = crate::testutil::max_rel_diff(&w_chunk, &w_full);
+            assert!(e < 1e-5, "tied={tied}: weights differ by {e}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use kiln_data::collate::collate_sft;
 use kiln_data::{Example, LmBatch};
-use kiln_losses::{LogProbReduction, Rrhf, RrhfConfig, sequence_logprobs};
+use kiln_losses::{LogProbReduction, LogProbStrategy, Rrhf, RrhfConfig};
 use kiln_model::LlamaForCausalLM;
 
 use crate::error::{Error, Result};
@@ -78,38 +78,63 @@ pub fn collate_rrhf<B: Backend>(
     })
 }
 
-/// `[P, K]` summed response log-probs of a batch.
+/// `[P, K]` summed response log-probs of a batch
+/// ([`LlamaForCausalLM::sequence_logprobs`]: chunked without autodiff).
 pub fn response_logps<B: Backend>(
     model: &LlamaForCausalLM<B>,
     batch: &RrhfBatch<B>,
 ) -> Tensor<B, 2> {
     let b = &batch.batch;
-    let logits = model.forward(b.input_ids.clone(), Some(b.attention_mask.clone()));
-    sequence_logprobs(
-        logits,
-        b.input_ids.clone(),
-        b.loss_mask.clone(),
-        LogProbReduction::Sum,
-    )
-    .reshape([batch.prompts, batch.k])
+    model
+        .sequence_logprobs(
+            b.input_ids.clone(),
+            Some(b.attention_mask.clone()),
+            b.loss_mask.clone(),
+            LogProbReduction::Sum,
+        )
+        .reshape([batch.prompts, batch.k])
 }
 
-/// The RRHF loss of a micro-batch, with metrics `rank_loss` and `sft_loss`.
+/// The RRHF loss of a micro-batch, with metrics `rank_loss` and `sft_loss` (chunked
+/// log-probs).
 pub fn rrhf_loss<B: AutodiffBackend>(
     model: &LlamaForCausalLM<B>,
     batch: &RrhfBatch<B>,
     rrhf: &Rrhf,
 ) -> Result<StepLoss<B>> {
-    let logps = response_logps(model, batch);
-    let out = rrhf.forward(logps, batch.lengths.clone(), batch.rewards.clone());
-    let rank = out.rank_losses.mean().into_scalar().elem::<f64>();
-    let sft = out.sft_losses.mean().into_scalar().elem::<f64>();
-    Ok(StepLoss::new(out.loss)
+    rrhf_loss_with(model, batch, rrhf, LogProbStrategy::default())
+}
+
+/// [`rrhf_loss`] with an explicit log-prob strategy
+/// ([`LlamaForCausalLM::sequence_logprob_loss`]).
+pub fn rrhf_loss_with<B: AutodiffBackend>(
+    model: &LlamaForCausalLM<B>,
+    batch: &RrhfBatch<B>,
+    rrhf: &Rrhf,
+    logprobs: LogProbStrategy,
+) -> Result<StepLoss<B>> {
+    let b = &batch.batch;
+    let (loss, (rank, sft)) = model.sequence_logprob_loss(
+        b.input_ids.clone(),
+        Some(b.attention_mask.clone()),
+        b.loss_mask.clone(),
+        LogProbReduction::Sum,
+        logprobs,
+        |logps| {
+            let logps = logps.reshape([batch.prompts, batch.k]);
+            let out = rrhf.forward(logps, batch.lengths.clone(), batch.rewards.clone());
+            let rank = out.rank_losses.mean().into_scalar().elem::<f64>();
+            let sft = out.sft_losses.mean().into_scalar().elem::<f64>();
+            (out.loss, (rank, sft))
+        },
+    );
+    Ok(StepLoss::new(loss)
         .with_metric("rank_loss", rank)
         .with_metric("sft_loss", sft))
 }
 
-/// Runs RRHF steps until `until_step` (a micro-batch holds `micro_batch_size` prompts).
+/// Runs RRHF steps until `until_step` (a micro-batch holds `micro_batch_size` prompts), with
+/// chunked log-probs.
 ///
 /// # Errors
 /// Loss configuration, collation and [`TrainLoop::fit`] errors.
@@ -120,6 +145,28 @@ pub fn train_rrhf<B: AutodiffBackend>(
     pad_id: u32,
     until_step: usize,
 ) -> Result<Vec<StepStats>> {
+    train_rrhf_with(
+        train,
+        items,
+        config,
+        pad_id,
+        until_step,
+        LogProbStrategy::default(),
+    )
+}
+
+/// [`train_rrhf`] with an explicit log-prob strategy.
+///
+/// # Errors
+/// Loss configuration, collation and [`TrainLoop::fit`] errors.
+pub fn train_rrhf_with<B: AutodiffBackend>(
+    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+    items: &[RankedExamples],
+    config: &RrhfConfig,
+    pad_id: u32,
+    until_step: usize,
+    logprobs: LogProbStrategy,
+) -> Result<Vec<StepStats>> {
     let rrhf = config.init()?;
     let device = device_of(&train.model().model);
     train.fit(
@@ -129,7 +176,7 @@ pub fn train_rrhf<B: AutodiffBackend>(
             let rows: Vec<RankedExamples> = idx.iter().map(|&i| items[i].clone()).collect();
             collate_rrhf::<B>(&rows, pad_id, &device)
         },
-        |model, batch| rrhf_loss(model, batch, &rrhf),
+        |model, batch| rrhf_loss_with(model, batch, &rrhf, logprobs),
     )
 }
 
@@ -189,6 +236,52 @@ mod tests {
             best_score += s[best] as f64;
         }
         (top / items.len() as f64, best_score / items.len() as f64)
+    }
+
+    #[test]
+    fn chunked_and_full_logprobs_train_identically() {
+        let t = tiny();
+        let device = Default::default();
+        let trunc = TruncationConfig {
+            max_prompt_len: 64,
+            max_total_len: 128,
+        };
+        let items: Vec<RankedExamples> = (0..8)
+            .map(|i| {
+                let enc = |r: &str| {
+                    encode_prompt_completion(
+                        &t.tok,
+                        &t.template,
+                        &Content::Text(prompt(i)),
+                        &Content::Text(r.into()),
+                        &trunc,
+                    )
+                    .unwrap()
+                };
+                RankedExamples {
+                    responses: vec![enc("certainly, here it is."), enc("no."), enc("maybe.")],
+                    rewards: vec![1.0, -1.0, (i % 3) as f32 - 1.0],
+                }
+            })
+            .collect();
+        let model = LlamaForCausalLM::<TB>::init(&t.config, 0.05, &device);
+        let cfg = RrhfConfig::new();
+        let run = |logprobs: LogProbStrategy| {
+            crate::testutil::steps_with(model.clone(), 3, |train| {
+                let until = train.step() + 1;
+                train_rrhf_with(train, &items, &cfg, t.pad, until, logprobs)
+                    .unwrap()
+                    .remove(0)
+            })
+        };
+        let (s_full, w_full) = run(LogProbStrategy::Full);
+        let (s_chunk, w_chunk) = run(LogProbStrategy::chunked_with(9).unwrap());
+        for (a, b) in s_full.iter().zip(&s_chunk) {
+            assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0));
+            assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0));
+        }
+        let e = crate::testutil::max_rel_diff(&w_chunk, &w_full);
+        assert!(e < 1e-5, "weights differ by {e}");
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //!
 //! Examples come from `kiln_data::examples::encode_sft` (loss mask = assistant content and its
 //! `<|eot_id|>`). The loss of a micro-batch is the mean NLL over its counted tokens (HF's
-//! token-averaged cross-entropy), computed with `kiln_losses::sequence_logprobs`.
+//! token-averaged cross-entropy), computed with `LlamaForCausalLM::sequence_logprob_loss`
+//! (chunked by default: no `[batch, seq, vocab]` logits in the forward or backward pass).
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use kiln_data::collate::collate_sft;
 use kiln_data::{Example, LmBatch};
-use kiln_losses::{LogProbReduction, sequence_logprobs};
+use kiln_losses::{LogProbReduction, LogProbStrategy};
 use kiln_model::LlamaForCausalLM;
 
 use crate::error::{Error, Result};
@@ -20,7 +21,20 @@ pub(crate) fn device_of<B: Backend>(model: &kiln_model::LlamaModel<B>) -> B::Dev
     model.embed_tokens.weight.val().device()
 }
 
-/// Sum of the masked log-probs and the number of counted tokens of a batch.
+/// Number of counted (shifted) tokens of a batch.
+fn counted_tokens<B: Backend>(batch: &LmBatch<B>) -> f64 {
+    let [b, t] = batch.loss_mask.dims();
+    batch
+        .loss_mask
+        .clone()
+        .slice([0..b, 1..t])
+        .sum()
+        .into_scalar()
+        .elem::<f64>()
+}
+
+/// Sum of the masked log-probs and the number of counted tokens of a batch
+/// ([`LlamaForCausalLM::sequence_logprobs`]: chunked without autodiff).
 ///
 /// # Shapes
 /// - `batch`: `[B, T]` tensors; output: (`[1]` sum of log-probs, counted tokens)
@@ -28,26 +42,19 @@ pub fn masked_logprob_sum<B: Backend>(
     model: &LlamaForCausalLM<B>,
     batch: &LmBatch<B>,
 ) -> (Tensor<B, 1>, f64) {
-    let logits = model.forward(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
-    let [b, t] = batch.loss_mask.dims();
-    let count = batch
-        .loss_mask
-        .clone()
-        .slice([0..b, 1..t])
-        .sum()
-        .into_scalar()
-        .elem::<f64>();
-    let sum = sequence_logprobs(
-        logits,
-        batch.input_ids.clone(),
-        batch.loss_mask.clone(),
-        LogProbReduction::Sum,
-    )
-    .sum();
-    (sum, count)
+    let sum = model
+        .sequence_logprobs(
+            batch.input_ids.clone(),
+            Some(batch.attention_mask.clone()),
+            batch.loss_mask.clone(),
+            LogProbReduction::Sum,
+        )
+        .sum();
+    (sum, counted_tokens(batch))
 }
 
-/// The SFT loss of one micro-batch: mean NLL per counted token, with metrics `nll` and `tokens`.
+/// The SFT loss of one micro-batch: mean NLL per counted token, with metrics `nll` and `tokens`
+/// (chunked log-probs).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the batch has no counted token.
@@ -55,13 +62,33 @@ pub fn sft_loss<B: AutodiffBackend>(
     model: &LlamaForCausalLM<B>,
     batch: &LmBatch<B>,
 ) -> Result<StepLoss<B>> {
-    let (sum, count) = masked_logprob_sum(model, batch);
+    sft_loss_with(model, batch, LogProbStrategy::default())
+}
+
+/// [`sft_loss`] with an explicit log-prob strategy
+/// ([`LlamaForCausalLM::sequence_logprob_loss`]).
+///
+/// # Errors
+/// [`Error::InvalidInput`] when the batch has no counted token.
+pub fn sft_loss_with<B: AutodiffBackend>(
+    model: &LlamaForCausalLM<B>,
+    batch: &LmBatch<B>,
+    logprobs: LogProbStrategy,
+) -> Result<StepLoss<B>> {
+    let count = counted_tokens(batch);
     if count == 0.0 {
         return Err(Error::InvalidInput(
             "SFT micro-batch has no assistant token to train on".into(),
         ));
     }
-    let loss = sum.neg().div_scalar(count);
+    let (loss, ()) = model.sequence_logprob_loss(
+        batch.input_ids.clone(),
+        Some(batch.attention_mask.clone()),
+        batch.loss_mask.clone(),
+        LogProbReduction::Sum,
+        logprobs,
+        |logps| (logps.sum().neg().div_scalar(count), ()),
+    );
     let nll = loss.clone().into_scalar().elem::<f64>();
     Ok(StepLoss::new(loss)
         .with_metric("nll", nll)
@@ -69,7 +96,7 @@ pub fn sft_loss<B: AutodiffBackend>(
 }
 
 /// Runs SFT steps until `until_step` over `examples` (seeded order, micro-batches collated with
-/// right padding by `pad_id`).
+/// right padding by `pad_id`), with chunked log-probs.
 ///
 /// # Errors
 /// Those of [`TrainLoop::fit`] and collation.
@@ -79,6 +106,26 @@ pub fn train_sft<B: AutodiffBackend>(
     pad_id: u32,
     until_step: usize,
 ) -> Result<Vec<StepStats>> {
+    train_sft_with(
+        train,
+        examples,
+        pad_id,
+        until_step,
+        LogProbStrategy::default(),
+    )
+}
+
+/// [`train_sft`] with an explicit log-prob strategy.
+///
+/// # Errors
+/// Those of [`TrainLoop::fit`] and collation.
+pub fn train_sft_with<B: AutodiffBackend>(
+    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+    examples: &[Example],
+    pad_id: u32,
+    until_step: usize,
+    logprobs: LogProbStrategy,
+) -> Result<Vec<StepStats>> {
     let device = device_of(&train.model().model);
     train.fit(
         examples.len(),
@@ -87,7 +134,7 @@ pub fn train_sft<B: AutodiffBackend>(
             let rows: Vec<Example> = idx.iter().map(|&i| examples[i].clone()).collect();
             Ok(collate_sft::<B>(&rows, pad_id, &device)?)
         },
-        |model, batch| sft_loss(model, batch),
+        |model, batch| sft_loss_with(model, batch, logprobs),
     )
 }
 
@@ -133,6 +180,30 @@ mod tests {
     use super::*;
     use crate::optim::TrainConfig;
     use crate::testutil::{TB, tiny};
+
+    #[test]
+    fn chunked_and_full_logprobs_train_identically() {
+        let t = tiny();
+        let device = Default::default();
+        let model = LlamaForCausalLM::<TB>::init(&t.config, 0.05, &device);
+        let data = t.sft(0..8);
+        let run = |logprobs: LogProbStrategy| {
+            crate::testutil::steps_with(model.clone(), 3, |train| {
+                let until = train.step() + 1;
+                train_sft_with(train, &data, t.pad, until, logprobs)
+                    .unwrap()
+                    .remove(0)
+            })
+        };
+        let (s_full, w_full) = run(LogProbStrategy::Full);
+        let (s_chunk, w_chunk) = run(LogProbStrategy::chunked_with(16).unwrap());
+        for (a, b) in s_full.iter().zip(&s_chunk) {
+            assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0));
+            assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0));
+        }
+        let e = crate::testutil::max_rel_diff(&w_chunk, &w_full);
+        assert!(e < 1e-5, "weights differ by {e}");
+    }
 
     #[test]
     fn sft_lowers_held_out_nll() {

@@ -119,3 +119,34 @@ pub fn flat_params<B: Backend, M: Module<B>>(m: &M) -> Vec<f32> {
     m.visit(&mut f);
     f.0
 }
+
+/// Largest `|a - b|` relative to the largest `|b|`.
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// Runs `steps` optimiser steps with `strategy` from the same start and returns the per-step
+/// stats and the final weights.
+pub fn steps_with<M, F>(model: M, steps: usize, mut step: F) -> (Vec<crate::StepStats>, Vec<f32>)
+where
+    M: burn::module::AutodiffModule<TB>,
+    F: FnMut(&mut crate::TrainLoop<TB, M>) -> crate::StepStats,
+{
+    let config = crate::TrainConfig::new(steps)
+        .with_lr(1e-3)
+        .with_micro_batch_size(4)
+        .with_grad_accum_steps(2)
+        // A large epsilon keeps AdamW's update Lipschitz in the gradient (near-zero gradient
+        // entries would otherwise turn rounding differences into sign flips of `g / |g|`).
+        .with_epsilon(1e-3)
+        .with_log_every(0);
+    let mut train = crate::TrainLoop::new(model, config).unwrap();
+    let stats = (0..steps).map(|_| step(&mut train)).collect();
+    (stats, flat_params(train.model()))
+}

@@ -1,0 +1,587 @@
+//! Label log-probs straight from final hidden states and the LM head, chunk by chunk:
+//! `log_softmax(h W)[y] = logit[y] - logsumexp(logits)`, without ever holding the
+//! `[batch, seq, vocab]` logits or their log-softmax (forward *and* backward).
+//!
+//! Only the positions that count (mask `!= 0`) are projected onto the vocabulary, at most
+//! `chunk_size` of them at once; each chunk is reduced to its label logit and log-sum-exp
+//! (computed in f32 for f16/bf16 heads, like HF's `logits.float()`) before the next one is made.
+//!
+//! **Training** ([`ChunkedLogProbs::sequence_loss`]). burn 0.21 has no custom-autograd API
+//! usable from generic code, so the gradient of the log-probs is computed by hand on the inner
+//! backend and handed back to autodiff through a surrogate:
+//! 1. the per-sequence log-probs `lp_b = sum_t w_bt (h_bt . W[y_bt] - lse_bt)` are computed
+//!    chunk-wise on the inner tensors (`w_bt` = mask, divided by the row's count for
+//!    [`LogProbReduction::Mean`]);
+//! 2. the caller's loss is built on `lp` as a fresh leaf, and its backward gives `g = dL/dlp`
+//!    (a graph of a few scalars per sequence);
+//! 3. `dL/dh_bt = g_b w_bt (W[y_bt] - softmax(h_bt W) W)` and, when the head is trainable,
+//!    `dL/dW = sum_bt g_b w_bt h_bt^T (onehot(y_bt) - p_bt)` (layout-adjusted), recomputed chunk
+//!    by chunk;
+//! 4. the returned loss is `s - detach(s) + detach(L)` with the surrogate
+//!    `s = sum(H * G_H) + sum(W * G_W)` (`G` constants): its value is exactly `L` and its
+//!    backward sends exactly `G_H` into `H` (hence into every parameter below it) and `G_W` into
+//!    the head weight (the tied embedding accumulates both of its gradients).
+//!
+//! With a frozen head (LoRA) `dL/dW` is skipped and the head is applied twice per chunk
+//! (logits, then `(onehot - p) W` in the same pass); with a trainable head four times (a second
+//! pass recomputes the logits for `dL/dW`), against three for autodiff of the full logits.
+
+use burn::config::Config;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
+
+use crate::error::check;
+use crate::logprobs::{LogProbReduction, reduce_token_logprobs, sequence_logprobs};
+
+/// The LM head's weight, in one of the two layouts a causal LM stores it in.
+#[derive(Debug, Clone)]
+pub enum LmHead<B: Backend> {
+    /// `[vocab, hidden]`, e.g. a tied input embedding: `logits = h W^T`.
+    VocabMajor(Tensor<B, 2>),
+    /// `[hidden, vocab]`, burn's `Linear` layout: `logits = h W`.
+    HiddenMajor(Tensor<B, 2>),
+}
+
+impl<B: Backend> LmHead<B> {
+    /// The weight tensor.
+    pub fn weight(&self) -> &Tensor<B, 2> {
+        match self {
+            LmHead::VocabMajor(w) | LmHead::HiddenMajor(w) => w,
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            LmHead::VocabMajor(w) => w.dims()[0],
+            LmHead::HiddenMajor(w) => w.dims()[1],
+        }
+    }
+
+    /// Logits of hidden rows, in the head's dtype.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[n, hidden]` -> `[n, vocab]`
+    pub fn logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            LmHead::VocabMajor(w) => hidden.matmul(w.clone().transpose()),
+            LmHead::HiddenMajor(w) => hidden.matmul(w.clone()),
+        }
+    }
+
+    /// Logits of `[batch, seq, hidden]` states as one 2-D matmul.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]` -> `[batch, seq, vocab]`
+    pub fn logits3(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, d] = hidden.dims();
+        let v = self.vocab_size();
+        self.logits(hidden.reshape([b * t, d])).reshape([b, t, v])
+    }
+
+    /// Back-propagates logit gradients to the hidden rows: `dlogits W^T` in `logits = h W`.
+    ///
+    /// # Shapes
+    /// - `dlogits`: `[n, vocab]` -> `[n, hidden]`
+    fn hidden_grad(&self, dlogits: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            LmHead::VocabMajor(w) => dlogits.matmul(w.clone()),
+            LmHead::HiddenMajor(w) => dlogits.matmul(w.clone().transpose()),
+        }
+    }
+
+    /// The weight gradient of logit gradients `dlogits` at hidden rows `hidden`, in the
+    /// weight's layout.
+    ///
+    /// # Shapes
+    /// - `dlogits`: `[n, vocab]`, `hidden`: `[n, hidden]` -> the weight's shape
+    fn weight_grad(&self, dlogits: Tensor<B, 2>, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            LmHead::VocabMajor(_) => dlogits.transpose().matmul(hidden),
+            LmHead::HiddenMajor(_) => hidden.transpose().matmul(dlogits),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> LmHead<B> {
+    /// The head on the inner backend (no autodiff).
+    pub fn inner(&self) -> LmHead<B::InnerBackend> {
+        match self {
+            LmHead::VocabMajor(w) => LmHead::VocabMajor(w.clone().inner()),
+            LmHead::HiddenMajor(w) => LmHead::HiddenMajor(w.clone().inner()),
+        }
+    }
+}
+
+/// Configuration of [`ChunkedLogProbs`]; `init` validates it.
+#[derive(Config, Debug)]
+pub struct ChunkedLogProbsConfig {
+    /// Positions whose logits exist at once (`>= 1`). Peak memory of the head is about
+    /// `chunk_size * vocab * 4` bytes times a few temporaries (256 x 128,256 x 4 = 131 MB).
+    #[config(default = 256)]
+    pub chunk_size: usize,
+}
+
+impl ChunkedLogProbsConfig {
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for `chunk_size == 0`.
+    pub fn init(&self) -> crate::Result<ChunkedLogProbs> {
+        check(
+            "chunked_logprobs",
+            "chunk_size",
+            self.chunk_size as f64,
+            self.chunk_size >= 1,
+            "chunk_size >= 1",
+        )?;
+        Ok(ChunkedLogProbs {
+            chunk_size: self.chunk_size,
+        })
+    }
+}
+
+/// Chunked `logit[label] - logsumexp(logits)` (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedLogProbs {
+    chunk_size: usize,
+}
+
+impl Default for ChunkedLogProbs {
+    fn default() -> Self {
+        Self { chunk_size: 256 }
+    }
+}
+
+/// How sequence log-probs are computed from a causal LM's final hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogProbStrategy {
+    /// Materialise the `[batch, seq, vocab]` logits and their log-softmax (under autodiff both
+    /// stay alive until backward): the reference path.
+    Full,
+    /// [`ChunkedLogProbs`]: bounded memory, same values and gradients. The default, with
+    /// [`ChunkedLogProbs::default`] (256 positions per chunk).
+    Chunked(ChunkedLogProbs),
+}
+
+impl Default for LogProbStrategy {
+    fn default() -> Self {
+        LogProbStrategy::Chunked(ChunkedLogProbs::default())
+    }
+}
+
+impl LogProbStrategy {
+    /// The chunked computation, or `None` for [`LogProbStrategy::Full`].
+    pub fn chunked(&self) -> Option<ChunkedLogProbs> {
+        match self {
+            LogProbStrategy::Full => None,
+            LogProbStrategy::Chunked(c) => Some(*c),
+        }
+    }
+
+    /// A chunked strategy with `chunk_size` positions per chunk.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for `chunk_size == 0`.
+    pub fn chunked_with(chunk_size: usize) -> crate::Result<Self> {
+        Ok(LogProbStrategy::Chunked(
+            ChunkedLogProbsConfig::new()
+                .with_chunk_size(chunk_size)
+                .init()?,
+        ))
+    }
+}
+
+/// The scored positions of a batch, found on the host from the (shifted) mask.
+struct Selection<B: Backend> {
+    /// Flat `[batch * seq]` indices of the hidden rows that predict a counted token.
+    rows: Tensor<B, 1, Int>,
+    /// The tokens they predict, `[n]`.
+    labels: Tensor<B, 1, Int>,
+    /// Flat `[batch * (seq - 1)]` output index of each selected position.
+    out: Tensor<B, 1, Int>,
+    /// `d lp_b / d tok` of each selected position (mask, divided by the row's count for
+    /// `Mean`), and its row `b`.
+    coef: Vec<f32>,
+    coef_row: Vec<usize>,
+    n: usize,
+}
+
+fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+fn host_i64<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Vec<i64> {
+    t.into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .unwrap_or_default()
+}
+
+fn int_tensor<B: Backend>(v: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+/// `dtype` widened to at least f32 (log-sum-exp of f16/bf16 logits is taken in f32, like HF).
+fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+fn cast<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(FloatDType::from(dtype))
+    }
+}
+
+impl<B: Backend> Selection<B> {
+    /// Positions `(b, j)`, `j < seq - 1`, with `mask[b, j + 1] != 0`: hidden row `b * seq + j`
+    /// predicts `input_ids[b, j + 1]`.
+    fn shifted(
+        input_ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        reduction: LogProbReduction,
+    ) -> Self {
+        let [b, t] = input_ids.dims();
+        let device = input_ids.device();
+        let ids = host_i64(input_ids);
+        let m = host_f32(mask);
+        let (mut rows, mut labels, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut coef, mut coef_row) = (Vec::new(), Vec::new());
+        for r in 0..b {
+            let counted: f32 = (1..t).map(|j| m[r * t + j]).sum();
+            let scale = match reduction {
+                LogProbReduction::Sum => 1.0,
+                LogProbReduction::Mean => 1.0 / counted.max(1.0),
+            };
+            for j in 0..t - 1 {
+                let w = m[r * t + j + 1];
+                if w != 0.0 {
+                    rows.push((r * t + j) as i64);
+                    labels.push(ids[r * t + j + 1]);
+                    out.push((r * (t - 1) + j) as i64);
+                    coef.push(w * scale);
+                    coef_row.push(r);
+                }
+            }
+        }
+        let n = rows.len();
+        Self {
+            rows: int_tensor(rows, &device),
+            labels: int_tensor(labels, &device),
+            out: int_tensor(out, &device),
+            coef,
+            coef_row,
+            n,
+        }
+    }
+
+    /// Every position, no shift: row `i` is scored against `labels[i]`.
+    fn all(labels: Tensor<B, 2, Int>) -> Self {
+        let [b, t] = labels.dims();
+        let device = labels.device();
+        let all: Vec<i64> = (0..(b * t) as i64).collect();
+        Self {
+            rows: int_tensor(all.clone(), &device),
+            labels: labels.reshape([b * t]),
+            out: int_tensor(all, &device),
+            coef: vec![1.0; b * t],
+            coef_row: (0..b * t).map(|i| i / t.max(1)).collect(),
+            n: b * t,
+        }
+    }
+}
+
+/// One chunk of selected rows: per-token log-probs (compute dtype) and, when asked, the
+/// logit gradient `onehot(y) - softmax(logits)` (compute dtype).
+fn chunk<B: Backend>(
+    head: &LmHead<B>,
+    hidden: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    want_delta: bool,
+) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
+    let [c, _] = hidden.dims();
+    let logits = head.logits(hidden);
+    let dtype = compute_dtype(logits.dtype());
+    let logits = cast(logits, dtype);
+    // The same operations as burn's `log_softmax` (x - max - log(sum(exp(x - max)))), gathered.
+    let max = logits.clone().detach().max_dim(1);
+    let shifted = logits - max;
+    let labels = labels.reshape([c, 1]);
+    let label = shifted.clone().gather(1, labels.clone());
+    let lse = shifted.clone().exp().sum_dim(1).log();
+    let tok = (label - lse.clone()).reshape([c]);
+    let delta = want_delta.then(|| {
+        let p = (shifted - lse).exp();
+        let ones = Tensor::<B, 2>::ones([c, 1], (&p.device(), p.dtype()));
+        p.neg().scatter(1, labels, ones, IndexingUpdateOp::Add)
+    });
+    (tok, delta)
+}
+
+impl ChunkedLogProbs {
+    /// Positions per chunk.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Per-token log-probs of the selected rows, `[n]`, chunk by chunk; with `want_jh` also the
+    /// hidden-state Jacobian rows `(onehot(y) - p) W^T`, `[n, hidden]` (head dtype).
+    fn select_forward<B: Backend>(
+        &self,
+        hidden: Tensor<B, 2>,
+        head: &LmHead<B>,
+        sel: &Selection<B>,
+        want_jh: bool,
+    ) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
+        let device = hidden.device();
+        let dtype = compute_dtype(head.weight().dtype());
+        if sel.n == 0 {
+            return (Tensor::zeros([0], (&device, dtype)), None);
+        }
+        let h = hidden.select(0, sel.rows.clone());
+        let (mut toks, mut jhs) = (Vec::new(), Vec::new());
+        for s in (0..sel.n).step_by(self.chunk_size) {
+            let len = self.chunk_size.min(sel.n - s);
+            let (tok, delta) = chunk(
+                head,
+                h.clone().narrow(0, s, len),
+                sel.labels.clone().narrow(0, s, len),
+                want_jh,
+            );
+            toks.push(tok);
+            if let Some(delta) = delta {
+                jhs.push(head.hidden_grad(cast(delta, head.weight().dtype())));
+            }
+        }
+        let jh = want_jh.then(|| Tensor::cat(jhs, 0));
+        (Tensor::cat(toks, 0), jh)
+    }
+
+    /// `log_softmax(head(hidden))[b, t, labels[b, t]]` (no shift), in f32 for f16/bf16 heads
+    /// (else the head's dtype). Equals
+    /// [`gather_logprobs`](crate::gather_logprobs)`(head.logits3(hidden), labels)`.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`; `labels`: `[batch, seq]` -> `[batch, seq]`
+    pub fn label_logprobs<B: Backend>(
+        &self,
+        hidden: Tensor<B, 3>,
+        head: &LmHead<B>,
+        labels: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 2> {
+        let [b, t, d] = hidden.dims();
+        let sel = Selection::all(labels);
+        let (tok, _) = self.select_forward(hidden.reshape([b * t, d]), head, &sel, false);
+        tok.reshape([b, t])
+    }
+
+    /// Per-token next-token log-probs with the causal shift, masked: column `t` is
+    /// `log p(input_ids[:, t + 1] | ..=t) * mask[:, t + 1]`; only counted positions are
+    /// projected. Equals [`shifted_token_logprobs`](crate::shifted_token_logprobs) on the full
+    /// logits.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`; `input_ids`, `mask`: `[batch, seq]`
+    ///   -> `[batch, seq - 1]`
+    pub fn shifted_token_logprobs<B: Backend>(
+        &self,
+        hidden: Tensor<B, 3>,
+        head: &LmHead<B>,
+        input_ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let [b, t, d] = hidden.dims();
+        assert!(
+            t >= 2,
+            "sequence_logprobs needs at least 2 positions, got {t}"
+        );
+        let sel = Selection::shifted(input_ids, mask.clone(), LogProbReduction::Sum);
+        let (tok, _) = self.select_forward(hidden.reshape([b * t, d]), head, &sel, false);
+        scatter_tokens(tok, &sel, mask, b, t)
+    }
+
+    /// Sequence log-probs of the masked tokens (with the next-token shift), summed or
+    /// length-averaged: [`sequence_logprobs`](crate::sequence_logprobs) of the full logits,
+    /// without them. Differentiable on an autodiff backend, but then every chunk's logits are
+    /// kept for backward: train with [`Self::sequence_loss`].
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`; `input_ids`, `mask`: `[batch, seq]` -> `[batch]`
+    pub fn sequence_logprobs<B: Backend>(
+        &self,
+        hidden: Tensor<B, 3>,
+        head: &LmHead<B>,
+        input_ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        reduction: LogProbReduction,
+    ) -> Tensor<B, 1> {
+        let per_token = self.shifted_token_logprobs(hidden, head, input_ids, mask.clone());
+        reduce_token_logprobs(per_token, mask, reduction)
+    }
+
+    /// A loss on sequence log-probs, with gradients computed chunk-wise by hand (see the
+    /// [module docs](self)).
+    ///
+    /// `loss_fn` receives the sequence log-probs `lp` (`[batch]`, f32 for f16/bf16 heads, as a
+    /// fresh autodiff leaf) and returns the scalar loss plus anything else (metrics). The
+    /// returned tensor has the loss's value and, on `backward()`, the exact gradient of the
+    /// loss with respect to `hidden`, everything below it, and the head weight when it is a
+    /// parameter leaf that requires grad (`is_require_grad()`: a model's `lm_head` or tied
+    /// embedding; a head *derived* from parameters, e.g. through a cast, counts as frozen).
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]` (autodiff); `input_ids`, `mask`: `[batch, seq]`
+    /// - `loss_fn`: `[batch]` -> `[1]`; output `[1]`
+    pub fn sequence_loss<B, T, F>(
+        &self,
+        hidden: Tensor<B, 3>,
+        head: &LmHead<B>,
+        input_ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        reduction: LogProbReduction,
+        loss_fn: F,
+    ) -> (Tensor<B, 1>, T)
+    where
+        B: AutodiffBackend,
+        F: FnOnce(Tensor<B, 1>) -> (Tensor<B, 1>, T),
+    {
+        let [b, t, d] = hidden.dims();
+        assert!(
+            t >= 2,
+            "sequence_logprobs needs at least 2 positions, got {t}"
+        );
+        let train_head = head.weight().is_require_grad();
+        let h_in = hidden.clone().inner().reshape([b * t, d]);
+        let head_in = head.inner();
+        let mask_in = mask.inner();
+        let sel = Selection::shifted(input_ids.clone().inner(), mask_in.clone(), reduction);
+
+        // 1. Values (and, for a frozen head, the hidden-state Jacobian rows in the same pass).
+        let (tok, jh) = self.select_forward(h_in.clone(), &head_in, &sel, !train_head);
+        let per_token = scatter_tokens(tok, &sel, mask_in.clone(), b, t);
+        let lp = reduce_token_logprobs(per_token, mask_in, reduction);
+
+        // 2. g = dL/dlp through the caller's (small) loss graph.
+        let leaf = Tensor::<B, 1>::from_inner(lp.clone()).require_grad();
+        let (loss, extra) = loss_fn(leaf.clone());
+        let g = leaf
+            .grad(&loss.backward())
+            .map(host_f32)
+            .unwrap_or_else(|| vec![0.0; b]);
+        let coef: Vec<f32> = sel
+            .coef
+            .iter()
+            .zip(&sel.coef_row)
+            .map(|(c, &r)| c * g[r])
+            .collect();
+
+        // 3. G_H (and G_W) chunk by chunk.
+        let h_dtype = h_in.dtype();
+        let device = h_in.device();
+        let coef_t = Tensor::<B::InnerBackend, 1>::from_data(
+            TensorData::new(coef, [sel.n]),
+            (&device, DType::F32),
+        );
+        let mut surrogate = None;
+        if sel.n > 0 {
+            let g_rows = match jh {
+                Some(jh) => jh * cast(coef_t.clone(), h_dtype).unsqueeze_dim(1),
+                None => {
+                    // Trainable head: recompute each chunk's softmax for both gradients.
+                    let w_dtype = head_in.weight().dtype();
+                    let acc_dtype = compute_dtype(w_dtype);
+                    let h = h_in.clone().select(0, sel.rows.clone());
+                    let mut gw = Tensor::<B::InnerBackend, 2>::zeros(
+                        head_in.weight().shape(),
+                        (&device, acc_dtype),
+                    );
+                    let mut ghs = Vec::new();
+                    for s in (0..sel.n).step_by(self.chunk_size) {
+                        let len = self.chunk_size.min(sel.n - s);
+                        let h_c = h.clone().narrow(0, s, len);
+                        let (_, delta) = chunk(
+                            &head_in,
+                            h_c.clone(),
+                            sel.labels.clone().narrow(0, s, len),
+                            true,
+                        );
+                        let delta = delta.expect("chunk was asked for its logit gradient");
+                        let c = cast(coef_t.clone().narrow(0, s, len), delta.dtype());
+                        let dlogits = cast(delta * c.unsqueeze_dim(1), w_dtype);
+                        ghs.push(head_in.hidden_grad(dlogits.clone()));
+                        gw = gw + cast(head_in.weight_grad(dlogits, cast(h_c, w_dtype)), acc_dtype);
+                    }
+                    let gw = cast(gw, w_dtype);
+                    let w = head.weight().clone();
+                    surrogate = Some(to_f32((w * Tensor::from_inner(gw)).sum()));
+                    cast(Tensor::cat(ghs, 0), h_dtype)
+                }
+            };
+            let gh = Tensor::<B::InnerBackend, 2>::zeros([b * t, d], (&device, h_dtype))
+                .select_assign(0, sel.rows.clone(), g_rows, IndexingUpdateOp::Add);
+            let s_h = to_f32((hidden * Tensor::from_inner(gh.reshape([b, t, d]))).sum());
+            surrogate = Some(match surrogate {
+                Some(s_w) => s_w + s_h,
+                None => s_h,
+            });
+        }
+
+        // 4. Value of the loss, gradient of the surrogate.
+        let value = Tensor::<B, 1>::from_inner(loss.inner());
+        let out = match surrogate {
+            Some(s) => {
+                let s = cast(s, value.dtype());
+                (s.clone() - s.detach()) + value
+            }
+            None => value,
+        };
+        (out, extra)
+    }
+}
+
+fn to_f32<B: Backend>(t: Tensor<B, 1>) -> Tensor<B, 1> {
+    cast(t, DType::F32)
+}
+
+/// Scatters selected per-token log-probs into `[batch, seq - 1]` (zeros elsewhere) and applies
+/// the mask like [`shifted_token_logprobs`](crate::shifted_token_logprobs).
+fn scatter_tokens<B: Backend>(
+    tok: Tensor<B, 1>,
+    sel: &Selection<B>,
+    mask: Tensor<B, 2>,
+    b: usize,
+    t: usize,
+) -> Tensor<B, 2> {
+    let dtype = tok.dtype();
+    let flat = Tensor::<B, 1>::zeros([b * (t - 1)], (&tok.device(), dtype));
+    let flat = if sel.n == 0 {
+        flat
+    } else {
+        flat.select_assign(0, sel.out.clone(), tok, IndexingUpdateOp::Add)
+    };
+    let mask = cast(mask.slice([0..b, 1..t]), dtype);
+    flat.reshape([b, t - 1]) * mask
+}
+
+/// [`sequence_logprobs`] of the full logits `head(hidden)` (the [`LogProbStrategy::Full`] path).
+///
+/// # Shapes
+/// - `hidden`: `[batch, seq, hidden]`; `input_ids`, `mask`: `[batch, seq]` -> `[batch]`
+pub fn full_sequence_logprobs<B: Backend>(
+    hidden: Tensor<B, 3>,
+    head: &LmHead<B>,
+    input_ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+    reduction: LogProbReduction,
+) -> Tensor<B, 1> {
+    sequence_logprobs(head.logits3(hidden), input_ids, mask, reduction)
+}
