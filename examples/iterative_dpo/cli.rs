@@ -81,6 +81,9 @@ pub struct Args {
     /// DPO micro-batch size in pairs [default: 16].
     #[arg(long)]
     pub dpo_batch_size: Option<usize>,
+    /// Weight of an NLL term on the chosen responses (TRL's rpo_alpha; 0 = plain DPO) [default: 0].
+    #[arg(long)]
+    pub dpo_nll_weight: Option<f64>,
     /// RRHF learning rate [default: 1e-4].
     #[arg(long)]
     pub rrhf_lr: Option<f64>,
@@ -196,7 +199,7 @@ impl Args {
         let a = self;
         overlay!(cfg, a; out, seed, algorithm, iterations, k, prompts_per_iteration, eval_prompts,
             eval_samples, max_new_tokens, temperature, max_prompt_tokens, max_total_tokens, beta, lr,
-            loss, choose, reference, policy_epochs, dpo_batch_size, rrhf_lr, rrhf_batch_size,
+            loss, choose, reference, policy_epochs, dpo_batch_size, dpo_nll_weight, rrhf_lr, rrhf_batch_size,
             rrhf_length_alpha, rrhf_rank_weight, annotator, lora_rank, lora_alpha, lora_dropout,
             chat_template, hidden_size, layers, sft_examples, sft_steps, sft_lr, rm_pairs, rm_steps,
             rm_lr, label_noise, batch_size);

@@ -80,6 +80,9 @@ pub struct LoopConfig {
     pub policy_epochs: usize,
     /// DPO micro-batch size (pairs).
     pub dpo_batch_size: usize,
+    /// Weight of an NLL term on the chosen responses added to DPO (TRL's `rpo_alpha`; 0 = plain
+    /// DPO).
+    pub dpo_nll_weight: f64,
     /// RRHF learning rate.
     pub rrhf_lr: f64,
     /// RRHF micro-batch size (prompts, K responses each).
@@ -157,6 +160,7 @@ impl Default for LoopConfig {
             reference: Reference::Sft,
             policy_epochs: 4,
             dpo_batch_size: 16,
+            dpo_nll_weight: 0.0,
             rrhf_lr: 1e-4,
             rrhf_batch_size: 4,
             rrhf_length_alpha: 1.0,
@@ -224,6 +228,9 @@ impl LoopConfig {
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be positive"));
+        }
+        if !(self.dpo_nll_weight >= 0.0 && self.dpo_nll_weight.is_finite()) {
+            return Err("--dpo-nll-weight must be a finite number >= 0".into());
         }
         if !(self.beta > 0.0 && self.lr > 0.0 && self.rrhf_lr > 0.0) {
             return Err("--beta, --lr and --rrhf-lr must be positive".into());

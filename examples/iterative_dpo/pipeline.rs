@@ -280,8 +280,8 @@ fn iteration(
         },
         stats.ties_dropped
     );
-    if let (Some(judge), Algorithm::Dpo) = (&ctx.judge, cfg.algorithm) {
-        report_gold_agreement(judge, &stages.path(data))?;
+    if let Some(judge) = &ctx.judge {
+        report_gold_agreement(judge, &annotated, &stages.path(data))?;
     }
     let batch = match cfg.algorithm {
         Algorithm::Dpo => cfg.dpo_batch_size,

@@ -10,7 +10,8 @@ use super::task::{self, GoldJudge};
 use kiln::burn::prelude::Backend;
 use kiln::data::atomic::{read_json, write_json};
 use kiln::data::{
-    Content, GenerationRecord, PairRecord, PromptRecord, RankedRecord, Rng, read_jsonl, write_jsonl,
+    AnnotatedRecord, Content, GenerationRecord, PairRecord, PromptRecord, RankedRecord, Rng,
+    read_jsonl, write_jsonl,
 };
 use kiln::losses::{DpoConfig, RrhfConfig};
 use kiln::model::LlamaForCausalLM;
@@ -173,8 +174,27 @@ pub fn generate(
         .collect())
 }
 
-/// How often the gold judge agrees with the proxy's pick: the signal DPO really gets.
-pub fn report_gold_agreement(judge: &GoldJudge, pairs_file: &Path) -> Res<()> {
+/// What the gold judge says about an iteration's data (the signal DPO really gets): the mean
+/// response, the oracle best-of-K, the proxy's pick and how often the chosen side of a pair is
+/// really better. Generations are scored as finished (the files do not keep finish reasons).
+pub fn report_gold_agreement(judge: &GoldJudge, annotated: &Path, pairs_file: &Path) -> Res<()> {
+    let records: Vec<AnnotatedRecord> = read_jsonl(annotated)?;
+    let (mut mean, mut best, mut picked, mut n) = (0.0, 0.0, 0.0, 0usize);
+    for r in &records {
+        let q = r.prompt.text();
+        let gold: Vec<f64> = r
+            .responses
+            .iter()
+            .map(|x| f64::from(judge.score(&q, x, true)))
+            .collect();
+        let argmax = (0..gold.len()).max_by(|&a, &b| r.rewards[a].total_cmp(&r.rewards[b]));
+        if let Some(i) = argmax {
+            mean += gold.iter().sum::<f64>() / gold.len() as f64;
+            best += gold.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            picked += gold[i];
+            n += 1;
+        }
+    }
     let pairs: Vec<PairRecord> = read_jsonl::<PairRecord>(pairs_file).unwrap_or_default();
     let agree = pairs
         .iter()
@@ -183,8 +203,12 @@ pub fn report_gold_agreement(judge: &GoldJudge, pairs_file: &Path) -> Res<()> {
             judge.score(&q, &p.chosen.text(), true) > judge.score(&q, &p.rejected.text(), true)
         })
         .count();
+    let n = n.max(1) as f64;
     eprintln!(
-        "   gold judge agrees with {agree}/{} chosen-vs-rejected picks",
+        "   gold: mean {:.3}, oracle best-of-K {:.3}, proxy's best {:.3}; the gold judge agrees with {agree}/{} chosen-vs-rejected picks",
+        mean / n,
+        best / n,
+        picked / n,
         pairs.len()
     );
     Ok(())
@@ -227,7 +251,8 @@ pub fn train_dpo_stage(
     let dtc = DpoTrainConfig::new(
         DpoConfig::new().with_beta(cfg.beta).with_loss(cfg.loss),
         enc.pad_id,
-    );
+    )
+    .with_nll_weight(cfg.dpo_nll_weight);
     let ref_logps = {
         let reference = store.load(reference_dir)?;
         precompute_reference_logps(&reference, &pairs, enc.pad_id, 64, dtc.reduction)?

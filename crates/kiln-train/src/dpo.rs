@@ -8,7 +8,7 @@
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use kiln_data::Example;
 use kiln_data::PairBatch;
 use kiln_data::collate::collate_pairs;
@@ -31,6 +31,11 @@ pub struct DpoTrainConfig {
     /// How the policy's log-probs and their gradients are computed (default: chunked, without
     /// the `[batch, seq, vocab]` logits; [`LogProbStrategy::Full`] is the reference path).
     pub logprobs: LogProbStrategy,
+    /// Weight `alpha` of an NLL term on the chosen responses added to the DPO loss:
+    /// `L = L_dpo + alpha * mean_pairs(-logp(y_w) / |y_w|)` (TRL's `rpo_alpha`, "RPO" of Pang et
+    /// al. 2024, Iterative Reasoning Preference Optimization). 0 (the default) is plain DPO, as
+    /// in RLHFlow's recipe. Reported as metric `nll/chosen`.
+    pub nll_weight: f64,
 }
 
 impl DpoTrainConfig {
@@ -46,7 +51,15 @@ impl DpoTrainConfig {
             reduction,
             pad_id,
             logprobs: LogProbStrategy::default(),
+            nll_weight: 0.0,
         }
+    }
+
+    /// The same config with an NLL term of weight `alpha` on the chosen responses (see
+    /// [`Self::nll_weight`]).
+    pub fn with_nll_weight(mut self, alpha: f64) -> Self {
+        self.nll_weight = alpha;
+        self
     }
 
     /// The same config with another log-prob strategy (e.g. `LogProbStrategy::chunked_with(128)?`).
@@ -171,21 +184,41 @@ pub fn dpo_loss<B: AutodiffBackend>(
     dpo: &Dpo,
     reduction: LogProbReduction,
 ) -> Result<StepLoss<B>> {
-    dpo_loss_with(model, batch, dpo, reduction, LogProbStrategy::default())
+    dpo_loss_with(
+        model,
+        batch,
+        dpo,
+        reduction,
+        LogProbStrategy::default(),
+        0.0,
+    )
 }
 
 /// [`dpo_loss`] with an explicit log-prob strategy
-/// ([`LlamaForCausalLM::sequence_logprob_loss`]).
+/// ([`LlamaForCausalLM::sequence_logprob_loss`]) and NLL weight on the chosen responses
+/// ([`DpoTrainConfig::nll_weight`]).
 pub fn dpo_loss_with<B: AutodiffBackend>(
     model: &LlamaForCausalLM<B>,
     batch: &DpoBatch<B>,
     dpo: &Dpo,
     reduction: LogProbReduction,
     logprobs: LogProbStrategy,
+    nll_weight: f64,
 ) -> Result<StepLoss<B>> {
     let b = &batch.pairs.batch;
     let n = batch.pairs.num_pairs;
-    let (loss, metrics) = model.sequence_logprob_loss(
+    // Counted (shifted) tokens of each chosen response, for the per-token NLL.
+    let [_, t] = b.loss_mask.dims();
+    let chosen_tokens = (nll_weight != 0.0).then(|| {
+        b.loss_mask
+            .clone()
+            .narrow(0, 0, n)
+            .narrow(1, 1, t - 1)
+            .sum_dim(1)
+            .reshape([n])
+            .clamp_min(1.0)
+    });
+    let (loss, (metrics, nll)) = model.sequence_logprob_loss(
         b.input_ids.clone(),
         Some(b.attention_mask.clone()),
         b.loss_mask.clone(),
@@ -194,17 +227,33 @@ pub fn dpo_loss_with<B: AutodiffBackend>(
         |logps| {
             let (pc, pr) = split_pairs(logps, n);
             let out = dpo.forward(
-                pc,
+                pc.clone(),
                 pr,
                 batch.reference_chosen.clone(),
                 batch.reference_rejected.clone(),
             );
-            (out.loss.clone(), out.metrics())
+            match &chosen_tokens {
+                Some(len) => {
+                    // Sum log-probs per token (Mean already is per token).
+                    let per_token = match reduction {
+                        LogProbReduction::Sum => pc / len.clone().cast(out.loss.dtype()),
+                        LogProbReduction::Mean => pc,
+                    };
+                    let nll = per_token.mean().neg();
+                    let value = nll.clone().into_scalar().elem::<f64>();
+                    let loss = out.loss.clone() + nll.mul_scalar(nll_weight);
+                    (loss, (out.metrics(), Some(value)))
+                }
+                None => (out.loss.clone(), (out.metrics(), None)),
+            }
         },
     );
     let mut step = StepLoss::new(loss);
     for (name, v) in metrics.named() {
         step = step.with_metric(name, v);
+    }
+    if let Some(v) = nll {
+        step = step.with_metric("nll/chosen", v);
     }
     Ok(step)
 }
@@ -233,7 +282,16 @@ pub fn train_dpo<B: AutodiffBackend>(
         pairs.len(),
         until_step,
         |idx| collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device),
-        |model, batch| dpo_loss_with(model, batch, &dpo, config.reduction, config.logprobs),
+        |model, batch| {
+            dpo_loss_with(
+                model,
+                batch,
+                &dpo,
+                config.reduction,
+                config.logprobs,
+                config.nll_weight,
+            )
+        },
     )
 }
 
@@ -289,6 +347,45 @@ mod tests {
     use super::*;
     use crate::optim::TrainConfig;
     use crate::testutil::{TB, tiny};
+
+    /// `L = L_dpo + alpha * mean(-logp(y_w) / |y_w|)`: at policy == reference the DPO part is
+    /// ln 2, so the loss is ln 2 + alpha * (the chosen per-token NLL computed independently).
+    #[test]
+    fn the_nll_term_adds_alpha_times_the_chosen_per_token_nll() {
+        let t = tiny();
+        let device = Default::default();
+        let policy = LlamaForCausalLM::<TB>::init(&t.config, 0.1, &device);
+        let pairs = t.dpo_pairs(0..4);
+        let cfg = DpoTrainConfig::new(DpoConfig::new(), t.pad).with_nll_weight(0.5);
+        let reference =
+            precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, cfg.reduction).unwrap();
+        let nll: f64 = pairs
+            .iter()
+            .zip(&reference.chosen)
+            .map(|((c, _), &lp)| {
+                let tokens = c.loss_mask[1..].iter().filter(|&&m| m).count() as f64;
+                -f64::from(lp) / tokens
+            })
+            .sum::<f64>()
+            / pairs.len() as f64;
+        let batch = collate_dpo::<TB>(&pairs, &reference, &[0, 1, 2, 3], t.pad, &device).unwrap();
+        let dpo = cfg.loss.init().unwrap();
+        let step = dpo_loss_with(&policy, &batch, &dpo, cfg.reduction, cfg.logprobs, 0.5).unwrap();
+        let value = step.loss.clone().into_scalar().elem::<f64>();
+        assert!(
+            (value - (std::f64::consts::LN_2 + 0.5 * nll)).abs() < 1e-4,
+            "{value} vs ln 2 + 0.5 * {nll}"
+        );
+        let metric = step
+            .metrics
+            .iter()
+            .find(|(n, _)| n == "nll/chosen")
+            .unwrap()
+            .1;
+        assert!((metric - nll).abs() < 1e-4, "{metric} vs {nll}");
+        let plain = dpo_loss_with(&policy, &batch, &dpo, cfg.reduction, cfg.logprobs, 0.0).unwrap();
+        assert!(plain.metrics.iter().all(|(n, _)| n != "nll/chosen"));
+    }
 
     #[test]
     fn dpo_raises_rewards_accuracy_and_margin_on_its_pairs() {
