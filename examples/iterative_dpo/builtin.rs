@@ -2,8 +2,12 @@
 //! pairs with label noise, held-out evaluation prompts), SFT of the tiny policy from scratch, and
 //! the proxy annotator trained on the noisy pairs: a Bradley-Terry reward model, or (with
 //! `--annotator pairwise`) a pairwise preference model trained by SFT to answer `A` or `B`.
+//!
+//! On a real policy (`--policy DIR` alone) the policy is pi_0: there is no SFT, and the reward
+//! model's pairs come from pi_0's own samples on training questions, gold-labelled with the same
+//! label noise; the reward model is pi_0's backbone with LoRA adapters and a score head.
 
-use super::models::{B, Res, save_options};
+use super::models::{B, I, Res, cpu_cores, save_options};
 use super::pipeline::{Ctx, Setup, stage_seed};
 use super::progress::Bar;
 use super::task::{self, GoldJudge};
@@ -12,8 +16,12 @@ use kiln::burn::prelude::Backend;
 use kiln::data::{
     Content, Example, Message, PairRecord, PromptRecord, Rng, SftRecord, read_jsonl, write_jsonl,
 };
-use kiln::model::{LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification};
+use kiln::model::{
+    LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
+    MissingScore,
+};
 use kiln::reward::pairwise::judge_message;
+use kiln::sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
 use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
 use kiln::train::sft::train_sft;
 use kiln::train::{StageRunner, TrainConfig, TrainLoop};
@@ -115,6 +123,131 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
     })
 }
 
+/// The built-in task on a real policy: held-out evaluation prompts, reward-model pairs from
+/// pi_0's own samples (gold-labelled, with label noise), and a LoRA reward model on pi_0's
+/// backbone.
+pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup> {
+    let cfg = &ctx.cfg;
+    let policy = cfg
+        .policy
+        .clone()
+        .expect("mode BuiltinOnPolicy has a policy");
+    let (train_pool, eval_pool) = task::split_pools();
+    let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
+    root.run("data", &files, |out| -> Res<()> {
+        let mut rng = Rng::new(stage_seed(cfg.seed, 2));
+        let eval: Vec<PromptRecord> =
+            task::sample_questions(&eval_pool, cfg.eval_prompts, &mut rng)
+                .into_iter()
+                .map(|q| PromptRecord {
+                    prompt: Content::Text(q.text),
+                })
+                .collect();
+        write_jsonl(out.path(files[1]), &eval)?;
+        let mut rng = Rng::new(stage_seed(cfg.seed, 1));
+        let questions = task::sample_questions(&train_pool, cfg.rm_prompts, &mut rng);
+        let pairs = sample_pairs(ctx, judge, &policy, &questions, &mut rng)?;
+        write_jsonl(out.path(files[0]), &pairs)?;
+        Ok(())
+    })?;
+    let pairs: Vec<PairRecord> = read_jsonl(root.path(files[0]))?;
+    let annotator = match (cfg.annotator, &cfg.annotator_model) {
+        (Annotator::Pairwise, Some(dir)) => dir.clone(),
+        _ => {
+            root.run("reward_model", &["reward_model"], |out| {
+                train_policy_reward_stage(ctx, &pairs, &policy, out.path("reward_model"))
+            })?;
+            root.path("reward_model")
+        }
+    };
+    let eval_prompts = read_jsonl::<PromptRecord>(root.path(files[1]))?
+        .into_iter()
+        .map(|p| p.prompt)
+        .collect();
+    let pool = train_pool
+        .into_iter()
+        .map(|q| Content::Text(q.text))
+        .collect();
+    Ok(Setup {
+        sft: policy,
+        annotator,
+        eval_prompts,
+        pool,
+    })
+}
+
+/// `rm_samples` responses of pi_0 to each question; every two with different gold rewards make a
+/// pair oriented by gold and flipped with probability `label_noise` (the noisy human labels).
+fn sample_pairs(
+    ctx: &Ctx,
+    judge: &GoldJudge,
+    policy: &Path,
+    questions: &[task::Question],
+    rng: &mut Rng,
+) -> Res<Vec<PairRecord>> {
+    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let model = LlamaForCausalLM::<I>::from_pretrained(policy, &Default::default())?;
+    let prompts: Vec<Content> = questions
+        .iter()
+        .map(|q| Content::Text(q.text.clone()))
+        .collect();
+    let ids = prompts
+        .iter()
+        .map(|p| enc.generation_prompt(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let gc = GenerationConfig::new()
+        .with_sampler(
+            SamplerConfig::new()
+                .with_temperature(cfg.temperature)
+                .with_seed(stage_seed(cfg.seed, 3)),
+        )
+        .with_max_new_tokens(cfg.max_new_tokens)
+        .with_num_responses(cfg.rm_samples)
+        .with_stop_token_ids(enc.stop_ids())
+        .with_pad_token_id(enc.pad_id)
+        .with_prompt_batch_size(16)
+        .with_concurrent_batches(cpu_cores());
+    let generator = Generator::new(&model, gc)?.with_tokenizer(&enc.tokenizer);
+    let bar = Bar::new("reward-model samples", ids.len() * cfg.rm_samples);
+    let streams: Vec<u64> = (0..ids.len() as u64).collect();
+    let out = generator.generate_with(&ids, &streams, |p| bar.set(p.finished_responses))?;
+    bar.finish();
+    let mut pairs = Vec::new();
+    for (q, gens) in questions.iter().zip(&out.responses) {
+        let gold: Vec<f32> = gens
+            .iter()
+            .map(|g| judge.score(&q.text, &g.text, g.finish_reason != FinishReason::Length))
+            .collect();
+        for a in 0..gens.len() {
+            for b in a + 1..gens.len() {
+                if gold[a] == gold[b] {
+                    continue;
+                }
+                let (mut c, mut r) = if gold[a] > gold[b] { (a, b) } else { (b, a) };
+                if rng.next_f64() < cfg.label_noise {
+                    std::mem::swap(&mut c, &mut r);
+                }
+                pairs.push(PairRecord {
+                    prompt: Content::Text(q.text.clone()),
+                    chosen: Content::Text(gens[c].text.clone()),
+                    rejected: Content::Text(gens[r].text.clone()),
+                    margin: None,
+                });
+            }
+        }
+    }
+    eprintln!(
+        "   {} reward-model pairs from {} questions x {} samples of pi_0",
+        pairs.len(),
+        questions.len(),
+        cfg.rm_samples
+    );
+    if pairs.is_empty() {
+        return Err("pi_0's samples all tie under the gold judge: no reward-model pairs".into());
+    }
+    Ok(pairs)
+}
+
 /// The built-in task's policy shape: Llama-3 layout, tiny sizes, the shipped tokenizer's ids.
 fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
     let (cfg, enc) = (&ctx.cfg, &ctx.enc);
@@ -173,6 +306,49 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path) -> Res<()> {
 }
 
 fn train_reward_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: &Path) -> Res<()> {
+    let device = Default::default();
+    B::seed(&device, stage_seed(ctx.cfg.seed, 20));
+    let backbone = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
+    let model = LlamaForSequenceClassification::from_causal_lm(backbone, 0.02);
+    let trained = train_bt(ctx, records, model)?;
+    Ok(trained.save_pretrained(out, save_options())?)
+}
+
+/// A reward model on the real policy's backbone: LoRA adapters (`rm_lora_rank`) plus a fresh
+/// score head, saved as a PEFT SEQ_CLS adapter over the policy directory.
+fn train_policy_reward_stage(
+    ctx: &Ctx,
+    records: &[PairRecord],
+    policy: &Path,
+    out: &Path,
+) -> Res<()> {
+    let cfg = &ctx.cfg;
+    let device = Default::default();
+    B::seed(&device, stage_seed(cfg.seed, 20));
+    let model = LlamaForSequenceClassification::<B>::from_pretrained(
+        policy,
+        &device,
+        MissingScore::Init { std: 0.02 },
+    )?;
+    if cfg.rm_lora_rank == 0 {
+        let trained = train_bt(ctx, records, model)?;
+        return Ok(trained.save_pretrained(out, save_options())?);
+    }
+    let base = std::fs::canonicalize(policy)?.display().to_string();
+    let lora = LoraConfig::new(LoraTarget::ALL.to_vec())
+        .with_rank(cfg.rm_lora_rank)
+        .with_alpha(2.0 * cfg.rm_lora_rank as f64)
+        .with_base_model_name_or_path(Some(base));
+    let trained = train_bt(ctx, records, model.with_lora(&lora, &device)?)?;
+    Ok(trained.save_adapter(out)?)
+}
+
+/// Bradley-Terry training of `model` on 90 % of the noisy pairs; reports held-out accuracy.
+fn train_bt(
+    ctx: &Ctx,
+    records: &[PairRecord],
+    model: LlamaForSequenceClassification<B>,
+) -> Res<LlamaForSequenceClassification<B>> {
     let (cfg, enc) = (&ctx.cfg, &ctx.enc);
     let mut pairs = records
         .iter()
@@ -185,10 +361,6 @@ fn train_reward_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: &P
         })
         .collect::<Res<Vec<_>>>()?;
     let held_out = pairs.split_off(pairs.len() * 9 / 10);
-    let device = Default::default();
-    B::seed(&device, stage_seed(cfg.seed, 20));
-    let backbone = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
-    let model = LlamaForSequenceClassification::from_causal_lm(backbone, 0.02);
     let tc = TrainConfig::new(cfg.rm_steps)
         .with_lr(cfg.rm_lr)
         .with_warmup_steps(cfg.rm_steps / 20)
@@ -207,7 +379,7 @@ fn train_reward_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: &P
     eprintln!(
         "   proxy reward model: held-out pairwise accuracy {acc:.3} (noisy labels), mean margin {margin:.3}"
     );
-    Ok(train.model().save_pretrained(out, save_options())?)
+    Ok(train.into_model())
 }
 
 /// A pairwise preference model: the SFT backbone fine-tuned to answer `A` or `B` to the judge

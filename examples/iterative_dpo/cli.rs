@@ -16,9 +16,11 @@ use std::path::PathBuf;
 #[derive(Debug, Default, Parser)]
 #[command(name = "iterative_dpo", version)]
 #[command(
-    after_help = "Real models: --policy DIR --reward-model DIR --prompts FILE.jsonl runs \
-the same loop on Hugging Face checkpoints (prompts as {\"prompt\": ...} or {\"messages\": [...]}, \
-multi-turn with system messages). Logging: RUST_LOG (warnings are shown by default)."
+    after_help = "Real models: --policy DIR alone runs the built-in task on that Hugging Face \
+policy (its own samples train a proxy reward model on its backbone); --policy DIR --reward-model \
+DIR --prompts FILE.jsonl runs the loop on your checkpoints and prompts (prompts as \
+{\"prompt\": ...} or {\"messages\": [...]}, multi-turn with system messages). Logging: \
+RUST_LOG (warnings are shown by default)."
 )]
 pub struct Args {
     /// JSON file with settings (keys as in <out>/config.json); flags override it.
@@ -162,6 +164,15 @@ pub struct Args {
     /// Built-in task: fraction of preference labels flipped [default: 0.1].
     #[arg(long)]
     pub label_noise: Option<f64>,
+    /// Built-in task on a real policy: prompts whose samples train the reward model [default: 128].
+    #[arg(long)]
+    pub rm_prompts: Option<usize>,
+    /// Built-in task on a real policy: samples per reward-model prompt [default: 4].
+    #[arg(long)]
+    pub rm_samples: Option<usize>,
+    /// Built-in task on a real policy: LoRA rank of the reward model (0 = full) [default: 8].
+    #[arg(long)]
+    pub rm_lora_rank: Option<usize>,
     /// Micro-batch size of SFT and reward-model training [default: 32].
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -202,7 +213,7 @@ impl Args {
             loss, choose, reference, policy_epochs, dpo_batch_size, dpo_nll_weight, rrhf_lr, rrhf_batch_size,
             rrhf_length_alpha, rrhf_rank_weight, annotator, lora_rank, lora_alpha, lora_dropout,
             chat_template, hidden_size, layers, sft_examples, sft_steps, sft_lr, rm_pairs, rm_steps,
-            rm_lr, label_noise, batch_size);
+            rm_lr, label_noise, rm_prompts, rm_samples, rm_lora_rank, batch_size);
         if a.no_offline {
             cfg.offline = false;
         }

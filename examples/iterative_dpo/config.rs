@@ -38,6 +38,18 @@ pub enum Annotator {
     Pairwise,
 }
 
+/// What the loop runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The built-in task with a tiny policy trained from scratch (no `--policy`).
+    Builtin,
+    /// The built-in task on a real policy (`--policy` alone): the policy is pi_0, its own samples
+    /// (gold-labelled with noise) train a proxy reward model on its own backbone.
+    BuiltinOnPolicy,
+    /// Real checkpoints and prompts (`--policy --reward-model --prompts`): no gold judge.
+    Real,
+}
+
 /// Everything a run depends on; written to `<out>/config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -134,6 +146,14 @@ pub struct LoopConfig {
     pub rm_lr: f64,
     /// Built-in task: fraction of reward-model labels flipped (human label noise).
     pub label_noise: f64,
+    /// Built-in task on a real policy: prompts whose pi_0 samples make the reward-model pairs.
+    pub rm_prompts: usize,
+    /// Built-in task on a real policy: pi_0 samples per reward-model prompt (every two with
+    /// different gold rewards make a pair).
+    pub rm_samples: usize,
+    /// Built-in task on a real policy: LoRA rank of the reward model on the policy's backbone
+    /// (its score head is always trained; 0 = train every weight).
+    pub rm_lora_rank: usize,
     /// Micro-batch size for SFT and reward-model training.
     pub batch_size: usize,
 }
@@ -186,15 +206,22 @@ impl Default for LoopConfig {
             rm_steps: 900,
             rm_lr: 1e-3,
             label_noise: 0.1,
+            rm_prompts: 128,
+            rm_samples: 4,
+            rm_lora_rank: 8,
             batch_size: 32,
         }
     }
 }
 
 impl LoopConfig {
-    /// Whether the loop runs the built-in task (no `--policy`).
-    pub fn builtin(&self) -> bool {
-        self.policy.is_none()
+    /// What the loop runs on.
+    pub fn mode(&self) -> Mode {
+        match (&self.policy, &self.reward_model) {
+            (None, _) => Mode::Builtin,
+            (Some(_), None) => Mode::BuiltinOnPolicy,
+            (Some(_), Some(_)) => Mode::Real,
+        }
     }
 
     /// The LoRA adapter config, when `lora_rank > 0`.
@@ -247,21 +274,30 @@ impl LoopConfig {
                 self.max_prompt_tokens, self.max_total_tokens
             ));
         }
-        let real = [
+        match (
             self.policy.is_some(),
             self.reward_model.is_some(),
             self.prompts.is_some(),
-        ];
-        if real.iter().any(|&r| r) && !real.iter().all(|&r| r) {
-            return Err(
-                "real-model mode needs all of --policy, --reward-model and --prompts".into(),
-            );
+        ) {
+            (true, true, true) | (_, false, false) => {}
+            _ => {
+                return Err(
+                    "--reward-model and --prompts go together, with --policy (real-model \
+                     mode); --policy alone runs the built-in task on that policy"
+                        .into(),
+                );
+            }
         }
         if self.annotator == Annotator::Pairwise
-            && !self.builtin()
+            && self.mode() != Mode::Builtin
             && self.annotator_model.is_none()
         {
-            return Err("--annotator pairwise with real models needs --annotator-model DIR".into());
+            return Err(
+                "--annotator pairwise with a real policy needs --annotator-model DIR".into(),
+            );
+        }
+        if self.mode() == Mode::BuiltinOnPolicy && self.rm_samples < 2 {
+            return Err("--rm-samples must be at least 2 to form pairs".into());
         }
         if let Some(lora) = self.lora() {
             lora.validate().map_err(|e| format!("--lora-*: {e}"))?;

@@ -5,7 +5,7 @@
 //! would.
 
 use super::builtin;
-use super::config::{Algorithm, Annotator, LoopConfig, Reference};
+use super::config::{Algorithm, Annotator, LoopConfig, Mode, Reference};
 use super::eval::EvalRecord;
 use super::models::{Annotation, B, PolicyStore, Res, load_bt, load_pairwise};
 use super::progress::Bar;
@@ -89,13 +89,14 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
     };
     let ctx = Ctx {
         cfg: cfg.clone(),
-        judge: cfg.builtin().then(GoldJudge::default),
+        judge: (cfg.mode() != Mode::Real).then(GoldJudge::default),
         enc,
     };
     B::seed(&Default::default(), cfg.seed);
-    let setup = match &ctx.judge {
-        Some(judge) => builtin::setup(&ctx, judge, &mut root)?,
-        None => real_setup(cfg)?,
+    let setup = match (cfg.mode(), &ctx.judge) {
+        (Mode::Builtin, Some(judge)) => builtin::setup(&ctx, judge, &mut root)?,
+        (Mode::BuiltinOnPolicy, Some(judge)) => builtin::setup_on_policy(&ctx, judge, &mut root)?,
+        _ => real_setup(cfg)?,
     };
     let annotation = match cfg.annotator {
         Annotator::Bt => Annotation::Bt(load_bt(&setup.annotator, &ctx.enc)?),
@@ -281,7 +282,7 @@ fn iteration(
         stats.ties_dropped
     );
     if let Some(judge) = &ctx.judge {
-        report_gold_agreement(judge, &annotated, &stages.path(data))?;
+        report_gold_agreement(judge, &generations, &annotated, &stages.path(data))?;
     }
     let batch = match cfg.algorithm {
         Algorithm::Dpo => cfg.dpo_batch_size,

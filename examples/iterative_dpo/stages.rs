@@ -170,22 +170,27 @@ pub fn generate(
         .map(|(p, rs)| GenerationRecord {
             prompt: p.clone(),
             responses: rs.iter().map(|g| g.text.clone()).collect(),
+            finish_reasons: rs.iter().map(|g| g.finish_reason.to_string()).collect(),
         })
         .collect())
 }
 
 /// What the gold judge says about an iteration's data (the signal DPO really gets): the mean
 /// response, the oracle best-of-K, the proxy's pick and how often the chosen side of a pair is
-/// really better. Generations are scored as finished (the files do not keep finish reasons).
-pub fn report_gold_agreement(judge: &GoldJudge, annotated: &Path, pairs_file: &Path) -> Res<()> {
+/// really better (pairs are scored as finished: pair files keep no finish reasons).
+pub fn report_gold_agreement(
+    judge: &GoldJudge,
+    generations: &Path,
+    annotated: &Path,
+    pairs_file: &Path,
+) -> Res<()> {
     let records: Vec<AnnotatedRecord> = read_jsonl(annotated)?;
+    let gens: Vec<GenerationRecord> = read_jsonl(generations)?;
     let (mut mean, mut best, mut picked, mut n) = (0.0, 0.0, 0.0, 0usize);
-    for r in &records {
+    for (r, g) in records.iter().zip(&gens) {
         let q = r.prompt.text();
-        let gold: Vec<f64> = r
-            .responses
-            .iter()
-            .map(|x| f64::from(judge.score(&q, x, true)))
+        let gold: Vec<f64> = (r.responses.iter().enumerate())
+            .map(|(i, x)| f64::from(judge.score(&q, x, !g.truncated(i))))
             .collect();
         let argmax = (0..gold.len()).max_by(|&a, &b| r.rewards[a].total_cmp(&r.rewards[b]));
         if let Some(i) = argmax {

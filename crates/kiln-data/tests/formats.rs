@@ -100,13 +100,11 @@ fn generations_round_trip() {
     round_trip(
         "gens",
         vec![
-            GenerationRecord {
-                prompt: "q".into(),
-                responses: vec!["a".into(), "b \n".into()],
-            },
+            GenerationRecord::new("q".into(), vec!["a".into(), "b \n".into()]),
             GenerationRecord {
                 prompt: Content::Messages(conv()),
-                responses: vec![],
+                responses: vec!["x".into(), "y".into()],
+                finish_reasons: vec!["stop".into(), "length".into()],
             },
         ],
     );

@@ -10,10 +10,10 @@
 //! use kiln_reward::Prompt;
 //!
 //! let words = |_: &Prompt, r: &str| r.split_whitespace().count() as f32;
-//! let records = vec![GenerationRecord {
-//!     prompt: "Say something.".into(),
-//!     responses: vec!["one".into(), "two words".into()],
-//! }];
+//! let records = vec![GenerationRecord::new(
+//!     "Say something.".into(),
+//!     vec!["one".into(), "two words".into()],
+//! )];
 //! let annotated = annotate(&words, &records)?;
 //! assert_eq!(annotated[0].rewards, [1.0, 2.0]);
 //! # Ok::<(), kiln_reward::Error>(())
@@ -116,9 +116,11 @@ mod tests {
 
     fn records(n: usize) -> Vec<GenerationRecord> {
         (0..n)
-            .map(|i| GenerationRecord {
-                prompt: format!("prompt {i}").into(),
-                responses: (0..3).map(|k| "x".repeat(k + i)).collect(),
+            .map(|i| {
+                GenerationRecord::new(
+                    format!("prompt {i}").into(),
+                    (0..3).map(|k| "x".repeat(k + i)).collect(),
+                )
             })
             .collect()
     }

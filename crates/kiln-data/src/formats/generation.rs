@@ -1,4 +1,5 @@
-//! Generation records: `{"prompt": ..., "responses": ["...", ...]}`.
+//! Generation records: `{"prompt": ..., "responses": ["...", ...]}`, optionally with
+//! `"finish_reasons": ["stop_token", "length", ...]` (why each response ended; absent when unknown).
 
 use serde::{Deserialize, Serialize};
 
@@ -11,4 +12,24 @@ pub struct GenerationRecord {
     pub prompt: Content,
     /// The sampled responses (assistant text, without the chat template).
     pub responses: Vec<String>,
+    /// Why each response ended, in response order (`stop_token`, `stop_string`, or `length`:
+    /// cut at the token limit). Empty when unknown; omitted from the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finish_reasons: Vec<String>,
+}
+
+impl GenerationRecord {
+    /// A record without finish reasons.
+    pub fn new(prompt: Content, responses: Vec<String>) -> Self {
+        GenerationRecord {
+            prompt,
+            responses,
+            finish_reasons: Vec::new(),
+        }
+    }
+
+    /// Whether response `i` was cut at the token limit (`false` when unknown).
+    pub fn truncated(&self, i: usize) -> bool {
+        self.finish_reasons.get(i).is_some_and(|r| r == "length")
+    }
 }
