@@ -149,8 +149,10 @@ fn the_noun(noun: &str) -> String {
     }
 }
 
-/// Every question the task can ask (a few hundred), in a fixed order.
-pub fn all_questions() -> Vec<Question> {
+/// Every question the task can ask (a few hundred), in a fixed order, each with the index of its
+/// phrasing: phrasings 0 and 1 are the training prompts, phrasing 2 (the same facts, asked in
+/// words the policy never trains on) the held-out evaluation prompts.
+pub fn all_questions() -> Vec<(Question, usize)> {
     let mut out = Vec::new();
     for &(thing, colour) in COLOURS {
         let wrong = COLOUR_WORDS
@@ -158,17 +160,22 @@ pub fn all_questions() -> Vec<Question> {
             .filter(|c| **c != colour)
             .map(|c| c.to_string())
             .collect::<Vec<_>>();
-        for text in [
+        for (i, text) in [
             format!("What colour is {}?", the_noun(thing)),
             format!("Tell me the colour of {}.", the_noun(thing)),
-        ] {
-            out.push(Question {
+            format!("Which colour is {}?", the_noun(thing)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let q = Question {
                 text,
                 kind: Kind::Colour,
                 subject: thing.into(),
                 answer: colour.into(),
                 wrong: wrong.clone(),
-            });
+            };
+            out.push((q, i));
         }
     }
     for &(animal, sound) in SOUNDS {
@@ -177,35 +184,51 @@ pub fn all_questions() -> Vec<Question> {
             .filter(|s| s.1 != sound)
             .map(|s| s.1.to_string())
             .collect::<Vec<_>>();
-        for text in [
+        for (i, text) in [
             format!("What sound does a {animal} make?"),
             format!("What does a {animal} say?"),
-        ] {
-            out.push(Question {
+            format!("Which sound does a {animal} make?"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let q = Question {
                 text,
                 kind: Kind::Sound,
                 subject: animal.into(),
                 answer: sound.into(),
                 wrong: wrong.clone(),
-            });
+            };
+            out.push((q, i));
         }
     }
     for a in 1..=9usize {
         for b in 1..=9usize {
             let answer = NUMBER_WORDS[a + b];
             // Operands are not wrong answers: "Two plus eight is ten." mentions them.
-            let wrong = NUMBER_WORDS
+            let wrong: Vec<String> = NUMBER_WORDS
                 .iter()
                 .filter(|w| **w != answer && **w != NUMBER_WORDS[a] && **w != NUMBER_WORDS[b])
                 .map(|w| w.to_string())
                 .collect();
-            out.push(Question {
-                text: format!("What is {} plus {}?", NUMBER_WORDS[a], NUMBER_WORDS[b]),
-                kind: Kind::Sum,
-                subject: format!("{} plus {}", NUMBER_WORDS[a], NUMBER_WORDS[b]),
-                answer: answer.into(),
-                wrong,
-            });
+            let (x, y) = (NUMBER_WORDS[a], NUMBER_WORDS[b]);
+            for (i, text) in [
+                format!("What is {x} plus {y}?"),
+                format!("Tell me {x} plus {y}."),
+                format!("How much is {x} plus {y}?"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let q = Question {
+                    text,
+                    kind: Kind::Sum,
+                    subject: format!("{x} plus {y}"),
+                    answer: answer.into(),
+                    wrong: wrong.clone(),
+                };
+                out.push((q, i));
+            }
         }
     }
     for &(word, opposite) in OPPOSITES {
@@ -214,17 +237,22 @@ pub fn all_questions() -> Vec<Question> {
             .filter(|o| o.1 != opposite)
             .map(|o| o.1.to_string())
             .collect::<Vec<_>>();
-        for text in [
+        for (i, text) in [
             format!("What is the opposite of {word}?"),
             format!("Give the opposite of {word}."),
-        ] {
-            out.push(Question {
+            format!("Which word is the opposite of {word}?"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let q = Question {
                 text,
                 kind: Kind::Opposite,
                 subject: word.into(),
                 answer: opposite.into(),
                 wrong: wrong.clone(),
-            });
+            };
+            out.push((q, i));
         }
     }
     out
@@ -241,7 +269,7 @@ impl Default for GoldJudge {
         GoldJudge {
             by_text: all_questions()
                 .into_iter()
-                .map(|q| (q.text.clone(), q))
+                .map(|(q, _)| (q.text.clone(), q))
                 .collect(),
         }
     }
@@ -392,16 +420,16 @@ pub fn sample_questions(pool: &[Question], n: usize, rng: &mut Rng) -> Vec<Quest
     (0..n).map(|_| pick(rng, pool).clone()).collect()
 }
 
-/// Splits all questions into (training pool, held-out evaluation pool): every fifth question is
-/// held out, so evaluation prompts are never trained on.
+/// Splits all questions into (training pool, held-out evaluation pool): the evaluation pool is
+/// every question's third phrasing, so evaluation prompts are never trained on (nor seen by the
+/// reward model), while the facts they ask about are the ones the demonstrations teach.
 pub fn split_pools() -> (Vec<Question>, Vec<Question>) {
-    let mut train = Vec::new();
-    let mut eval = Vec::new();
-    for (i, q) in all_questions().into_iter().enumerate() {
-        if i % 5 == 4 {
-            eval.push(q)
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for (q, phrasing) in all_questions() {
+        if phrasing == 2 {
+            eval.push(q);
         } else {
-            train.push(q)
+            train.push(q);
         }
     }
     (train, eval)
@@ -412,10 +440,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn evaluation_prompts_are_never_training_prompts_but_ask_the_same_facts() {
+        let (train, eval) = split_pools();
+        assert_eq!(train.len(), 2 * eval.len());
+        for q in &eval {
+            assert!(train.iter().all(|t| t.text != q.text), "{q:?}");
+            assert!(
+                train
+                    .iter()
+                    .any(|t| t.subject == q.subject && t.answer == q.answer),
+                "{q:?}"
+            );
+        }
+    }
+
+    #[test]
     fn judge_orders_qualities() {
         let judge = GoldJudge::default();
         let mut rng = Rng::new(1);
-        for q in all_questions().iter().step_by(7) {
+        for (q, _) in all_questions().iter().step_by(7) {
             let good = judge.score(&q.text, &demonstration(q, Quality::Good, &mut rng), true);
             let terse = judge.score(&q.text, &demonstration(q, Quality::Terse, &mut rng), true);
             let wrong = judge.score(&q.text, &demonstration(q, Quality::Wrong, &mut rng), true);

@@ -389,6 +389,28 @@ impl LlamaConfig {
         c
     }
 
+    /// SmolLM2-135M shapes (Llama architecture: hidden 576, 30 layers, GQA 9/3, head_dim 64,
+    /// vocab 49,152, tied embeddings, rope theta 1e5, no scaling; bos 1, eos = pad = 2).
+    pub fn smollm2_135m() -> Self {
+        Self {
+            vocab_size: 49_152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            head_dim: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100_000.0,
+            rope_scaling: None,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+            bos_token_id: Some(1),
+            eos_token_id: vec![2],
+            pad_token_id: Some(2),
+        }
+    }
+
     /// Llama-3.2-3B shapes (tied embeddings, factor-32 RoPE scaling).
     pub fn llama3_2_3b() -> Self {
         let mut c = Self::llama3_base(3072, 8192, 28, 24).with_llama3_scaling(32.0);
@@ -511,6 +533,7 @@ mod tests {
             LlamaConfig::llama3_1_8b(),
             LlamaConfig::llama3_2_1b(),
             LlamaConfig::llama3_2_3b(),
+            LlamaConfig::smollm2_135m(),
             LlamaConfig::tiny(256, 64),
         ] {
             let back = parse(&c.to_hf_json("float32")).unwrap();
@@ -518,5 +541,7 @@ mod tests {
         }
         assert_eq!(LlamaConfig::llama3_8b().num_parameters(), 8_030_261_248);
         assert_eq!(LlamaConfig::llama3_2_1b().num_parameters(), 1_235_814_400);
+        // SmolLM2-135M-Instruct's state dict: 134,515,008 parameters (REAL-MODELS.md).
+        assert_eq!(LlamaConfig::smollm2_135m().num_parameters(), 134_515_008);
     }
 }

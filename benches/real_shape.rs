@@ -1,0 +1,239 @@
+//! Real-shape speed: SmolLM2-135M's config (hidden 576, 30 layers, GQA 9/3, vocab 49,152) with
+//! random weights, on the default CPU backend (flex with AVX-512 matmuls). The same workloads run
+//! in PyTorch / transformers with `scripts/bench/torch_real_shape.py`, and
+//! `scripts/bench/compare.sh` prints both side by side with ratios.
+//!
+//! | benchmark | workload |
+//! |---|---|
+//! | `dpo_step_f32` | one DPO step (sigmoid, beta 0.1) on 2 pairs x 128 tokens: policy forward + backward (4 rows) and AdamW over every weight; reference log-probs precomputed |
+//! | `dpo_step_lora` | the same with LoRA r = 16 on all seven projections (frozen base, AdamW on the adapters) |
+//! | `rm_step_f32` | one Bradley-Terry step of a reward model (score head) on 2 pairs x 128 tokens, AdamW over every weight |
+//! | `decode_b1` | greedy decoding of 64 new tokens after a 32-token prompt, batch 1, KV cache |
+//! | `decode_k32` | 32 samples (temperature 1) of 64 new tokens from one 32-token prompt (prefilled once) |
+//! | `matmul_f32_2048` | a 2048^3 f32 matmul (the machine's f32 GEMM peak) |
+//! | `matmul_bf16_2048` | the same in bf16 |
+//!
+//! Run: `cargo bench --bench real_shape` (about 6 minutes). The random weights are written once to
+//! `target/kiln-bench/smollm2-random/` so the PyTorch script times the very same model.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kiln::backend::{AutodiffCpu, Cpu};
+use kiln::burn::tensor::{DType, Distribution, Tensor, TensorData};
+use kiln::data::Example;
+use kiln::losses::DpoConfig;
+use kiln::model::{
+    LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
+    SaveDtype, SaveOptions,
+};
+use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
+use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
+use kiln::train::reward::{RewardPair, RewardTrainConfig, train_reward_model};
+use kiln::train::{TrainConfig, TrainLoop};
+
+const SEQ: usize = 128;
+const PROMPT: usize = 64;
+const PAIRS: usize = 2;
+const DECODE_PROMPT: usize = 32;
+const NEW: usize = 64;
+
+fn weights_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/kiln-bench/smollm2-random")
+}
+
+/// SmolLM2-135M's shapes with `N(0, 0.02)` weights, saved once (f32) and reloaded.
+fn weights() -> PathBuf {
+    let dir = weights_dir();
+    if !dir.join("model.safetensors").exists() {
+        let device = Default::default();
+        <Cpu as kiln::burn::prelude::Backend>::seed(&device, 0);
+        let model = LlamaForCausalLM::<Cpu>::init(&LlamaConfig::smollm2_135m(), 0.02, &device);
+        let opts = SaveOptions {
+            dtype: SaveDtype::F32,
+            ..SaveOptions::default()
+        };
+        model
+            .save_pretrained(&dir, opts)
+            .expect("save bench weights");
+    }
+    dir
+}
+
+/// Deterministic token ids (the PyTorch script uses the same formula).
+fn ids(row: usize, len: usize, vocab: usize) -> Vec<u32> {
+    (0..len)
+        .map(|t| (10 + (row * 7919 + t * 104_729) % (vocab - 10)) as u32)
+        .collect()
+}
+
+/// Row `row` as a prompt + completion example: the last `SEQ - PROMPT` tokens are the completion.
+fn example(row: usize, vocab: usize) -> Example {
+    Example {
+        ids: ids(row, SEQ, vocab),
+        loss_mask: (0..SEQ).map(|t| t >= PROMPT).collect(),
+    }
+}
+
+fn pairs(vocab: usize) -> Vec<(Example, Example)> {
+    (0..PAIRS)
+        .map(|p| (example(2 * p, vocab), example(2 * p + 1, vocab)))
+        .collect()
+}
+
+/// Times `iters` calls of `step` (criterion's `iter_custom`).
+fn timed(iters: u64, mut step: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        step();
+    }
+    start.elapsed()
+}
+
+fn training(cr: &mut Criterion) {
+    let dir = weights();
+    let device = Default::default();
+    let mut group = cr.benchmark_group("smollm2_135m");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .warm_up_time(Duration::from_secs(1));
+    let vocab = LlamaConfig::smollm2_135m().vocab_size;
+    let data = pairs(vocab);
+    let pad = 2;
+    let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), pad);
+    let reference = {
+        let r = LlamaForCausalLM::<Cpu>::from_pretrained(&dir, &device).unwrap();
+        precompute_reference_logps(&r, &data, pad, 8, dtc.reduction).unwrap()
+    };
+    let tc = || {
+        TrainConfig::new(1_000_000)
+            .with_lr(1e-6)
+            .with_micro_batch_size(PAIRS)
+            .with_log_every(0)
+    };
+    for lora in [false, true] {
+        let mut policy = LlamaForCausalLM::<AutodiffCpu>::from_pretrained(&dir, &device).unwrap();
+        if lora {
+            let cfg = LoraConfig::new(LoraTarget::ALL.to_vec())
+                .with_rank(16)
+                .with_alpha(32.0);
+            policy = policy.with_lora(&cfg, &device).unwrap();
+        }
+        let mut train = TrainLoop::new(policy, tc()).unwrap();
+        let name = if lora {
+            "dpo_step_lora"
+        } else {
+            "dpo_step_f32"
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, || {
+                    let until = train.step() + 1;
+                    train_dpo(&mut train, &data, &reference, &dtc, until).unwrap();
+                })
+            })
+        });
+    }
+    let rm = LlamaForSequenceClassification::<AutodiffCpu>::from_pretrained(
+        &dir,
+        &device,
+        kiln::model::MissingScore::Init { std: 0.02 },
+    )
+    .unwrap();
+    let rm_pairs: Vec<RewardPair> = data
+        .iter()
+        .map(|(c, r)| RewardPair {
+            chosen: c.clone(),
+            rejected: r.clone(),
+            margin: None,
+        })
+        .collect();
+    let rtc = RewardTrainConfig {
+        loss: kiln::losses::BradleyTerryConfig::new(),
+        use_margin: false,
+        pad_id: pad,
+    };
+    let mut train = TrainLoop::new(rm, tc()).unwrap();
+    group.bench_function("rm_step_f32", |b| {
+        b.iter_custom(|iters| {
+            timed(iters, || {
+                let until = train.step() + 1;
+                train_reward_model(&mut train, &rm_pairs, &rtc, until).unwrap();
+            })
+        })
+    });
+    group.finish();
+}
+
+fn decoding(cr: &mut Criterion) {
+    let dir = weights();
+    let device = Default::default();
+    let model = LlamaForCausalLM::<Cpu>::from_pretrained(&dir, &device).unwrap();
+    let vocab = model.config().vocab_size;
+    let prompt = vec![ids(1000, DECODE_PROMPT, vocab)];
+    let mut group = cr.benchmark_group("smollm2_135m");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(1));
+    for (name, k, sampler) in [
+        ("decode_b1", 1, SamplerConfig::greedy()),
+        (
+            "decode_k32",
+            32,
+            SamplerConfig::new().with_temperature(1.0).with_seed(0),
+        ),
+    ] {
+        let config = GenerationConfig::new()
+            .with_sampler(sampler)
+            .with_max_new_tokens(NEW)
+            .with_num_responses(k)
+            .with_pad_token_id(2);
+        let generator = Generator::new(&model, config).unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let out = generator.generate(&prompt).unwrap();
+                assert_eq!(out.stats.generated_tokens, k * NEW);
+                out
+            })
+        });
+    }
+    group.finish();
+}
+
+fn matmul(cr: &mut Criterion) {
+    let device = Default::default();
+    let mut group = cr.benchmark_group("machine");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(1));
+    let n = 2048;
+    let a = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+    let b = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+    group.bench_function("matmul_f32_2048", |bench| {
+        bench.iter(|| a.clone().matmul(b.clone()).into_data())
+    });
+    let half = |t: &Tensor<Cpu, 2>| {
+        let v: Vec<half::bf16> = t
+            .to_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(half::bf16::from_f32)
+            .collect();
+        Tensor::<Cpu, 2>::from_data(TensorData::new(v, [n, n]), (&device, DType::BF16))
+    };
+    let (a16, b16) = (half(&a), half(&b));
+    group.bench_function("matmul_bf16_2048", |bench| {
+        bench.iter(|| a16.clone().matmul(b16.clone()).into_data())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, matmul, decoding, training);
+criterion_main!(benches);
