@@ -35,6 +35,8 @@ const ADAPTER_CONFIG: &str = "adapter_config.json";
 /// `base_model_name_or_path` is pi_0's directory, so every iteration's policy is a few MB.
 #[derive(Debug, Clone)]
 pub struct PolicyStore {
+    /// pi_0's directory (absolute): the SFT model or the given policy; the LoRA base.
+    pub base: PathBuf,
     /// The adapter settings when the policy trains LoRA adapters.
     pub lora: Option<LoraConfig>,
 }
@@ -45,7 +47,7 @@ impl PolicyStore {
     pub fn new(base: &Path, lora: Option<LoraConfig>) -> Res<Self> {
         let base = std::fs::canonicalize(base).map_err(|e| format!("{}: {e}", base.display()))?;
         let lora = lora.map(|l| l.with_base_model_name_or_path(Some(base.display().to_string())));
-        Ok(PolicyStore { lora })
+        Ok(PolicyStore { base, lora })
     }
 
     fn adapter_base(dir: &Path) -> Res<PathBuf> {

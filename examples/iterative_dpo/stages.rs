@@ -7,6 +7,7 @@ use super::models::{Annotation, B, I, PolicyStore, Res, cpu_cores};
 use super::pipeline::{Ctx, Setup, stage_seed};
 use super::progress::Bar;
 use super::task::{self, GoldJudge};
+use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
 use kiln::data::atomic::{read_json, write_json};
 use kiln::data::{
@@ -258,8 +259,23 @@ pub fn train_dpo_stage(
         enc.pad_id,
     )
     .with_nll_weight(cfg.dpo_nll_weight);
+    // Fresh LoRA adapters draw from the backend RNG: seed it per stage, so a resumed run draws
+    // the same ones.
+    B::seed(&Default::default(), seed);
+    let policy = store.load_trainable(policy_dir)?;
+    // The reference needs no second model when it is the policy's own start (reference =
+    // previous policy) or, with LoRA, its base (pi_0 = the adapters disabled, as TRL does with
+    // PEFT); otherwise it is loaded once for the precomputation.
     let ref_logps = {
-        let reference = store.load(reference_dir)?;
+        let same =
+            |a: &Path, b: &Path| std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok();
+        let reference = if same(reference_dir, policy_dir) {
+            policy.valid()
+        } else if policy.has_adapters() && same(reference_dir, &store.base) {
+            policy.valid().without_adapters()
+        } else {
+            store.load(reference_dir)?
+        };
         precompute_reference_logps(&reference, &pairs, enc.pad_id, 64, dtc.reduction)?
     };
     let tc = TrainConfig::new(steps)
@@ -269,10 +285,6 @@ pub fn train_dpo_stage(
         .with_seed(seed)
         .with_log_every(0);
     let label = format!("DPO ({} pairs)", pairs.len());
-    // Fresh LoRA adapters draw from the backend RNG: seed it per stage, so a resumed run draws
-    // the same ones.
-    B::seed(&Default::default(), seed);
-    let policy = store.load_trainable(policy_dir)?;
     let (mut train, bar) = train_loop(policy, tc, label, "rewards/accuracies")?;
     train_dpo(&mut train, &pairs, &ref_logps, &dtc, steps)?;
     bar.finish();

@@ -1,0 +1,164 @@
+//! The model and the losses on the facade's selected backend: the CPU (flex) by default, the GPU
+//! with `--features cuda` (`scripts/gpu/check.sh` runs this file there). Logits match the
+//! transformers fixtures, the DPO-family and Bradley-Terry losses match their f64 references,
+//! and a DPO step (loss and gradient norm) matches the CPU's.
+
+use kiln::backend::{Autodiff, Cpu};
+use kiln::burn::tensor::backend::Backend;
+use kiln::burn::tensor::{Int, Tensor, TensorData};
+use kiln::data::Example;
+use kiln::losses::testing::reference;
+use kiln::losses::{BradleyTerryConfig, DpoConfig, DpoLoss};
+use kiln::model::LlamaForCausalLM;
+use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
+use kiln::train::{TrainConfig, TrainLoop};
+use std::path::PathBuf;
+
+#[cfg(feature = "cuda")]
+type TB = kiln::backend::Cuda;
+#[cfg(not(feature = "cuda"))]
+type TB = Cpu;
+
+/// GPU kernels (TF32-free f32, but other reduction orders) get a looser bound than the CPU.
+const TOL: f32 = if cfg!(feature = "cuda") { 1e-3 } else { 1e-4 };
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model")
+        .join(name)
+}
+
+fn expected(name: &str, key: &str) -> (Vec<usize>, Vec<f32>, Option<Vec<i64>>) {
+    let bytes = std::fs::read(fixture(name).join("expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(key).unwrap();
+    let shape = t.shape().to_vec();
+    match t.dtype() {
+        safetensors::Dtype::F32 => {
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (shape, v, None)
+        }
+        _ => {
+            let v = t
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (shape, Vec::new(), Some(v))
+        }
+    }
+}
+
+#[test]
+fn logits_match_transformers_on_the_selected_backend() {
+    let device = Default::default();
+    for name in ["untied-gqa", "tied"] {
+        let model = LlamaForCausalLM::<TB>::from_pretrained(fixture(name), &device).unwrap();
+        for case in ["single", "left"] {
+            let (shape, _, ids) = expected(name, &format!("{case}.input_ids"));
+            let (_, _, mask) = expected(name, &format!("{case}.attention_mask"));
+            let (mask, ids) = (mask.unwrap(), ids.unwrap());
+            let t = |v: Vec<i64>| {
+                Tensor::<TB, 2, Int>::from_data(TensorData::new(v, [shape[0], shape[1]]), &device)
+            };
+            let logits = model.forward(t(ids), Some(t(mask.clone())));
+            let (lshape, want, _) = expected(name, &format!("{case}.logits"));
+            let got: Vec<f32> = logits.into_data().convert::<f32>().to_vec().unwrap();
+            let vocab = lshape[2];
+            let err = got
+                .iter()
+                .zip(&want)
+                .enumerate()
+                .filter(|(i, _)| mask[i / vocab] == 1)
+                .map(|(_, (a, b))| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err <= TOL, "{name}/{case}: max |logits err| {err}");
+        }
+    }
+}
+
+#[test]
+fn losses_match_their_f64_references_on_the_selected_backend() {
+    type AD = Autodiff<TB>;
+    let device = Default::default();
+    let t = |v: &[f32]| Tensor::<AD, 1>::from_floats(v, &device);
+    let (pc, pr, rc, rr) = (
+        [-10.0, -3.5, -7.25],
+        [-11.0, -2.0, -7.0],
+        [-10.5, -3.0, -8.0],
+        [-10.5, -2.5, -6.5],
+    );
+    for loss in [
+        DpoLoss::SIGMOID,
+        DpoLoss::Sigmoid {
+            label_smoothing: 0.1,
+        },
+        DpoLoss::Robust {
+            label_smoothing: 0.1,
+        },
+        DpoLoss::Ipo,
+        DpoLoss::Hinge,
+    ] {
+        let dpo = DpoConfig::new()
+            .with_beta(0.3)
+            .with_loss(loss)
+            .init()
+            .unwrap();
+        let out = dpo.forward(t(&pc), t(&pr), t(&rc), t(&rr));
+        let got: Vec<f32> = out.losses.into_data().convert::<f32>().to_vec().unwrap();
+        for i in 0..3 {
+            let h = f64::from((pc[i] - rc[i]) - (pr[i] - rr[i]));
+            let want = reference::dpo_pair_loss(loss, 0.3, h);
+            assert!(
+                (f64::from(got[i]) - want).abs() < 1e-5,
+                "{loss:?}: {} vs {want}",
+                got[i]
+            );
+        }
+    }
+    let bt = BradleyTerryConfig::new().init().unwrap();
+    let out = bt.forward(t(&pc), t(&pr), None);
+    let got: Vec<f32> = out.losses.into_data().convert::<f32>().to_vec().unwrap();
+    for i in 0..3 {
+        let want = -reference::log_sigmoid(f64::from(pc[i] - pr[i]));
+        assert!((f64::from(got[i]) - want).abs() < 1e-5);
+    }
+}
+
+fn step_on<B: Backend>() -> (f64, f64) {
+    let device = Default::default();
+    let policy =
+        LlamaForCausalLM::<Autodiff<B>>::from_pretrained(fixture("untied-gqa"), &device).unwrap();
+    let row = |seed: u32| Example {
+        ids: (0..24).map(|t| 3 + (seed * 31 + t * 7) % 200).collect(),
+        loss_mask: (0..24).map(|t| t >= 12).collect(),
+    };
+    let pairs = vec![(row(1), row(2)), (row(3), row(4))];
+    let dtc = DpoTrainConfig::new(DpoConfig::new(), 0);
+    let reference = {
+        let r = LlamaForCausalLM::<B>::from_pretrained(fixture("untied-gqa"), &device).unwrap();
+        precompute_reference_logps(&r, &pairs, 0, 2, dtc.reduction).unwrap()
+    };
+    let mut train = TrainLoop::new(
+        policy,
+        TrainConfig::new(2).with_lr(1e-3).with_micro_batch_size(2),
+    )
+    .unwrap();
+    let stats = train_dpo(&mut train, &pairs, &reference, &dtc, 2).unwrap();
+    (stats[1].loss, stats[0].grad_norm)
+}
+
+#[test]
+fn a_dpo_step_matches_the_cpu() {
+    let (loss, norm) = step_on::<TB>();
+    let (cpu_loss, cpu_norm) = step_on::<Cpu>();
+    assert!((loss - cpu_loss).abs() < 1e-4, "{loss} vs {cpu_loss}");
+    assert!(
+        (norm - cpu_norm).abs() < 1e-3 * cpu_norm.max(1.0),
+        "{norm} vs {cpu_norm}"
+    );
+}
