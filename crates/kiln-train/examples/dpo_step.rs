@@ -79,6 +79,10 @@ fn main() {
         .with_lr(1e-5)
         .with_micro_batch_size(n_pairs)
         .with_log_every(0);
+    if std::env::var_os("KILN_PHASES").is_some() {
+        phases(policy, &config, &pairs, &reference, &dtc, steps, n_pairs);
+        return;
+    }
     let mut train = TrainLoop::new(policy, config).expect("valid train config");
     let (mut times, mut peaks, mut resident) = (Vec::new(), Vec::new(), Vec::new());
     for step in 0..steps {
@@ -109,4 +113,48 @@ fn main() {
         common::mib(peak - res),
         common::spread(&times),
     );
+}
+
+/// `KILN_PHASES=1`: the same step as `TrainLoop::train_step`, spelled out (loss, backward,
+/// gradient collection, AdamW), printing the heap after each phase and its peak.
+fn phases(
+    mut model: LlamaForCausalLM<A>,
+    config: &TrainConfig,
+    pairs: &[(kiln_data::Example, kiln_data::Example)],
+    reference: &kiln_train::dpo::ReferenceLogps,
+    dtc: &DpoTrainConfig,
+    steps: usize,
+    n_pairs: usize,
+) {
+    use burn::optim::{GradientsParams, Optimizer};
+    let device = Default::default();
+    let dpo = dtc.loss.init().expect("valid DPO config");
+    let mut optim = config.adamw::<A, LlamaForCausalLM<A>>();
+    for step in 0..steps {
+        let idx: Vec<usize> = (step * n_pairs..(step + 1) * n_pairs).collect();
+        let batch = kiln_train::dpo::collate_dpo::<A>(pairs, reference, &idx, dtc.pad_id, &device)
+            .expect("collate");
+        let base = ALLOC.current_usage();
+        let mut line = format!("step {step}: resident {:.0} MiB", common::mib(base));
+        let mut mark = |name: &str, line: &mut String| {
+            line.push_str(&format!(
+                " | {name}: now +{:.0}, peak +{:.0}",
+                common::mib(ALLOC.current_usage().saturating_sub(base)),
+                common::mib(ALLOC.peak_usage().saturating_sub(base))
+            ));
+            ALLOC.reset_peak_usage();
+        };
+        ALLOC.reset_peak_usage();
+        let out = kiln_train::dpo::dpo_loss_with(&model, &batch, &dpo, dtc.reduction, dtc.logprobs)
+            .expect("loss");
+        mark("loss", &mut line);
+        let grads = out.loss.backward();
+        mark("backward", &mut line);
+        let grads = GradientsParams::from_grads(grads, &model);
+        mark("collect", &mut line);
+        model = optim.step(1e-5, model, grads);
+        mark("adamw", &mut line);
+        drop(out);
+        println!("{line}");
+    }
 }
