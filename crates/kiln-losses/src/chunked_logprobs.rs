@@ -79,6 +79,23 @@ impl<B: Backend> LmHead<B> {
         self.logits(hidden.reshape([b * t, d])).reshape([b, t, v])
     }
 
+    /// Columns `start..start + len` of the vocabulary (a view of the weight).
+    fn narrow_vocab(&self, start: usize, len: usize) -> Self {
+        match self {
+            LmHead::VocabMajor(w) => LmHead::VocabMajor(w.clone().narrow(0, start, len)),
+            LmHead::HiddenMajor(w) => LmHead::HiddenMajor(w.clone().narrow(1, start, len)),
+        }
+    }
+
+    /// Writes `piece` (the weight gradient of vocabulary columns `start..`) into `full`.
+    fn assign_vocab(&self, full: Tensor<B, 2>, start: usize, piece: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [r, c] = piece.dims();
+        match self {
+            LmHead::VocabMajor(_) => full.slice_assign([start..start + r, 0..c], piece),
+            LmHead::HiddenMajor(_) => full.slice_assign([0..r, start..start + c], piece),
+        }
+    }
+
     /// Back-propagates logit gradients to the hidden rows: `dlogits W^T` in `logits = h W`.
     ///
     /// # Shapes
@@ -300,31 +317,42 @@ impl<B: Backend> Selection<B> {
     }
 }
 
-/// One chunk of selected rows: per-token log-probs (compute dtype) and, when asked, the
-/// logit gradient `onehot(y) - softmax(logits)` (compute dtype).
+/// One chunk of selected rows: per-token log-probs and log-sum-exps (compute dtype) and, when
+/// asked, the logit gradient `onehot(y) - softmax(logits)` (compute dtype).
 fn chunk<B: Backend>(
     head: &LmHead<B>,
     hidden: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
     want_delta: bool,
-) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
+) -> (Tensor<B, 1>, Tensor<B, 1>, Option<Tensor<B, 2>>) {
     let [c, _] = hidden.dims();
     let logits = head.logits(hidden);
     let dtype = compute_dtype(logits.dtype());
     let logits = cast(logits, dtype);
     // The same operations as burn's `log_softmax` (x - max - log(sum(exp(x - max)))), gathered.
     let max = logits.clone().detach().max_dim(1);
-    let shifted = logits - max;
+    let shifted = logits - max.clone();
     let labels = labels.reshape([c, 1]);
     let label = shifted.clone().gather(1, labels.clone());
     let lse = shifted.clone().exp().sum_dim(1).log();
     let tok = (label - lse.clone()).reshape([c]);
     let delta = want_delta.then(|| {
-        let p = (shifted - lse).exp();
+        let p = (shifted - lse.clone()).exp();
         let ones = Tensor::<B, 2>::ones([c, 1], (&p.device(), p.dtype()));
         p.neg().scatter(1, labels, ones, IndexingUpdateOp::Add)
     });
-    (tok, delta)
+    (tok, (lse + max).reshape([c]), delta)
+}
+
+/// What [`ChunkedLogProbs::select_forward`] computes besides the per-token log-probs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    /// Nothing (inference).
+    None,
+    /// The hidden-state Jacobian rows `(onehot(y) - p) W^T` (training with a frozen head).
+    HiddenJacobian,
+    /// The log-sum-exp of every position (training with a trainable head).
+    LogSumExp,
 }
 
 impl ChunkedLogProbs {
@@ -333,14 +361,15 @@ impl ChunkedLogProbs {
         self.chunk_size
     }
 
-    /// Per-token log-probs of the selected rows, `[n]`, chunk by chunk; with `want_jh` also the
-    /// hidden-state Jacobian rows `(onehot(y) - p) W^T`, `[n, hidden]` (head dtype).
+    /// Per-token log-probs of the selected rows, `[n]`, chunk by chunk, and `extra`:
+    /// the hidden-state Jacobian rows `(onehot(y) - p) W^T` (`[n, hidden]`, head dtype) or the
+    /// log-sum-exps (`[n, 1]`, compute dtype).
     fn select_forward<B: Backend>(
         &self,
         hidden: Tensor<B, 2>,
         head: &LmHead<B>,
         sel: &Selection<B>,
-        want_jh: bool,
+        extra: Extra,
     ) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
         let device = hidden.device();
         let dtype = compute_dtype(head.weight().dtype());
@@ -348,22 +377,86 @@ impl ChunkedLogProbs {
             return (Tensor::zeros([0], (&device, dtype)), None);
         }
         let h = hidden.select(0, sel.rows.clone());
-        let (mut toks, mut jhs) = (Vec::new(), Vec::new());
+        let (mut toks, mut extras) = (Vec::new(), Vec::new());
         for s in (0..sel.n).step_by(self.chunk_size) {
             let len = self.chunk_size.min(sel.n - s);
-            let (tok, delta) = chunk(
+            let (tok, lse, delta) = chunk(
                 head,
                 h.clone().narrow(0, s, len),
                 sel.labels.clone().narrow(0, s, len),
-                want_jh,
+                extra == Extra::HiddenJacobian,
             );
             toks.push(tok);
-            if let Some(delta) = delta {
-                jhs.push(head.hidden_grad(cast(delta, head.weight().dtype())));
+            match (extra, delta) {
+                (Extra::HiddenJacobian, Some(delta)) => {
+                    extras.push(head.hidden_grad(cast(delta, head.weight().dtype())));
+                }
+                (Extra::LogSumExp, _) => extras.push(lse.reshape([len, 1])),
+                _ => {}
             }
         }
-        let jh = want_jh.then(|| Tensor::cat(jhs, 0));
-        (Tensor::cat(toks, 0), jh)
+        let extra = (extra != Extra::None).then(|| Tensor::cat(extras, 0));
+        (Tensor::cat(toks, 0), extra)
+    }
+
+    /// Gradients for a trainable head, vocabulary slice by vocabulary slice (so that no
+    /// weight-sized temporary is made per chunk): `dlogits = coef (onehot(y) - p)` with
+    /// `p = exp(logits - lse)`, `G_H = dlogits W^T` and `G_W` (the weight's layout) written slice
+    /// by slice into one buffer.
+    ///
+    /// # Shapes
+    /// - `h`: `[n, hidden]` selected states; `lse`, `coef`: `[n, 1]` (compute dtype)
+    /// - output: (`[n, hidden]` in the states' dtype, the weight's shape and dtype)
+    fn trainable_head_grads<B: Backend>(
+        &self,
+        head: &LmHead<B>,
+        h: Tensor<B, 2>,
+        labels: &[i64],
+        lse: Tensor<B, 2>,
+        coef: Tensor<B, 2>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let [n, d] = h.dims();
+        let device = h.device();
+        let vocab = head.vocab_size();
+        let (w_dtype, h_dtype) = (head.weight().dtype(), h.dtype());
+        let cdt = compute_dtype(w_dtype);
+        // At most about `chunk_size * vocab` logits at once, as in the forward pass.
+        let slice = if n <= self.chunk_size {
+            vocab
+        } else {
+            (self.chunk_size * vocab / n).max(1)
+        };
+        let neg_coef = coef.clone().neg();
+        let coef_host = host_f32(coef);
+        let h_w = cast(h.clone(), w_dtype);
+        let mut gh = Tensor::<B, 2>::zeros([n, d], (&device, cdt));
+        let mut gw = Tensor::<B, 2>::zeros(head.weight().shape(), (&device, w_dtype));
+        for v0 in (0..vocab).step_by(slice) {
+            let len = slice.min(vocab - v0);
+            let part = head.narrow_vocab(v0, len);
+            let logits = cast(part.logits(h_w.clone()), cdt);
+            // The one-hot term of the rows whose label falls in this slice (0 elsewhere).
+            let (mut idx, mut val) = (vec![0i64; n], vec![0f32; n]);
+            for (i, &y) in labels.iter().enumerate() {
+                let y = y as usize;
+                if (v0..v0 + len).contains(&y) {
+                    idx[i] = (y - v0) as i64;
+                    val[i] = coef_host[i];
+                }
+            }
+            let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [n, 1]), &device);
+            let val = Tensor::<B, 2>::from_data(TensorData::new(val, [n, 1]), (&device, cdt));
+            let dlogits = ((logits - lse.clone()).exp() * neg_coef.clone()).scatter(
+                1,
+                idx,
+                val,
+                IndexingUpdateOp::Add,
+            );
+            let dlogits = cast(dlogits, w_dtype);
+            gh = gh + cast(part.hidden_grad(dlogits.clone()), cdt);
+            gw = head.assign_vocab(gw, v0, part.weight_grad(dlogits, h_w.clone()));
+        }
+        (cast(gh, h_dtype), gw)
     }
 
     /// `log_softmax(head(hidden))[b, t, labels[b, t]]` (no shift), in f32 for f16/bf16 heads
@@ -380,7 +473,7 @@ impl ChunkedLogProbs {
     ) -> Tensor<B, 2> {
         let [b, t, d] = hidden.dims();
         let sel = Selection::all(labels);
-        let (tok, _) = self.select_forward(hidden.reshape([b * t, d]), head, &sel, false);
+        let (tok, _) = self.select_forward(hidden.reshape([b * t, d]), head, &sel, Extra::None);
         tok.reshape([b, t])
     }
 
@@ -405,7 +498,7 @@ impl ChunkedLogProbs {
             "sequence_logprobs needs at least 2 positions, got {t}"
         );
         let sel = Selection::shifted(input_ids, mask.clone(), LogProbReduction::Sum);
-        let (tok, _) = self.select_forward(hidden.reshape([b * t, d]), head, &sel, false);
+        let (tok, _) = self.select_forward(hidden.reshape([b * t, d]), head, &sel, Extra::None);
         scatter_tokens(tok, &sel, mask, b, t)
     }
 
@@ -465,14 +558,20 @@ impl ChunkedLogProbs {
         let mask_in = mask.inner();
         let sel = Selection::shifted(input_ids.clone().inner(), mask_in.clone(), reduction);
 
-        // 1. Values (and, for a frozen head, the hidden-state Jacobian rows in the same pass).
-        let (tok, jh) = self.select_forward(h_in.clone(), &head_in, &sel, !train_head);
+        // 1. Values (and, for a frozen head, the hidden-state Jacobian rows in the same pass;
+        //    for a trainable one, the log-sum-exps).
+        let extra = if train_head {
+            Extra::LogSumExp
+        } else {
+            Extra::HiddenJacobian
+        };
+        let (tok, extra) = self.select_forward(h_in.clone(), &head_in, &sel, extra);
         let per_token = scatter_tokens(tok, &sel, mask_in.clone(), b, t);
         let lp = reduce_token_logprobs(per_token, mask_in, reduction);
 
         // 2. g = dL/dlp through the caller's (small) loss graph.
         let leaf = Tensor::<B, 1>::from_inner(lp.clone()).require_grad();
-        let (loss, extra) = loss_fn(leaf.clone());
+        let (loss, out) = loss_fn(leaf.clone());
         let g = leaf
             .grad(&loss.backward())
             .map(host_f32)
@@ -484,51 +583,29 @@ impl ChunkedLogProbs {
             .map(|(c, &r)| c * g[r])
             .collect();
 
-        // 3. G_H (and G_W) chunk by chunk.
+        // 3. G_H (and G_W), and the surrogate `<H, G_H> + <W, G_W>`.
         let h_dtype = h_in.dtype();
         let device = h_in.device();
-        let coef_t = Tensor::<B::InnerBackend, 1>::from_data(
-            TensorData::new(coef, [sel.n]),
+        let cdt = compute_dtype(head_in.weight().dtype());
+        let coef = Tensor::<B::InnerBackend, 2>::from_data(
+            TensorData::new(coef, [sel.n, 1]),
             (&device, DType::F32),
         );
+        let coef = cast(coef, cdt);
         let mut surrogate = None;
-        if sel.n > 0 {
-            let g_rows = match jh {
-                Some(jh) => jh * cast(coef_t.clone(), h_dtype).unsqueeze_dim(1),
-                None => {
-                    // Trainable head: recompute each chunk's softmax for both gradients.
-                    let w_dtype = head_in.weight().dtype();
-                    let acc_dtype = compute_dtype(w_dtype);
-                    let h = h_in.clone().select(0, sel.rows.clone());
-                    let mut gw = Tensor::<B::InnerBackend, 2>::zeros(
-                        head_in.weight().shape(),
-                        (&device, acc_dtype),
-                    );
-                    let mut ghs = Vec::new();
-                    for s in (0..sel.n).step_by(self.chunk_size) {
-                        let len = self.chunk_size.min(sel.n - s);
-                        let h_c = h.clone().narrow(0, s, len);
-                        let (_, delta) = chunk(
-                            &head_in,
-                            h_c.clone(),
-                            sel.labels.clone().narrow(0, s, len),
-                            true,
-                        );
-                        let delta = delta.expect("chunk was asked for its logit gradient");
-                        let c = cast(coef_t.clone().narrow(0, s, len), delta.dtype());
-                        let dlogits = cast(delta * c.unsqueeze_dim(1), w_dtype);
-                        ghs.push(head_in.hidden_grad(dlogits.clone()));
-                        gw = gw + cast(head_in.weight_grad(dlogits, cast(h_c, w_dtype)), acc_dtype);
-                    }
-                    let gw = cast(gw, w_dtype);
-                    let w = head.weight().clone();
-                    surrogate = Some(to_f32((w * Tensor::from_inner(gw)).sum()));
-                    cast(Tensor::cat(ghs, 0), h_dtype)
-                }
+        if let Some(extra) = extra {
+            let g_rows = if train_head {
+                let labels = host_i64(sel.labels.clone());
+                let h = h_in.clone().select(0, sel.rows.clone());
+                let (g_rows, gw) = self.trainable_head_grads(&head_in, h, &labels, extra, coef);
+                surrogate = Some(dot(head.weight().clone(), gw));
+                g_rows
+            } else {
+                cast(extra, h_dtype) * cast(coef, h_dtype)
             };
             let gh = Tensor::<B::InnerBackend, 2>::zeros([b * t, d], (&device, h_dtype))
                 .select_assign(0, sel.rows.clone(), g_rows, IndexingUpdateOp::Add);
-            let s_h = to_f32((hidden * Tensor::from_inner(gh.reshape([b, t, d]))).sum());
+            let s_h = dot(hidden, gh.reshape([b, t, d]));
             surrogate = Some(match surrogate {
                 Some(s_w) => s_w + s_h,
                 None => s_h,
@@ -537,19 +614,26 @@ impl ChunkedLogProbs {
 
         // 4. Value of the loss, gradient of the surrogate.
         let value = Tensor::<B, 1>::from_inner(loss.inner());
-        let out = match surrogate {
+        let loss_out = match surrogate {
             Some(s) => {
                 let s = cast(s, value.dtype());
                 (s.clone() - s.detach()) + value
             }
             None => value,
         };
-        (out, extra)
+        (loss_out, out)
     }
 }
 
-fn to_f32<B: Backend>(t: Tensor<B, 1>) -> Tensor<B, 1> {
-    cast(t, DType::F32)
+/// `<x, constant>` as a differentiable f32 scalar, `sum(x * c)`: its backward allocates only
+/// `x`'s gradient (the ones of `sum`'s backward are overwritten in place by the product with
+/// `c`); the forward product is freed by the sum. (A `[1, N] x [N, 1]` matmul would avoid the
+/// forward product but its backward makes two `x`-sized tensors on flex.)
+fn dot<B: AutodiffBackend, const D: usize>(
+    x: Tensor<B, D>,
+    constant: Tensor<B::InnerBackend, D>,
+) -> Tensor<B, 1> {
+    cast((x * Tensor::<B, D>::from_inner(constant)).sum(), DType::F32)
 }
 
 /// Scatters selected per-token log-probs into `[batch, seq - 1]` (zeros elsewhere) and applies

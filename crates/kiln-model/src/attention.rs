@@ -1,10 +1,11 @@
 //! Grouped-query self-attention with rotate-half RoPE and an optional KV cache.
 
 use burn::module::Module;
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, DType, FloatDType, Tensor};
 
 use crate::cache::KvCache;
 use crate::projection::Projection;
@@ -72,11 +73,39 @@ impl<B: Backend> LlamaAttention<B> {
         let q = q.reshape([b, nkv, n_rep * t, hd]);
         let mask = mask.repeat_dim(2, n_rep).expand([b, nkv, n_rep * t, len]);
         // softmax(q k^T / sqrt(head_dim) masked) v; backends may use a fused kernel (autodiff
-        // backends decompose it into differentiable ops).
-        let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        // backends decompose it into differentiable ops, in the inputs' dtype: for bf16/f16 the
+        // scores and softmax are then taken in f32, like HF's eager attention).
+        let half = matches!(q.dtype(), DType::F16 | DType::BF16);
+        let out = if half && B::ad_enabled(&q.device()) {
+            eager_attention_f32_softmax(q, k, v, mask)
+        } else {
+            attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+        };
         let out = swap_middle(out.reshape([b, nh, t, hd]));
         self.o_proj.forward(out.reshape([b, t, nh * hd]))
     }
+}
+
+/// Attention with the scores, mask and softmax in f32 for half-precision `q`, `k`, `v` (HF's
+/// eager attention: `softmax(q k^T * scale, dtype=float32).to(q.dtype) @ v`).
+///
+/// # Shapes
+/// - `q`: `[b, h, tq, d]`; `k`, `v`: `[b, h, tk, d]`; `mask`: `[b, h, tq, tk]` (`true` = masked)
+///   -> `[b, h, tq, d]`
+fn eager_attention_f32_softmax<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Tensor<B, 4, Bool>,
+) -> Tensor<B, 4> {
+    let dtype = q.dtype();
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .cast(FloatDType::F32)
+        .mul_scalar(scale)
+        .mask_fill(mask, f32::NEG_INFINITY);
+    softmax(scores, 3).cast(FloatDType::from(dtype)).matmul(v)
 }
 
 /// Swaps dimensions 1 and 2 (`[b, t, h, d] <-> [b, h, t, d]`), materialised in the new layout.

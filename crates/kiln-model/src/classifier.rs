@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, FloatDType, Int, Tensor};
 
 use crate::causal_lm::LlamaForCausalLM;
 use crate::config::LlamaConfig;
@@ -54,7 +54,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         &self.model.config
     }
 
-    /// Scores at every position.
+    /// Scores at every position (f32 for a bf16/f16 model, like HF's `logits.float()`).
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq]`
@@ -64,7 +64,11 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         attention_mask: Option<Tensor<B, 2, Int>>,
     ) -> Tensor<B, 2> {
         let hidden = self.model.forward(input_ids, attention_mask, None);
-        self.score.forward(hidden).squeeze_dim(2)
+        let scores = self.score.forward(hidden).squeeze_dim(2);
+        match scores.dtype() {
+            DType::F16 | DType::BF16 => scores.cast(FloatDType::F32),
+            _ => scores,
+        }
     }
 
     /// One score per sequence, read like HF at the rightmost token whose id is not

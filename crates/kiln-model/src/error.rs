@@ -60,6 +60,17 @@ pub enum Error {
         /// The dtype found, as safetensors spells it.
         dtype: String,
     },
+    /// Weights were requested in a dtype the backend cannot compute in (e.g. bf16 on ndarray).
+    #[error(
+        "the {backend} backend does not support {dtype} tensors; load the weights as F32 \
+         (LoadDtype::F32) or use a backend with {dtype} support (flex, cuda, tch)"
+    )]
+    UnsupportedBackendDtype {
+        /// The dtype requested, as burn names it.
+        dtype: String,
+        /// The backend's name.
+        backend: String,
+    },
     /// A safetensors file or index is truncated or otherwise corrupt.
     #[error("{file}: corrupt or truncated checkpoint: {message}")]
     Corrupt {

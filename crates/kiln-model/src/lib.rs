@@ -125,6 +125,7 @@ pub mod causal_lm;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod dtype;
 pub mod error;
 pub mod layer;
 pub mod linear;
@@ -140,7 +141,10 @@ mod weights;
 
 pub use cache::{KvCache, LayerKv};
 pub use causal_lm::LlamaForCausalLM;
-pub use checkpoint::{CheckpointReader, MissingScore, SaveDtype, SaveOptions};
+pub use checkpoint::{
+    CheckpointReader, LoadDtype, LoadOptions, MissingScore, SaveDtype, SaveOptions,
+    check_backend_dtype,
+};
 pub use classifier::LlamaForSequenceClassification;
 pub use config::{Llama3RopeScaling, LlamaConfig};
 pub use error::{Error, Result};

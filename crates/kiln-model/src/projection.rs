@@ -2,8 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::linear::linear3;
 use crate::lora::LoraAdapter;
@@ -30,7 +30,8 @@ impl<B: Backend> Projection<B> {
 
     /// The base projection as one `[batch * seq, in] x [in, out]` GEMM (see [`linear3`]), plus
     /// the adapter's update computed on the same flattened input. Without an adapter this is
-    /// exactly [`linear3`].
+    /// exactly [`linear3`]. With a bf16/f16 base and f32 adapters the update and the sum are
+    /// computed in f32 and the result cast back to the base's dtype (PEFT's order).
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, in]` -> `[batch, seq, out]`
@@ -40,7 +41,16 @@ impl<B: Backend> Projection<B> {
             Some(lora) => {
                 let [b, t, d] = x.dims();
                 let x = x.reshape([b * t, d]);
-                let y = self.base.forward(x.clone()) + lora.forward(x);
+                let base = self.base.forward(x.clone());
+                let (dtype, adapter) = (base.dtype(), lora.lora_a.val().dtype());
+                let y = if dtype == adapter {
+                    base + lora.forward(x)
+                } else {
+                    // A half-precision base with f32 adapters, as PEFT runs it: the input is
+                    // cast to the adapter's dtype, the sum is formed there and cast back.
+                    let to = FloatDType::from(adapter);
+                    (base.cast(to) + lora.forward(x.cast(to))).cast(FloatDType::from(dtype))
+                };
                 let out = y.dims()[1];
                 y.reshape([b, t, out])
             }

@@ -1,7 +1,82 @@
-//! Conversions between safetensors byte buffers (f32/f16/bf16, little-endian) and f32 values.
+//! Conversions between safetensors byte buffers (f32/f16/bf16, little-endian), f32 values and
+//! burn tensor data of a chosen float dtype.
 
+use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use safetensors::Dtype;
+
+/// The burn dtype of a stored safetensors float dtype (`None` for non-float dtypes).
+pub(crate) fn burn_dtype(dtype: Dtype) -> Option<DType> {
+    match dtype {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// `[rows, cols]` row-major values transposed to `[cols, rows]`.
+fn transpose<T: Copy + Default>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); src.len()];
+    for (r, row) in src.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
+}
+
+fn finish<T: Copy + Default + burn::tensor::Element>(
+    values: Vec<T>,
+    shape: &[usize],
+    transposed: bool,
+) -> TensorData {
+    if transposed && shape.len() == 2 {
+        let (rows, cols) = (shape[0], shape[1]);
+        TensorData::new(transpose(&values, rows, cols), [cols, rows])
+    } else {
+        TensorData::new(values, shape.to_vec())
+    }
+}
+
+/// Decodes `bytes` stored as `stored` into tensor data of dtype `target` (f32, f16 or bf16),
+/// optionally transposing a `[rows, cols]` matrix. Same-dtype conversions copy the bits; others
+/// go through f32 and round to nearest. `None` for unsupported dtypes.
+pub(crate) fn decode_as(
+    stored: Dtype,
+    bytes: &[u8],
+    shape: &[usize],
+    target: DType,
+    transposed: bool,
+) -> Option<TensorData> {
+    let halves = |b: &[u8]| -> Vec<[u8; 2]> { b.chunks_exact(2).map(|c| [c[0], c[1]]).collect() };
+    match (stored, target) {
+        (Dtype::BF16, DType::BF16) => {
+            let v: Vec<bf16> = halves(bytes).into_iter().map(bf16::from_le_bytes).collect();
+            Some(finish(v, shape, transposed))
+        }
+        (Dtype::F16, DType::F16) => {
+            let v: Vec<f16> = halves(bytes).into_iter().map(f16::from_le_bytes).collect();
+            Some(finish(v, shape, transposed))
+        }
+        (_, DType::F32) => Some(finish(decode_f32(stored, bytes)?, shape, transposed)),
+        (_, DType::BF16) => {
+            let v: Vec<bf16> = decode_f32(stored, bytes)?
+                .into_iter()
+                .map(bf16::from_f32)
+                .collect();
+            Some(finish(v, shape, transposed))
+        }
+        (_, DType::F16) => {
+            let v: Vec<f16> = decode_f32(stored, bytes)?
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            Some(finish(v, shape, transposed))
+        }
+        _ => None,
+    }
+}
 
 /// Decodes `bytes` of dtype `dtype` to f32; `None` for unsupported dtypes.
 pub(crate) fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
@@ -65,5 +140,32 @@ mod tests {
             }
         }
         assert!(decode_f32(Dtype::I64, &[0; 8]).is_none());
+    }
+
+    #[test]
+    fn decodes_into_each_dtype_and_transposes() {
+        let v = [1.0f32, -2.5, 0.375, 1e-3, 7.0, -0.125];
+        for stored in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let bytes = encode(stored, &v);
+            for target in [DType::F32, DType::F16, DType::BF16] {
+                let d = decode_as(stored, &bytes, &[2, 3], target, true).unwrap();
+                assert_eq!(d.dtype, target);
+                assert_eq!(d.shape.to_vec(), vec![3, 2]);
+                let got = d.convert::<f32>().to_vec::<f32>().unwrap();
+                // Row-major [3, 2] of the transpose of [[1, -2.5, 0.375], [1e-3, 7, -0.125]].
+                let want = [v[0], v[3], v[1], v[4], v[2], v[5]];
+                for (a, b) in got.iter().zip(want) {
+                    assert!(
+                        (a - b).abs() <= 1e-2 * b.abs().max(1e-2),
+                        "{stored:?}->{target:?}"
+                    );
+                }
+            }
+        }
+        // Same-dtype decoding keeps the bits.
+        let bytes = encode(Dtype::BF16, &v);
+        let d = decode_as(Dtype::BF16, &bytes, &[6], DType::BF16, false).unwrap();
+        assert_eq!(d.as_bytes(), bytes.as_slice());
+        assert!(decode_as(Dtype::I64, &[0; 8], &[1], DType::F32, false).is_none());
     }
 }

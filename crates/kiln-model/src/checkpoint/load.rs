@@ -1,17 +1,19 @@
 //! Loading Hugging Face checkpoints: `config.json` + `model.safetensors`, or shards listed in
 //! `model.safetensors.index.json`. Files are memory-mapped; each tensor is decoded (f32, f16 or
-//! bf16 -> f32) and moved to the device one at a time, so at most one tensor is copied at once.
+//! bf16 -> the [`LoadDtype`] asked for, bit for bit when the dtypes agree) and moved to the
+//! device one at a time, so at most one tensor is copied at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::SafeTensors;
 use safetensors::tensor::{Metadata, TensorInfo};
 
-use super::dtype::decode_f32;
+use super::dtype::{burn_dtype, decode_as, decode_f32};
+use super::load_options::{LoadDtype, LoadOptions, check_backend_dtype};
 use crate::causal_lm::LlamaForCausalLM;
 use crate::classifier::LlamaForSequenceClassification;
 use crate::config::LlamaConfig;
@@ -193,8 +195,36 @@ impl CheckpointReader {
         v
     }
 
-    /// Decodes tensor `name` to f32 and checks its shape.
-    pub fn read_f32(&mut self, name: &str, expected: &[usize]) -> Result<TensorData> {
+    /// The burn dtype tensor `name` is stored in (`None` when absent or not a float dtype).
+    pub fn stored_dtype(&self, name: &str) -> Option<DType> {
+        let i = *self.location.get(name)?;
+        burn_dtype(self.shards[i].tensors.get(name)?.dtype)
+    }
+
+    /// Decodes tensor `name` into `dtype` (f32, f16 or bf16), transposed when `transposed` (a
+    /// matrix), and checks its stored shape.
+    pub fn read_as(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+        dtype: DType,
+        transposed: bool,
+    ) -> Result<TensorData> {
+        let (shard, info) = self.locate(name, expected)?;
+        let (start, end) = info.data_offsets;
+        let bytes = &shard.map[shard.header_len + start..shard.header_len + end];
+        let data = decode_as(info.dtype, bytes, expected, dtype, transposed).ok_or_else(|| {
+            Error::UnsupportedDtype {
+                file: shard.path.clone(),
+                tensor: name.into(),
+                dtype: format!("{:?}", info.dtype),
+            }
+        })?;
+        self.used.insert(name.to_string());
+        Ok(data)
+    }
+
+    fn locate(&self, name: &str, expected: &[usize]) -> Result<(&Shard, &TensorInfo)> {
         let i = *self
             .location
             .get(name)
@@ -212,6 +242,12 @@ impl CheckpointReader {
                 found: info.shape.clone(),
             });
         }
+        Ok((shard, info))
+    }
+
+    /// Decodes tensor `name` to f32 and checks its shape.
+    pub fn read_f32(&mut self, name: &str, expected: &[usize]) -> Result<TensorData> {
+        let (shard, info) = self.locate(name, expected)?;
         let (start, end) = info.data_offsets;
         let bytes = &shard.map[shard.header_len + start..shard.header_len + end];
         let values = decode_f32(info.dtype, bytes).ok_or_else(|| Error::UnsupportedDtype {
@@ -240,33 +276,50 @@ impl CheckpointReader {
     }
 }
 
-/// Tensors read from a checkpoint onto `device`.
+/// Tensors read from a checkpoint onto `device`, in `dtype`.
 pub(crate) struct DeviceSource<'a, B: Backend> {
     pub reader: &'a mut CheckpointReader,
     pub device: &'a B::Device,
+    pub dtype: DType,
 }
 
 impl<B: Backend> WeightSource<B> for DeviceSource<'_, B> {
     fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
-        let data = self.reader.read_f32(name, &shape)?;
-        Ok(Tensor::from_data(data, self.device))
+        let data = self.reader.read_as(name, &shape, self.dtype, false)?;
+        Ok(Tensor::from_data(data, (self.device, self.dtype)))
     }
 
     fn get_transposed(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<B, 2>> {
         // Transpose on the host so the device tensor is contiguous in burn's `[in, out]` layout.
-        let data = self.reader.read_f32(name, &[d_out, d_in])?;
-        let src = data.as_slice::<f32>().unwrap_or_default();
-        let mut out = vec![0f32; src.len()];
-        for (o, row) in src.chunks_exact(d_in).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                out[i * d_out + o] = v;
-            }
-        }
-        Ok(Tensor::from_data(
-            TensorData::new(out, [d_in, d_out]),
-            self.device,
-        ))
+        let data = self
+            .reader
+            .read_as(name, &[d_out, d_in], self.dtype, true)?;
+        Ok(Tensor::from_data(data, (self.device, self.dtype)))
     }
+}
+
+/// The dtype `options` resolve to for `reader`, checked against the backend.
+fn resolve_dtype<B: Backend>(
+    reader: &CheckpointReader,
+    options: LoadOptions,
+    device: &B::Device,
+) -> Result<DType> {
+    let dtype = match options.dtype {
+        LoadDtype::F32 => DType::F32,
+        LoadDtype::F16 => DType::F16,
+        LoadDtype::BF16 => DType::BF16,
+        LoadDtype::Checkpoint => {
+            let name = "model.embed_tokens.weight";
+            reader
+                .stored_dtype(name)
+                .ok_or_else(|| Error::MissingTensor {
+                    file: reader.index_path.clone(),
+                    tensor: name.into(),
+                })?
+        }
+    };
+    check_backend_dtype::<B>(device, dtype)?;
+    Ok(dtype)
 }
 
 fn read_config(dir: &Path) -> Result<LlamaConfig> {
@@ -274,20 +327,38 @@ fn read_config(dir: &Path) -> Result<LlamaConfig> {
 }
 
 impl<B: Backend> LlamaForCausalLM<B> {
-    /// Loads a Hugging Face `LlamaForCausalLM` directory (weights cast to the backend float type).
+    /// Loads a Hugging Face `LlamaForCausalLM` directory with its weights in f32 (f16/bf16
+    /// checkpoints are widened); see [`Self::from_pretrained_with`].
     ///
     /// Errors name the file and tensor: missing, unexpected, wrong shape, unsupported dtype,
     /// corrupt/truncated file, bad config. A stored `lm_head.weight` of a tied model is ignored,
     /// as HF does.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        Self::from_pretrained_with(dir, device, LoadOptions::default())
+    }
+
+    /// [`Self::from_pretrained`] with the weights in `options.dtype`: e.g. a bf16 checkpoint
+    /// loaded as [`LoadDtype::BF16`] (or [`LoadDtype::Checkpoint`]) is never widened to f32, and
+    /// the forward runs in bf16 (f32 norm statistics and attention softmax, f32 log-probs).
+    ///
+    /// # Errors
+    /// Those of [`Self::from_pretrained`], and [`Error::UnsupportedBackendDtype`] when the
+    /// backend cannot compute in that dtype.
+    pub fn from_pretrained_with(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = read_config(dir)?;
         let mut reader = CheckpointReader::open(dir)?;
+        let dtype = resolve_dtype::<B>(&reader, options, device)?;
         let model = Self::build(
             &config,
             &mut DeviceSource {
                 reader: &mut reader,
                 device,
+                dtype,
             },
         )?;
         let ignored: &[&str] = if config.tie_word_embeddings {
@@ -296,28 +367,45 @@ impl<B: Backend> LlamaForCausalLM<B> {
             &[]
         };
         reader.check_all_used(ignored)?;
-        tracing::info!(dir = %dir.display(), params = config.num_parameters(), "loaded LlamaForCausalLM");
+        tracing::info!(dir = %dir.display(), params = config.num_parameters(), ?dtype, "loaded LlamaForCausalLM");
         Ok(model)
     }
 }
 
 impl<B: Backend> LlamaForSequenceClassification<B> {
-    /// Loads a `LlamaForSequenceClassification` (1 label) directory. `lm_head.weight` is ignored,
-    /// so a causal-LM checkpoint can seed a reward model with `MissingScore::Init`.
+    /// Loads a `LlamaForSequenceClassification` (1 label) directory in f32. `lm_head.weight` is
+    /// ignored, so a causal-LM checkpoint can seed a reward model with `MissingScore::Init`.
     pub fn from_pretrained(
         dir: impl AsRef<Path>,
         device: &B::Device,
         missing_score: MissingScore,
     ) -> Result<Self> {
+        Self::from_pretrained_with(dir, device, missing_score, LoadOptions::default())
+    }
+
+    /// [`Self::from_pretrained`] with the weights in `options.dtype` (scores are f32 whatever
+    /// the weights' dtype).
+    ///
+    /// # Errors
+    /// Those of [`Self::from_pretrained`], and [`Error::UnsupportedBackendDtype`] when the
+    /// backend cannot compute in that dtype.
+    pub fn from_pretrained_with(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        missing_score: MissingScore,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = read_config(dir)?;
         let mut reader = CheckpointReader::open(dir)?;
+        let dtype = resolve_dtype::<B>(&reader, options, device)?;
         let model = if reader.contains("score.weight") {
             Self::build(
                 &config,
                 &mut DeviceSource {
                     reader: &mut reader,
                     device,
+                    dtype,
                 },
             )?
         } else {
@@ -334,14 +422,22 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
                         &mut DeviceSource {
                             reader: &mut reader,
                             device,
+                            dtype,
                         },
                     )?;
-                    let score = crate::weights::linear(
+                    let mut score = crate::weights::linear(
                         &mut RandomSource { std, device },
                         "score",
                         config.hidden_size,
                         1,
                     )?;
+                    if dtype != DType::F32 {
+                        let w = score
+                            .weight
+                            .val()
+                            .cast(burn::tensor::FloatDType::from(dtype));
+                        score.weight = burn::module::Param::from_tensor(w);
+                    }
                     Self {
                         model: lm_model,
                         score,

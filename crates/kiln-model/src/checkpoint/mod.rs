@@ -2,7 +2,9 @@
 
 mod dtype;
 pub mod load;
+pub mod load_options;
 pub mod save;
 
 pub use load::{CheckpointReader, MissingScore};
+pub use load_options::{LoadDtype, LoadOptions, check_backend_dtype};
 pub use save::{SaveDtype, SaveOptions};

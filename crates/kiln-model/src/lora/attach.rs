@@ -6,8 +6,8 @@
 //! optimisers keep no state for the frozen weights.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 use super::config::LoraConfig;
 use super::target::LoraTarget;
@@ -96,7 +96,16 @@ impl<B: Backend> LlamaModel<B> {
                 if let Some(lora) = proj.lora.take() {
                     let delta = lora.delta_weight();
                     let w = proj.base.weight.clone();
-                    proj.base.weight = w.map(|w| (w + delta).detach());
+                    proj.base.weight = w.map(|w| {
+                        let dtype = w.dtype();
+                        if dtype == delta.dtype() {
+                            (w + delta).detach()
+                        } else {
+                            // bf16 base, f32 adapter: one rounding of the f32 sum, like PEFT.
+                            let to = FloatDType::from(delta.dtype());
+                            (w.cast(to) + delta).cast(FloatDType::from(dtype)).detach()
+                        }
+                    });
                 }
             }
         }

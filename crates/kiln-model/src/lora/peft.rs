@@ -195,9 +195,11 @@ fn attach<B: Backend>(
         let (ka, kb) = (lora_key(i, t, false), lora_key(i, t, true));
         check_shape(reader, &file, &ka, &module, [r, d_in])?;
         check_shape(reader, &file, &kb, &module, [d_out, r])?;
+        // Adapters are f32 whatever the base's dtype (PEFT keeps them in f32 on a bf16 base).
         let mut src = DeviceSource::<B> {
             reader: &mut *reader,
             device,
+            dtype: burn::tensor::DType::F32,
         };
         let a = src.get_transposed(&ka, d_in, r)?;
         let b = src.get_transposed(&kb, r, d_out)?;
@@ -282,6 +284,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
             let mut src = DeviceSource::<B> {
                 reader: &mut opened.reader,
                 device,
+                dtype: frozen.score.weight.val().dtype(),
             };
             let w = src.get_transposed(SCORE_KEY, d, 1)?;
             frozen.score = Linear {
