@@ -8,7 +8,7 @@
 //! ```
 //! use kiln_data::atomic::{read_json, write_json};
 //! let dir = std::env::temp_dir().join(format!("kiln-atomic-doc-{}", std::process::id()));
-//! std::fs::create_dir_all(&dir)?;
+//! std::fs::create_dir_all(&dir).expect("a temporary directory");
 //! write_json(dir.join("stats.json"), &vec![1.5, 2.5])?;
 //! let back: Vec<f64> = read_json(dir.join("stats.json"))?;
 //! assert_eq!(back, [1.5, 2.5]);
