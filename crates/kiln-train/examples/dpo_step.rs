@@ -136,7 +136,7 @@ fn phases(
             .expect("collate");
         let base = ALLOC.current_usage();
         let mut line = format!("step {step}: resident {:.0} MiB", common::mib(base));
-        let mut mark = |name: &str, line: &mut String| {
+        let mark = |name: &str, line: &mut String| {
             line.push_str(&format!(
                 " | {name}: now +{:.0}, peak +{:.0}",
                 common::mib(ALLOC.current_usage().saturating_sub(base)),
@@ -145,8 +145,15 @@ fn phases(
             ALLOC.reset_peak_usage();
         };
         ALLOC.reset_peak_usage();
-        let out = kiln_train::dpo::dpo_loss_with(&model, &batch, &dpo, dtc.reduction, dtc.logprobs)
-            .expect("loss");
+        let out = kiln_train::dpo::dpo_loss_with(
+            &model,
+            &batch,
+            &dpo,
+            dtc.reduction,
+            dtc.logprobs,
+            dtc.nll_weight,
+        )
+        .expect("loss");
         mark("loss", &mut line);
         let grads = out.loss.backward();
         mark("backward", &mut line);
