@@ -188,11 +188,22 @@ pub fn report_gold_agreement(
     let records: Vec<AnnotatedRecord> = read_jsonl(annotated)?;
     let gens: Vec<GenerationRecord> = read_jsonl(generations)?;
     let (mut mean, mut best, mut picked, mut n) = (0.0, 0.0, 0.0, 0usize);
+    // Over every two responses of a prompt that the gold judge tells apart: how often the proxy
+    // orders them the same way (what RRHF's ranking, which has no pair file, learns from).
+    let (mut ordered, mut distinct) = (0usize, 0usize);
     for (r, g) in records.iter().zip(&gens) {
         let q = r.prompt.text();
         let gold: Vec<f64> = (r.responses.iter().enumerate())
             .map(|(i, x)| f64::from(judge.score(&q, x, !g.truncated(i))))
             .collect();
+        for i in 0..gold.len() {
+            for j in i + 1..gold.len() {
+                if gold[i] != gold[j] {
+                    distinct += 1;
+                    ordered += usize::from((gold[i] > gold[j]) == (r.rewards[i] > r.rewards[j]));
+                }
+            }
+        }
         let argmax = (0..gold.len()).max_by(|&a, &b| r.rewards[a].total_cmp(&r.rewards[b]));
         if let Some(i) = argmax {
             mean += gold.iter().sum::<f64>() / gold.len() as f64;
@@ -210,12 +221,20 @@ pub fn report_gold_agreement(
         })
         .count();
     let n = n.max(1) as f64;
+    let picks = if pairs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the gold judge agrees with {agree}/{} chosen-vs-rejected picks",
+            pairs.len()
+        )
+    };
     eprintln!(
-        "   gold: mean {:.3}, oracle best-of-K {:.3}, proxy's best {:.3}; the gold judge agrees with {agree}/{} chosen-vs-rejected picks",
+        "   gold: mean {:.3}, oracle best-of-K {:.3}, proxy's best {:.3}; the proxy orders {:.0} % of {distinct} gold-distinct response pairs as gold does{picks}",
         mean / n,
         best / n,
         picked / n,
-        pairs.len()
+        100.0 * ordered as f64 / distinct.max(1) as f64,
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Kiln vs PyTorch on SmolLM2-135M's shape, one run, one table:
-#   bash scripts/bench/compare.sh [--threads N]
+#   bash scripts/bench/compare.sh [--threads N] [--skip-kiln]
+# (--skip-kiln reuses the last criterion results under target/criterion and reruns only PyTorch)
 # 1. `cargo bench --bench real_shape` (criterion; writes the random weights on first use),
 # 2. scripts/bench/torch_real_shape.py on the same weights (PyTorch eager / transformers),
 # 3. a table of both medians with Kiln / PyTorch time ratios (and tokens/s for decoding).
@@ -8,12 +9,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS=2
-[ "${1:-}" = "--threads" ] && THREADS="$2"
+SKIP_KILN=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --threads) THREADS="$2"; shift 2 ;;
+    --skip-kiln) SKIP_KILN=1; shift ;;
+    *) echo "usage: $0 [--threads N] [--skip-kiln]" >&2; exit 2 ;;
+  esac
+done
 PY="${PY:-.venv/bin/python}"
 OUT=target/kiln-bench
 mkdir -p "$OUT"
-echo "== cargo bench --bench real_shape (Kiln, flex)" >&2
-RAYON_NUM_THREADS="$THREADS" cargo bench --bench real_shape -- --noplot 2>&1 | grep -E "^(smollm2|machine)|time:" >&2
+if [ "$SKIP_KILN" = 0 ]; then
+  echo "== cargo bench --bench real_shape (Kiln, flex)" >&2
+  RAYON_NUM_THREADS="$THREADS" cargo bench --bench real_shape -- --noplot 2>&1 | grep -E "^(smollm2|machine)|time:" >&2
+fi
 echo "== scripts/bench/torch_real_shape.py (PyTorch $("$PY" -c 'import torch; print(torch.__version__)'))" >&2
 "$PY" scripts/bench/torch_real_shape.py --threads "$THREADS" > "$OUT/torch_real_shape.jsonl"
 "$PY" - "$OUT/torch_real_shape.jsonl" <<'PY'
