@@ -144,7 +144,10 @@ impl Tokenizer {
         if let Some(id) = self.inner.token_to_id(PAD_TOKEN) {
             return Ok(id);
         }
+        // Warn only when the fallback exists: callers with another source (a checkpoint's
+        // `pad_token_id`) try that on error, and must not be told about a token they do not use.
+        let id = self.require_token("<|end_of_text|>", "padding")?;
         tracing::warn!("tokenizer has no {PAD_TOKEN}; padding with <|end_of_text|>");
-        self.require_token("<|end_of_text|>", "padding")
+        Ok(id)
     }
 }
