@@ -503,7 +503,7 @@ impl ChunkedLogProbs {
     }
 
     /// Sequence log-probs of the masked tokens (with the next-token shift), summed or
-    /// length-averaged: [`sequence_logprobs`](crate::sequence_logprobs) of the full logits,
+    /// length-averaged: [`sequence_logprobs`] of the full logits,
     /// without them. Differentiable on an autodiff backend, but then every chunk's logits are
     /// kept for backward: train with [`Self::sequence_loss`].
     ///
