@@ -26,109 +26,20 @@
 //! (logits, then `(onehot - p) W` in the same pass); with a trainable head four times (a second
 //! pass recomputes the logits for `dL/dW`), against three for autodiff of the full logits.
 
+mod lm_head;
+mod selection;
+mod strategy;
+
+pub use lm_head::LmHead;
+pub use strategy::{LogProbStrategy, full_sequence_logprobs};
+
 use burn::config::Config;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{DType, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::error::check;
-use crate::logprobs::{LogProbReduction, reduce_token_logprobs, sequence_logprobs};
-
-/// The LM head's weight, in one of the two layouts a causal LM stores it in.
-#[derive(Debug, Clone)]
-pub enum LmHead<B: Backend> {
-    /// `[vocab, hidden]`, e.g. a tied input embedding: `logits = h W^T`.
-    VocabMajor(Tensor<B, 2>),
-    /// `[hidden, vocab]`, burn's `Linear` layout: `logits = h W`.
-    HiddenMajor(Tensor<B, 2>),
-}
-
-impl<B: Backend> LmHead<B> {
-    /// The weight tensor.
-    pub fn weight(&self) -> &Tensor<B, 2> {
-        match self {
-            LmHead::VocabMajor(w) | LmHead::HiddenMajor(w) => w,
-        }
-    }
-
-    /// Vocabulary size.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            LmHead::VocabMajor(w) => w.dims()[0],
-            LmHead::HiddenMajor(w) => w.dims()[1],
-        }
-    }
-
-    /// Logits of hidden rows, in the head's dtype.
-    ///
-    /// # Shapes
-    /// - `hidden`: `[n, hidden]` -> `[n, vocab]`
-    pub fn logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
-        match self {
-            LmHead::VocabMajor(w) => hidden.matmul(w.clone().transpose()),
-            LmHead::HiddenMajor(w) => hidden.matmul(w.clone()),
-        }
-    }
-
-    /// Logits of `[batch, seq, hidden]` states as one 2-D matmul.
-    ///
-    /// # Shapes
-    /// - `hidden`: `[batch, seq, hidden]` -> `[batch, seq, vocab]`
-    pub fn logits3(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, t, d] = hidden.dims();
-        let v = self.vocab_size();
-        self.logits(hidden.reshape([b * t, d])).reshape([b, t, v])
-    }
-
-    /// Columns `start..start + len` of the vocabulary (a view of the weight).
-    fn narrow_vocab(&self, start: usize, len: usize) -> Self {
-        match self {
-            LmHead::VocabMajor(w) => LmHead::VocabMajor(w.clone().narrow(0, start, len)),
-            LmHead::HiddenMajor(w) => LmHead::HiddenMajor(w.clone().narrow(1, start, len)),
-        }
-    }
-
-    /// Writes `piece` (the weight gradient of vocabulary columns `start..`) into `full`.
-    fn assign_vocab(&self, full: Tensor<B, 2>, start: usize, piece: Tensor<B, 2>) -> Tensor<B, 2> {
-        let [r, c] = piece.dims();
-        match self {
-            LmHead::VocabMajor(_) => full.slice_assign([start..start + r, 0..c], piece),
-            LmHead::HiddenMajor(_) => full.slice_assign([0..r, start..start + c], piece),
-        }
-    }
-
-    /// Back-propagates logit gradients to the hidden rows: `dlogits W^T` in `logits = h W`.
-    ///
-    /// # Shapes
-    /// - `dlogits`: `[n, vocab]` -> `[n, hidden]`
-    fn hidden_grad(&self, dlogits: Tensor<B, 2>) -> Tensor<B, 2> {
-        match self {
-            LmHead::VocabMajor(w) => dlogits.matmul(w.clone()),
-            LmHead::HiddenMajor(w) => dlogits.matmul(w.clone().transpose()),
-        }
-    }
-
-    /// The weight gradient of logit gradients `dlogits` at hidden rows `hidden`, in the
-    /// weight's layout.
-    ///
-    /// # Shapes
-    /// - `dlogits`: `[n, vocab]`, `hidden`: `[n, hidden]` -> the weight's shape
-    fn weight_grad(&self, dlogits: Tensor<B, 2>, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
-        match self {
-            LmHead::VocabMajor(_) => dlogits.transpose().matmul(hidden),
-            LmHead::HiddenMajor(_) => hidden.transpose().matmul(dlogits),
-        }
-    }
-}
-
-impl<B: AutodiffBackend> LmHead<B> {
-    /// The head on the inner backend (no autodiff).
-    pub fn inner(&self) -> LmHead<B::InnerBackend> {
-        match self {
-            LmHead::VocabMajor(w) => LmHead::VocabMajor(w.clone().inner()),
-            LmHead::HiddenMajor(w) => LmHead::HiddenMajor(w.clone().inner()),
-        }
-    }
-}
+use crate::logprobs::{LogProbReduction, reduce_token_logprobs};
+use selection::{Extra, Selection, cast, chunk, compute_dtype, host_f32, host_i64};
 
 /// Configuration of [`ChunkedLogProbs`]; `init` validates it.
 #[derive(Config, Debug)]
@@ -168,191 +79,6 @@ impl Default for ChunkedLogProbs {
     fn default() -> Self {
         Self { chunk_size: 256 }
     }
-}
-
-/// How sequence log-probs are computed from a causal LM's final hidden states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogProbStrategy {
-    /// Materialise the `[batch, seq, vocab]` logits and their log-softmax (under autodiff both
-    /// stay alive until backward): the reference path.
-    Full,
-    /// [`ChunkedLogProbs`]: bounded memory, same values and gradients. The default, with
-    /// [`ChunkedLogProbs::default`] (256 positions per chunk).
-    Chunked(ChunkedLogProbs),
-}
-
-impl Default for LogProbStrategy {
-    fn default() -> Self {
-        LogProbStrategy::Chunked(ChunkedLogProbs::default())
-    }
-}
-
-impl LogProbStrategy {
-    /// The chunked computation, or `None` for [`LogProbStrategy::Full`].
-    pub fn chunked(&self) -> Option<ChunkedLogProbs> {
-        match self {
-            LogProbStrategy::Full => None,
-            LogProbStrategy::Chunked(c) => Some(*c),
-        }
-    }
-
-    /// A chunked strategy with `chunk_size` positions per chunk.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for `chunk_size == 0`.
-    pub fn chunked_with(chunk_size: usize) -> crate::Result<Self> {
-        Ok(LogProbStrategy::Chunked(
-            ChunkedLogProbsConfig::new()
-                .with_chunk_size(chunk_size)
-                .init()?,
-        ))
-    }
-}
-
-/// The scored positions of a batch, found on the host from the (shifted) mask.
-struct Selection<B: Backend> {
-    /// Flat `[batch * seq]` indices of the hidden rows that predict a counted token.
-    rows: Tensor<B, 1, Int>,
-    /// The tokens they predict, `[n]`.
-    labels: Tensor<B, 1, Int>,
-    /// Flat `[batch * (seq - 1)]` output index of each selected position.
-    out: Tensor<B, 1, Int>,
-    /// `d lp_b / d tok` of each selected position (mask, divided by the row's count for
-    /// `Mean`), and its row `b`.
-    coef: Vec<f32>,
-    coef_row: Vec<usize>,
-    n: usize,
-}
-
-fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default()
-}
-
-fn host_i64<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Vec<i64> {
-    t.into_data()
-        .convert::<i64>()
-        .into_vec::<i64>()
-        .unwrap_or_default()
-}
-
-fn int_tensor<B: Backend>(v: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
-    let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n]), device)
-}
-
-/// `dtype` widened to at least f32 (log-sum-exp of f16/bf16 logits is taken in f32, like HF).
-fn compute_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::F16 | DType::BF16 => DType::F32,
-        d => d,
-    }
-}
-
-fn cast<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
-    if t.dtype() == dtype {
-        t
-    } else {
-        t.cast(FloatDType::from(dtype))
-    }
-}
-
-impl<B: Backend> Selection<B> {
-    /// Positions `(b, j)`, `j < seq - 1`, with `mask[b, j + 1] != 0`: hidden row `b * seq + j`
-    /// predicts `input_ids[b, j + 1]`.
-    fn shifted(
-        input_ids: Tensor<B, 2, Int>,
-        mask: Tensor<B, 2>,
-        reduction: LogProbReduction,
-    ) -> Self {
-        let [b, t] = input_ids.dims();
-        let device = input_ids.device();
-        let ids = host_i64(input_ids);
-        let m = host_f32(mask);
-        let (mut rows, mut labels, mut out) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut coef, mut coef_row) = (Vec::new(), Vec::new());
-        for r in 0..b {
-            let counted: f32 = (1..t).map(|j| m[r * t + j]).sum();
-            let scale = match reduction {
-                LogProbReduction::Sum => 1.0,
-                LogProbReduction::Mean => 1.0 / counted.max(1.0),
-            };
-            for j in 0..t - 1 {
-                let w = m[r * t + j + 1];
-                if w != 0.0 {
-                    rows.push((r * t + j) as i64);
-                    labels.push(ids[r * t + j + 1]);
-                    out.push((r * (t - 1) + j) as i64);
-                    coef.push(w * scale);
-                    coef_row.push(r);
-                }
-            }
-        }
-        let n = rows.len();
-        Self {
-            rows: int_tensor(rows, &device),
-            labels: int_tensor(labels, &device),
-            out: int_tensor(out, &device),
-            coef,
-            coef_row,
-            n,
-        }
-    }
-
-    /// Every position, no shift: row `i` is scored against `labels[i]`.
-    fn all(labels: Tensor<B, 2, Int>) -> Self {
-        let [b, t] = labels.dims();
-        let device = labels.device();
-        let all: Vec<i64> = (0..(b * t) as i64).collect();
-        Self {
-            rows: int_tensor(all.clone(), &device),
-            labels: labels.reshape([b * t]),
-            out: int_tensor(all, &device),
-            coef: vec![1.0; b * t],
-            coef_row: (0..b * t).map(|i| i / t.max(1)).collect(),
-            n: b * t,
-        }
-    }
-}
-
-/// One chunk of selected rows: per-token log-probs and log-sum-exps (compute dtype) and, when
-/// asked, the logit gradient `onehot(y) - softmax(logits)` (compute dtype).
-fn chunk<B: Backend>(
-    head: &LmHead<B>,
-    hidden: Tensor<B, 2>,
-    labels: Tensor<B, 1, Int>,
-    want_delta: bool,
-) -> (Tensor<B, 1>, Tensor<B, 1>, Option<Tensor<B, 2>>) {
-    let [c, _] = hidden.dims();
-    let logits = head.logits(hidden);
-    let dtype = compute_dtype(logits.dtype());
-    let logits = cast(logits, dtype);
-    // The same operations as burn's `log_softmax` (x - max - log(sum(exp(x - max)))), gathered.
-    let max = logits.clone().detach().max_dim(1);
-    let shifted = logits - max.clone();
-    let labels = labels.reshape([c, 1]);
-    let label = shifted.clone().gather(1, labels.clone());
-    let lse = shifted.clone().exp().sum_dim(1).log();
-    let tok = (label - lse.clone()).reshape([c]);
-    let delta = want_delta.then(|| {
-        let p = (shifted - lse.clone()).exp();
-        let ones = Tensor::<B, 2>::ones([c, 1], (&p.device(), p.dtype()));
-        p.neg().scatter(1, labels, ones, IndexingUpdateOp::Add)
-    });
-    (tok, (lse + max).reshape([c]), delta)
-}
-
-/// What [`ChunkedLogProbs::select_forward`] computes besides the per-token log-probs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Extra {
-    /// Nothing (inference).
-    None,
-    /// The hidden-state Jacobian rows `(onehot(y) - p) W^T` (training with a frozen head).
-    HiddenJacobian,
-    /// The log-sum-exp of every position (training with a trainable head).
-    LogSumExp,
 }
 
 impl ChunkedLogProbs {
@@ -503,7 +229,7 @@ impl ChunkedLogProbs {
     }
 
     /// Sequence log-probs of the masked tokens (with the next-token shift), summed or
-    /// length-averaged: [`sequence_logprobs`] of the full logits,
+    /// length-averaged: [`sequence_logprobs`](crate::sequence_logprobs) of the full logits,
     /// without them. Differentiable on an autodiff backend, but then every chunk's logits are
     /// kept for backward: train with [`Self::sequence_loss`].
     ///
@@ -654,18 +380,4 @@ fn scatter_tokens<B: Backend>(
     };
     let mask = cast(mask.slice([0..b, 1..t]), dtype);
     flat.reshape([b, t - 1]) * mask
-}
-
-/// [`sequence_logprobs`] of the full logits `head(hidden)` (the [`LogProbStrategy::Full`] path).
-///
-/// # Shapes
-/// - `hidden`: `[batch, seq, hidden]`; `input_ids`, `mask`: `[batch, seq]` -> `[batch]`
-pub fn full_sequence_logprobs<B: Backend>(
-    hidden: Tensor<B, 3>,
-    head: &LmHead<B>,
-    input_ids: Tensor<B, 2, Int>,
-    mask: Tensor<B, 2>,
-    reduction: LogProbReduction,
-) -> Tensor<B, 1> {
-    sequence_logprobs(head.logits3(hidden), input_ids, mask, reduction)
 }
