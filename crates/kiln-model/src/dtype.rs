@@ -34,7 +34,11 @@ impl<B: Backend> LlamaModel<B> {
         self.embed_tokens.weight.val().dtype()
     }
 
-    fn cast_base(mut self, dtype: FloatDType) -> Self {
+    /// The decoder with its base weights in `dtype`, after checking that the backend can
+    /// compute in it.
+    fn cast_base(mut self, dtype: FloatDType) -> Result<Self> {
+        let device = self.embed_tokens.weight.val().device();
+        check_backend_dtype::<B>(&device, DType::from(dtype))?;
         let m = &mut CastParams(dtype);
         self.embed_tokens = self.embed_tokens.map(m);
         self.norm = self.norm.map(m);
@@ -46,7 +50,7 @@ impl<B: Backend> LlamaModel<B> {
                 p.base = p.base.clone().map(m);
             }
         }
-        self
+        Ok(self)
     }
 }
 
@@ -64,10 +68,8 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// [`Error::UnsupportedBackendDtype`](crate::Error::UnsupportedBackendDtype) when the backend
     /// cannot compute in `dtype`.
     pub fn into_dtype(self, dtype: FloatDType) -> Result<Self> {
-        let device = self.model.embed_tokens.weight.val().device();
-        check_backend_dtype::<B>(&device, DType::from(dtype))?;
         Ok(Self {
-            model: self.model.cast_base(dtype),
+            model: self.model.cast_base(dtype)?,
             lm_head: self.lm_head.map(|h| h.map(&mut CastParams(dtype))),
         })
     }
@@ -85,10 +87,8 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
     /// [`Error::UnsupportedBackendDtype`](crate::Error::UnsupportedBackendDtype) when the backend
     /// cannot compute in `dtype`.
     pub fn into_dtype(self, dtype: FloatDType) -> Result<Self> {
-        let device = self.model.embed_tokens.weight.val().device();
-        check_backend_dtype::<B>(&device, DType::from(dtype))?;
         Ok(Self {
-            model: self.model.cast_base(dtype),
+            model: self.model.cast_base(dtype)?,
             score: self.score.map(&mut CastParams(dtype)),
         })
     }
