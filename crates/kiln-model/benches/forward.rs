@@ -15,14 +15,8 @@ const BATCH: usize = 8;
 const SEQ: usize = 128;
 
 fn config() -> LlamaConfig {
-    let mut c = LlamaConfig::tiny(8192, 512);
-    c.intermediate_size = 1408;
-    c.num_hidden_layers = 4;
-    c.num_attention_heads = 8;
-    c.num_key_value_heads = 4;
-    c.head_dim = 64;
-    c.max_position_embeddings = 2048;
-    c
+    // The same ~20M shape in both benches (kiln-model's forward, kiln-sampling's decode).
+    LlamaConfig::small_20m()
 }
 
 fn ids<B: Backend>(c: &LlamaConfig, device: &B::Device) -> Tensor<B, 2, Int> {

@@ -418,6 +418,21 @@ impl LlamaConfig {
         c
     }
 
+    /// A ~20M-parameter Llama-3-shaped config for quick benchmarks: vocab 8,192, hidden 512,
+    /// intermediate 1,408, 4 layers, GQA 8/4, head_dim 64 (llama3 RoPE scaling as in
+    /// [`Self::tiny`]). Small enough that per-op overhead shows; real-shape figures need
+    /// [`Self::smollm2_135m`] or larger.
+    pub fn small_20m() -> Self {
+        let mut c = Self::tiny(8192, 512);
+        c.intermediate_size = 1408;
+        c.num_hidden_layers = 4;
+        c.num_attention_heads = 8;
+        c.num_key_value_heads = 4;
+        c.head_dim = 64;
+        c.max_position_embeddings = 2048;
+        c
+    }
+
     /// A tiny Llama-3-shaped config for tests: 2 layers, 4 query heads, 2 KV heads, head_dim 16,
     /// llama3 RoPE scaling with `original_max_position_embeddings = 16`.
     pub fn tiny(vocab_size: usize, hidden_size: usize) -> Self {

@@ -22,15 +22,8 @@ const PROMPT: usize = 16;
 const NEW: usize = 32;
 
 fn config() -> LlamaConfig {
-    // Same shape as kiln-model's forward bench.
-    let mut c = LlamaConfig::tiny(8192, 512);
-    c.intermediate_size = 1408;
-    c.num_hidden_layers = 4;
-    c.num_attention_heads = 8;
-    c.num_key_value_heads = 4;
-    c.head_dim = 64;
-    c.max_position_embeddings = 2048;
-    c
+    // The same ~20M shape in both benches (kiln-model's forward, kiln-sampling's decode).
+    LlamaConfig::small_20m()
 }
 
 fn checkpoint_dir() -> PathBuf {

@@ -22,7 +22,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::FloatDType;
 use kiln_losses::{DpoConfig, LogProbStrategy};
-use kiln_model::{LlamaForCausalLM, LoraConfig, LoraTarget};
+use kiln_model::{LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
 use kiln_train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln_train::{TrainConfig, TrainLoop};
 use peak_alloc::PeakAlloc;
@@ -42,7 +42,7 @@ fn main() {
     };
     let num = |i: usize, d: usize| args.get(i).map_or(d, |s| s.parse().expect("a number"));
     let (steps, n_pairs, len, prompt) = (num(2, 4), num(3, 2), num(4, 128), num(5, 64));
-    let cfg = common::smollm2_135m();
+    let cfg = LlamaConfig::smollm2_135m();
     let device = Default::default();
 
     let before_model = ALLOC.current_usage();

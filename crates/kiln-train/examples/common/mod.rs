@@ -1,29 +1,8 @@
-//! Shared parts of the measurement binaries: the SmolLM2-135M shape, random DPO pairs, and a
-//! counting allocator's readings.
+//! Shared parts of the measurement binaries: random DPO pairs and a counting allocator's readings
+//! (the SmolLM2-135M shape is `LlamaConfig::smollm2_135m`).
 #![allow(dead_code)]
 
 use kiln_data::Example;
-use kiln_model::LlamaConfig;
-
-/// SmolLM2-135M-Instruct's architecture (HF `config.json`): hidden 576, intermediate 1536, 30
-/// layers, GQA 9/3, head_dim 64, vocab 49,152, rope theta 1e5, tied embeddings.
-pub fn smollm2_135m() -> LlamaConfig {
-    let mut c = LlamaConfig::tiny(49_152, 576);
-    c.intermediate_size = 1536;
-    c.num_hidden_layers = 30;
-    c.num_attention_heads = 9;
-    c.num_key_value_heads = 3;
-    c.head_dim = 64;
-    c.rms_norm_eps = 1e-5;
-    c.rope_theta = 100_000.0;
-    c.rope_scaling = None;
-    c.max_position_embeddings = 8192;
-    c.tie_word_embeddings = true;
-    c.bos_token_id = Some(1);
-    c.eos_token_id = vec![2];
-    c.pad_token_id = Some(2);
-    c
-}
 
 /// `n` pairs of `len`-token sequences (random ids from a fixed LCG; the first `prompt` tokens
 /// are the prompt, the rest the response).
