@@ -26,7 +26,7 @@ use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, trai
 use kiln::train::sft::train_sft;
 use kiln::train::{StageRunner, TrainConfig, TrainLoop};
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::config::Annotator;
 
@@ -75,15 +75,7 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
             });
         }
         write_jsonl(out.path(files[1]), &pairs)?;
-        let mut rng = Rng::new(stage_seed(cfg.seed, 2));
-        let eval: Vec<PromptRecord> =
-            task::sample_questions(&eval_pool, cfg.eval_prompts, &mut rng)
-                .into_iter()
-                .map(|q| PromptRecord {
-                    prompt: Content::Text(q.text),
-                })
-                .collect();
-        write_jsonl(out.path(files[2]), &eval)?;
+        write_jsonl(out.path(files[2]), &eval_records(ctx, &eval_pool))?;
         Ok(())
     })?;
     let sft_dir = root.path("sft");
@@ -107,20 +99,7 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
             root.path("reward_model")
         }
     };
-    let eval_prompts = read_jsonl::<PromptRecord>(root.path(files[2]))?
-        .into_iter()
-        .map(|p| p.prompt)
-        .collect();
-    let pool = train_pool
-        .into_iter()
-        .map(|q| Content::Text(q.text))
-        .collect();
-    Ok(Setup {
-        sft: sft_dir,
-        annotator,
-        eval_prompts,
-        pool,
-    })
+    finish(root, files[2], train_pool, sft_dir, annotator)
 }
 
 /// The built-in task on a real policy: held-out evaluation prompts, reward-model pairs from
@@ -135,15 +114,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
     let (train_pool, eval_pool) = task::split_pools();
     let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
     root.run("data", &files, |out| -> Res<()> {
-        let mut rng = Rng::new(stage_seed(cfg.seed, 2));
-        let eval: Vec<PromptRecord> =
-            task::sample_questions(&eval_pool, cfg.eval_prompts, &mut rng)
-                .into_iter()
-                .map(|q| PromptRecord {
-                    prompt: Content::Text(q.text),
-                })
-                .collect();
-        write_jsonl(out.path(files[1]), &eval)?;
+        write_jsonl(out.path(files[1]), &eval_records(ctx, &eval_pool))?;
         let mut rng = Rng::new(stage_seed(cfg.seed, 1));
         let questions = task::sample_questions(&train_pool, cfg.rm_prompts, &mut rng);
         let pairs = sample_pairs(ctx, judge, &policy, &questions, &mut rng)?;
@@ -160,7 +131,30 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
             root.path("reward_model")
         }
     };
-    let eval_prompts = read_jsonl::<PromptRecord>(root.path(files[1]))?
+    finish(root, files[1], train_pool, policy, annotator)
+}
+
+/// The held-out evaluation prompts (the same draw in both modes: stage seed 2).
+fn eval_records(ctx: &Ctx, eval_pool: &[task::Question]) -> Vec<PromptRecord> {
+    let mut rng = Rng::new(stage_seed(ctx.cfg.seed, 2));
+    task::sample_questions(eval_pool, ctx.cfg.eval_prompts, &mut rng)
+        .into_iter()
+        .map(|q| PromptRecord {
+            prompt: Content::Text(q.text),
+        })
+        .collect()
+}
+
+/// The [`Setup`] from the finished stages: evaluation prompts read back from `eval_file`, the
+/// training questions as the loop's prompt pool.
+fn finish(
+    root: &StageRunner,
+    eval_file: &str,
+    train_pool: Vec<task::Question>,
+    sft: PathBuf,
+    annotator: PathBuf,
+) -> Res<Setup> {
+    let eval_prompts = read_jsonl::<PromptRecord>(root.path(eval_file))?
         .into_iter()
         .map(|p| p.prompt)
         .collect();
@@ -169,7 +163,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
         .map(|q| Content::Text(q.text))
         .collect();
     Ok(Setup {
-        sft: policy,
+        sft,
         annotator,
         eval_prompts,
         pool,
