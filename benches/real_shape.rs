@@ -94,6 +94,7 @@ fn timed(iters: u64, mut step: impl FnMut()) -> Duration {
 }
 
 fn training(cr: &mut Criterion) {
+    kiln::malloc::keep_freed_memory(); // as the examples do; KILN_MALLOC=system to compare
     let dir = weights();
     let device = Default::default();
     let mut group = cr.benchmark_group("smollm2_135m");
@@ -170,6 +171,7 @@ fn training(cr: &mut Criterion) {
 }
 
 fn decoding(cr: &mut Criterion) {
+    kiln::malloc::keep_freed_memory(); // as the examples do; KILN_MALLOC=system to compare
     let dir = weights();
     let device = Default::default();
     let model = LlamaForCausalLM::<Cpu>::from_pretrained(&dir, &device).unwrap();
@@ -206,6 +208,7 @@ fn decoding(cr: &mut Criterion) {
 }
 
 fn matmul(cr: &mut Criterion) {
+    kiln::malloc::keep_freed_memory(); // as the examples do; KILN_MALLOC=system to compare
     let device = Default::default();
     let mut group = cr.benchmark_group("machine");
     group

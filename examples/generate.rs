@@ -243,6 +243,7 @@ fn conversation(args: &Args) -> Result<Vec<Message>, Box<dyn std::error::Error>>
 }
 
 fn main() -> ExitCode {
+    kiln::malloc::keep_freed_memory();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -40,6 +40,7 @@ pub use report::{Evaluation, Summary};
 
 #[allow(dead_code)]
 fn main() {
+    kiln::malloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let cfg = match cli::parse(&refs) {

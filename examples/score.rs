@@ -153,6 +153,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    kiln::malloc::keep_freed_memory();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

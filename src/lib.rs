@@ -13,6 +13,8 @@
 //! | [`data`] | `kiln-data` | tokenizer, chat template, JSONL stage formats, pairs, batching |
 //! | [`train`] | `kiln-train` | optimiser loop, trainers, checkpoints |
 //!
+//! [`malloc::keep_freed_memory`] tunes glibc's allocator for tensor workloads (the examples call it).
+//!
 //! # Example
 //! ```
 //! use kiln::backend::{AutodiffCpu, Cpu};
@@ -29,6 +31,7 @@
 //! ```
 
 pub mod backend;
+pub mod malloc;
 
 /// The downstream guide (`docs/GUIDE.md`); its code blocks are compiled and run as doc tests.
 #[doc = include_str!("../docs/GUIDE.md")]
