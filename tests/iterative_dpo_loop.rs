@@ -459,6 +459,8 @@ fn the_command_line_merges_config_files_and_flags_in_any_order() {
         vec!["--k", "1"],
         vec!["--loss", "dpo"],
         vec!["--lora-targets", "qq"],
+        vec!["--train-phrasings", "0"],
+        vec!["--train-phrasings", "7"],
     ] {
         assert!(parse(&bad).is_err(), "{bad:?}");
     }

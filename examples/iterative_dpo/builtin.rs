@@ -33,7 +33,7 @@ use super::config::Annotator;
 /// Data, SFT and the proxy annotator; returns what the loop needs.
 pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup> {
     let cfg = &ctx.cfg;
-    let (train_pool, eval_pool) = task::split_pools();
+    let (train_pool, eval_pool) = task::split_pools(cfg.train_phrasings);
     let files = [
         "data/sft.jsonl",
         "data/reward_pairs.jsonl",
@@ -111,7 +111,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
         .policy
         .clone()
         .expect("mode BuiltinOnPolicy has a policy");
-    let (train_pool, eval_pool) = task::split_pools();
+    let (train_pool, eval_pool) = task::split_pools(cfg.train_phrasings);
     let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
     root.run("data", &files, |out| -> Res<()> {
         write_jsonl(out.path(files[1]), &eval_records(ctx, &eval_pool))?;

@@ -143,6 +143,10 @@ pub struct Args {
     /// Built-in task: decoder layers [default: 2].
     #[arg(long)]
     pub layers: Option<usize>,
+    /// Built-in task: phrasings of each question in the training prompts, 1 to 6; the evaluation
+    /// prompts use one more that is never trained on [default: 2].
+    #[arg(long)]
+    pub train_phrasings: Option<usize>,
     /// Built-in task: SFT demonstrations [default: 3000].
     #[arg(long)]
     pub sft_examples: Option<usize>,
@@ -212,7 +216,7 @@ impl Args {
             eval_samples, max_new_tokens, temperature, max_prompt_tokens, max_total_tokens, beta, lr,
             loss, choose, reference, policy_epochs, dpo_batch_size, dpo_nll_weight, rrhf_lr, rrhf_batch_size,
             rrhf_length_alpha, rrhf_rank_weight, annotator, lora_rank, lora_alpha, lora_dropout,
-            chat_template, hidden_size, layers, sft_examples, sft_steps, sft_lr, rm_pairs, rm_steps,
+            chat_template, hidden_size, layers, train_phrasings, sft_examples, sft_steps, sft_lr, rm_pairs, rm_steps,
             rm_lr, label_noise, rm_prompts, rm_samples, rm_lora_rank, batch_size);
         if a.no_offline {
             cfg.offline = false;

@@ -132,6 +132,9 @@ pub struct LoopConfig {
     pub hidden_size: usize,
     /// Built-in task: decoder layers.
     pub layers: usize,
+    /// Built-in task: phrasings of each question in the training prompts (1 to 6); the
+    /// evaluation prompts ask the same facts in one more phrasing, never trained on.
+    pub train_phrasings: usize,
     /// Built-in task: SFT demonstrations.
     pub sft_examples: usize,
     /// Built-in task: SFT optimiser steps.
@@ -199,6 +202,7 @@ impl Default for LoopConfig {
             template_date: None,
             hidden_size: 64,
             layers: 2,
+            train_phrasings: 2,
             sft_examples: 3000,
             sft_steps: 1000,
             sft_lr: 3e-3,
@@ -264,6 +268,13 @@ impl LoopConfig {
         }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err("--temperature must be a finite number >= 0".into());
+        }
+        if !(1..=super::task::MAX_TRAIN_PHRASINGS).contains(&self.train_phrasings) {
+            return Err(format!(
+                "--train-phrasings must lie in 1..={} (got {})",
+                super::task::MAX_TRAIN_PHRASINGS,
+                self.train_phrasings
+            ));
         }
         if !(0.0..=0.5).contains(&self.label_noise) {
             return Err("--label-noise must lie in [0, 0.5]".into());

@@ -149,9 +149,16 @@ fn the_noun(noun: &str) -> String {
     }
 }
 
-/// Every question the task can ask (a few hundred), in a fixed order, each with the index of its
-/// phrasing: phrasings 0 and 1 are the training prompts, phrasing 2 (the same facts, asked in
-/// words the policy never trains on) the held-out evaluation prompts.
+/// How many phrasings of each question the training pool can use (`--train-phrasings`).
+pub const MAX_TRAIN_PHRASINGS: usize = 6;
+
+/// The phrasing index that is held out: the evaluation prompts ask every fact in these words.
+pub const EVAL_PHRASING: usize = 2;
+
+/// Every question the task can ask (about two thousand), in a fixed order, each with the index of
+/// its phrasing: phrasing 2 (the same facts, asked in words the policy never trains on) is the
+/// held-out evaluation prompts; phrasings 0, 1, 3, 4, 5, 6 are the training prompts, of which
+/// `--train-phrasings` uses the first few in that order.
 pub fn all_questions() -> Vec<(Question, usize)> {
     let mut out = Vec::new();
     for &(thing, colour) in COLOURS {
@@ -164,6 +171,10 @@ pub fn all_questions() -> Vec<(Question, usize)> {
             format!("What colour is {}?", the_noun(thing)),
             format!("Tell me the colour of {}.", the_noun(thing)),
             format!("Which colour is {}?", the_noun(thing)),
+            format!("What is the colour of {}?", the_noun(thing)),
+            format!("Name the colour of {}.", the_noun(thing)),
+            format!("Do you know what colour {} is?", the_noun(thing)),
+            format!("Say what colour {} is.", the_noun(thing)),
         ]
         .into_iter()
         .enumerate()
@@ -188,6 +199,10 @@ pub fn all_questions() -> Vec<(Question, usize)> {
             format!("What sound does a {animal} make?"),
             format!("What does a {animal} say?"),
             format!("Which sound does a {animal} make?"),
+            format!("Tell me the sound a {animal} makes."),
+            format!("What noise does a {animal} make?"),
+            format!("Name the sound of a {animal}."),
+            format!("How does a {animal} sound?"),
         ]
         .into_iter()
         .enumerate()
@@ -216,6 +231,10 @@ pub fn all_questions() -> Vec<(Question, usize)> {
                 format!("What is {x} plus {y}?"),
                 format!("Tell me {x} plus {y}."),
                 format!("How much is {x} plus {y}?"),
+                format!("What do {x} plus {y} make?"),
+                format!("Compute {x} plus {y}."),
+                format!("Say what {x} plus {y} is."),
+                format!("What is the sum of {x} plus {y}?"),
             ]
             .into_iter()
             .enumerate()
@@ -241,6 +260,10 @@ pub fn all_questions() -> Vec<(Question, usize)> {
             format!("What is the opposite of {word}?"),
             format!("Give the opposite of {word}."),
             format!("Which word is the opposite of {word}?"),
+            format!("Tell me the opposite of {word}."),
+            format!("Name the opposite of {word}."),
+            format!("Say the opposite of {word}."),
+            format!("What word means the opposite of {word}?"),
         ]
         .into_iter()
         .enumerate()
@@ -421,14 +444,22 @@ pub fn sample_questions(pool: &[Question], n: usize, rng: &mut Rng) -> Vec<Quest
 }
 
 /// Splits all questions into (training pool, held-out evaluation pool): the evaluation pool is
-/// every question's third phrasing, so evaluation prompts are never trained on (nor seen by the
-/// reward model), while the facts they ask about are the ones the demonstrations teach.
-pub fn split_pools() -> (Vec<Question>, Vec<Question>) {
+/// every question's held-out phrasing ([`EVAL_PHRASING`]), so evaluation prompts are never trained
+/// on (nor seen by the reward model), while the facts they ask about are the ones the
+/// demonstrations teach. The training pool has each question in its first `train_phrasings`
+/// training phrasings (1 to [`MAX_TRAIN_PHRASINGS`]).
+pub fn split_pools(train_phrasings: usize) -> (Vec<Question>, Vec<Question>) {
     let (mut train, mut eval) = (Vec::new(), Vec::new());
     for (q, phrasing) in all_questions() {
-        if phrasing == 2 {
-            eval.push(q);
+        // Training phrasings in order: 0, 1, 3, 4, ... (2 is held out).
+        let rank = if phrasing > EVAL_PHRASING {
+            phrasing - 1
         } else {
+            phrasing
+        };
+        if phrasing == EVAL_PHRASING {
+            eval.push(q);
+        } else if rank < train_phrasings {
             train.push(q);
         }
     }
@@ -441,17 +472,26 @@ mod tests {
 
     #[test]
     fn evaluation_prompts_are_never_training_prompts_but_ask_the_same_facts() {
-        let (train, eval) = split_pools();
-        assert_eq!(train.len(), 2 * eval.len());
-        for q in &eval {
-            assert!(train.iter().all(|t| t.text != q.text), "{q:?}");
-            assert!(
-                train
-                    .iter()
-                    .any(|t| t.subject == q.subject && t.answer == q.answer),
-                "{q:?}"
-            );
+        for n in 1..=MAX_TRAIN_PHRASINGS {
+            let (train, eval) = split_pools(n);
+            assert_eq!(train.len(), n * eval.len());
+            for q in &eval {
+                assert!(train.iter().all(|t| t.text != q.text), "{q:?}");
+                assert!(
+                    train
+                        .iter()
+                        .any(|t| t.subject == q.subject && t.answer == q.answer),
+                    "{q:?}"
+                );
+            }
         }
+        let texts: std::collections::HashSet<_> =
+            all_questions().into_iter().map(|(q, _)| q.text).collect();
+        assert_eq!(
+            texts.len(),
+            all_questions().len(),
+            "prompt texts are unique"
+        );
     }
 
     #[test]
