@@ -152,13 +152,10 @@ fn the_noun(noun: &str) -> String {
 /// How many phrasings of each question the training pool can use (`--train-phrasings`).
 pub const MAX_TRAIN_PHRASINGS: usize = 6;
 
-/// The phrasing index that is held out: the evaluation prompts ask every fact in these words.
-pub const EVAL_PHRASING: usize = 2;
-
 /// Every question the task can ask (about two thousand), in a fixed order, each with the index of
-/// its phrasing: phrasing 2 (the same facts, asked in words the policy never trains on) is the
-/// held-out evaluation prompts; phrasings 0, 1, 3, 4, 5, 6 are the training prompts, of which
-/// `--train-phrasings` uses the first few in that order.
+/// its phrasing: phrasings 0 to 5 are the training prompts (`--train-phrasings` uses the first
+/// few), phrasing [`MAX_TRAIN_PHRASINGS`] (the same facts, asked in words the policy never trains
+/// on) the held-out evaluation prompts.
 pub fn all_questions() -> Vec<(Question, usize)> {
     let mut out = Vec::new();
     for &(thing, colour) in COLOURS {
@@ -170,11 +167,11 @@ pub fn all_questions() -> Vec<(Question, usize)> {
         for (i, text) in [
             format!("What colour is {}?", the_noun(thing)),
             format!("Tell me the colour of {}.", the_noun(thing)),
-            format!("Which colour is {}?", the_noun(thing)),
             format!("What is the colour of {}?", the_noun(thing)),
             format!("Name the colour of {}.", the_noun(thing)),
             format!("Do you know what colour {} is?", the_noun(thing)),
             format!("Say what colour {} is.", the_noun(thing)),
+            format!("Which colour is {}?", the_noun(thing)),
         ]
         .into_iter()
         .enumerate()
@@ -198,11 +195,11 @@ pub fn all_questions() -> Vec<(Question, usize)> {
         for (i, text) in [
             format!("What sound does a {animal} make?"),
             format!("What does a {animal} say?"),
-            format!("Which sound does a {animal} make?"),
             format!("Tell me the sound a {animal} makes."),
             format!("What noise does a {animal} make?"),
             format!("Name the sound of a {animal}."),
             format!("How does a {animal} sound?"),
+            format!("Which sound does a {animal} make?"),
         ]
         .into_iter()
         .enumerate()
@@ -230,11 +227,11 @@ pub fn all_questions() -> Vec<(Question, usize)> {
             for (i, text) in [
                 format!("What is {x} plus {y}?"),
                 format!("Tell me {x} plus {y}."),
-                format!("How much is {x} plus {y}?"),
                 format!("What do {x} plus {y} make?"),
                 format!("Compute {x} plus {y}."),
                 format!("Say what {x} plus {y} is."),
                 format!("What is the sum of {x} plus {y}?"),
+                format!("How much is {x} plus {y}?"),
             ]
             .into_iter()
             .enumerate()
@@ -259,11 +256,11 @@ pub fn all_questions() -> Vec<(Question, usize)> {
         for (i, text) in [
             format!("What is the opposite of {word}?"),
             format!("Give the opposite of {word}."),
-            format!("Which word is the opposite of {word}?"),
             format!("Tell me the opposite of {word}."),
             format!("Name the opposite of {word}."),
             format!("Say the opposite of {word}."),
             format!("What word means the opposite of {word}?"),
+            format!("Which word is the opposite of {word}?"),
         ]
         .into_iter()
         .enumerate()
@@ -444,22 +441,16 @@ pub fn sample_questions(pool: &[Question], n: usize, rng: &mut Rng) -> Vec<Quest
 }
 
 /// Splits all questions into (training pool, held-out evaluation pool): the evaluation pool is
-/// every question's held-out phrasing ([`EVAL_PHRASING`]), so evaluation prompts are never trained
+/// every question's held-out phrasing (the last), so evaluation prompts are never trained
 /// on (nor seen by the reward model), while the facts they ask about are the ones the
 /// demonstrations teach. The training pool has each question in its first `train_phrasings`
 /// training phrasings (1 to [`MAX_TRAIN_PHRASINGS`]).
 pub fn split_pools(train_phrasings: usize) -> (Vec<Question>, Vec<Question>) {
     let (mut train, mut eval) = (Vec::new(), Vec::new());
     for (q, phrasing) in all_questions() {
-        // Training phrasings in order: 0, 1, 3, 4, ... (2 is held out).
-        let rank = if phrasing > EVAL_PHRASING {
-            phrasing - 1
-        } else {
-            phrasing
-        };
-        if phrasing == EVAL_PHRASING {
+        if phrasing == MAX_TRAIN_PHRASINGS {
             eval.push(q);
-        } else if rank < train_phrasings {
+        } else if phrasing < train_phrasings {
             train.push(q);
         }
     }
