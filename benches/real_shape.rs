@@ -15,6 +15,11 @@
 //!
 //! Run: `cargo bench --bench real_shape` (about 6 minutes). The random weights are written once to
 //! `target/kiln-bench/smollm2-random/` so the PyTorch script times the very same model.
+//!
+//! With `--features tch` (libtorch 2.9.0, see the README) the same workloads also run, from the
+//! same generic code, on the LibTorch backend, as groups `smollm2_135m_tch` and `machine_tch`
+//! (`cargo bench --features tch --bench real_shape -- _tch/` runs only those);
+//! `scripts/bench/compare.sh --tch` adds them as a column.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -22,7 +27,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln::backend::{AutodiffCpu, Cpu};
+use kiln::backend::Cpu;
+use kiln::burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln::burn::tensor::{DType, Distribution, Tensor, TensorData};
 use kiln::data::Example;
 use kiln::losses::DpoConfig;
@@ -93,11 +99,12 @@ fn timed(iters: u64, mut step: impl FnMut()) -> Duration {
     start.elapsed()
 }
 
-fn training(cr: &mut Criterion) {
+/// The training workloads on backend `B`, as criterion group `group`.
+fn training_on<B: AutodiffBackend>(cr: &mut Criterion, group: &str) {
     kiln::malloc::keep_freed_memory(); // as the examples do; KILN_MALLOC=system to compare
     let dir = weights();
-    let device = Default::default();
-    let mut group = cr.benchmark_group("smollm2_135m");
+    let device = B::Device::default();
+    let mut group = cr.benchmark_group(group);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
@@ -107,7 +114,7 @@ fn training(cr: &mut Criterion) {
     let pad = 2;
     let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), pad);
     let reference = {
-        let r = LlamaForCausalLM::<Cpu>::from_pretrained(&dir, &device).unwrap();
+        let r = LlamaForCausalLM::<B::InnerBackend>::from_pretrained(&dir, &device).unwrap();
         precompute_reference_logps(&r, &data, pad, 8, dtc.reduction).unwrap()
     };
     let tc = || {
@@ -117,7 +124,7 @@ fn training(cr: &mut Criterion) {
             .with_log_every(0)
     };
     for lora in [false, true] {
-        let mut policy = LlamaForCausalLM::<AutodiffCpu>::from_pretrained(&dir, &device).unwrap();
+        let mut policy = LlamaForCausalLM::<B>::from_pretrained(&dir, &device).unwrap();
         if lora {
             let cfg = LoraConfig::new(LoraTarget::ALL.to_vec())
                 .with_rank(16)
@@ -139,7 +146,7 @@ fn training(cr: &mut Criterion) {
             })
         });
     }
-    let rm = LlamaForSequenceClassification::<AutodiffCpu>::from_pretrained(
+    let rm = LlamaForSequenceClassification::<B>::from_pretrained(
         &dir,
         &device,
         kiln::model::MissingScore::Init { std: 0.02 },
@@ -170,14 +177,15 @@ fn training(cr: &mut Criterion) {
     group.finish();
 }
 
-fn decoding(cr: &mut Criterion) {
+/// The decoding workloads on backend `B` (no autodiff), as criterion group `group`.
+fn decoding_on<B: Backend>(cr: &mut Criterion, group: &str) {
     kiln::malloc::keep_freed_memory(); // as the examples do; KILN_MALLOC=system to compare
     let dir = weights();
-    let device = Default::default();
-    let model = LlamaForCausalLM::<Cpu>::from_pretrained(&dir, &device).unwrap();
+    let device = B::Device::default();
+    let model = LlamaForCausalLM::<B>::from_pretrained(&dir, &device).unwrap();
     let vocab = model.config().vocab_size;
     let prompt = vec![ids(1000, DECODE_PROMPT, vocab)];
-    let mut group = cr.benchmark_group("smollm2_135m");
+    let mut group = cr.benchmark_group(group);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(20))
@@ -207,21 +215,26 @@ fn decoding(cr: &mut Criterion) {
     group.finish();
 }
 
-fn matmul(cr: &mut Criterion) {
+/// The machine's f32 (and, with `bf16`, bf16) GEMM peak on backend `B`, as criterion group `group`.
+fn matmul_on<B: Backend>(cr: &mut Criterion, group: &str, bf16: bool) {
     kiln::malloc::keep_freed_memory(); // as the examples do; KILN_MALLOC=system to compare
-    let device = Default::default();
-    let mut group = cr.benchmark_group("machine");
+    let device = B::Device::default();
+    let mut group = cr.benchmark_group(group);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .warm_up_time(Duration::from_secs(1));
     let n = 2048;
-    let a = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
-    let b = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+    let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+    let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
     group.bench_function("matmul_f32_2048", |bench| {
         bench.iter(|| a.clone().matmul(b.clone()).into_data())
     });
-    let half = |t: &Tensor<Cpu, 2>| {
+    if !bf16 {
+        group.finish();
+        return;
+    }
+    let half = |t: &Tensor<B, 2>| {
         let v: Vec<half::bf16> = t
             .to_data()
             .to_vec::<f32>()
@@ -229,7 +242,7 @@ fn matmul(cr: &mut Criterion) {
             .into_iter()
             .map(half::bf16::from_f32)
             .collect();
-        Tensor::<Cpu, 2>::from_data(TensorData::new(v, [n, n]), (&device, DType::BF16))
+        Tensor::<B, 2>::from_data(TensorData::new(v, [n, n]), (&device, DType::BF16))
     };
     let (a16, b16) = (half(&a), half(&b));
     group.bench_function("matmul_bf16_2048", |bench| {
@@ -238,5 +251,34 @@ fn matmul(cr: &mut Criterion) {
     group.finish();
 }
 
+fn matmul(cr: &mut Criterion) {
+    matmul_on::<Cpu>(cr, "machine", true);
+}
+
+fn decoding(cr: &mut Criterion) {
+    decoding_on::<Cpu>(cr, "smollm2_135m");
+}
+
+fn training(cr: &mut Criterion) {
+    training_on::<kiln::backend::AutodiffCpu>(cr, "smollm2_135m");
+}
+
+/// LibTorch: bf16 is left out, as in the PyTorch script, on CPUs without AVX-512, where
+/// libtorch's bf16 GEMM takes a fallback path (about a minute per 2048^3 product here).
+#[cfg(feature = "tch")]
+fn libtorch(cr: &mut Criterion) {
+    use kiln::backend::{AutodiffLibTorch, LibTorch};
+    #[cfg(target_arch = "x86_64")]
+    let bf16 = std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let bf16 = false;
+    matmul_on::<LibTorch>(cr, "machine_tch", bf16);
+    decoding_on::<LibTorch>(cr, "smollm2_135m_tch");
+    training_on::<AutodiffLibTorch>(cr, "smollm2_135m_tch");
+}
+
+#[cfg(not(feature = "tch"))]
 criterion_group!(benches, matmul, decoding, training);
+#[cfg(feature = "tch")]
+criterion_group!(benches, matmul, decoding, training, libtorch);
 criterion_main!(benches);

@@ -26,13 +26,20 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use kiln::backend::Cpu;
 use kiln::data::hf_files::read_eos_token_ids;
 use kiln::data::{ChatTemplate, DateTime, Message, TemplateChoice, TemplateClock, Tokenizer};
 use kiln::model::LlamaForCausalLM;
 use kiln::sampling::{GenerationConfig, Generator, Progress, SamplerConfig};
 
-/// Generate text with a Hugging Face Llama checkpoint (CPU, burn-flex).
+/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
+#[cfg(not(feature = "tch"))]
+type Cpu = kiln::backend::Cpu;
+/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
+#[cfg(feature = "tch")]
+type Cpu = kiln::backend::LibTorch;
+
+/// Generate text with a Hugging Face Llama checkpoint
+/// (CPU: burn-flex, or LibTorch with `--features tch`).
 #[derive(Debug, Parser)]
 #[command(name = "generate", version)]
 #[command(
@@ -148,8 +155,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .or_else(|| tokenizer.pad_id().ok())
                 .unwrap_or(0),
         )
-        // The CPU backend: one concurrent prompt batch per core.
-        .with_concurrent_batches(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        // flex: one concurrent prompt batch per core; LibTorch's kernels use every core already.
+        .with_concurrent_batches(if cfg!(feature = "tch") {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        });
     let generator = Generator::new(&model, config)?.with_tokenizer(&tokenizer);
 
     let bar = indicatif::ProgressBar::new((args.n * args.max_new_tokens) as u64);

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln::backend::Cpu;
 use kiln::data::{
     ChatTemplate, GenerationRecord, PairRecord, TemplateChoice, Tokenizer, read_jsonl,
 };
@@ -28,7 +27,15 @@ use kiln::model::{LlamaForSequenceClassification, MissingScore};
 use kiln::reward::annotate::{annotate, short};
 use kiln::reward::{LlamaRewardModel, RewardModel};
 
-/// Score preference pairs or annotate generations with a reward model (CPU, burn-flex).
+/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
+#[cfg(not(feature = "tch"))]
+type Cpu = kiln::backend::Cpu;
+/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
+#[cfg(feature = "tch")]
+type Cpu = kiln::backend::LibTorch;
+
+/// Score preference pairs or annotate generations with a reward model
+/// (CPU: burn-flex, or LibTorch with `--features tch`).
 #[derive(Debug, Parser)]
 #[command(name = "score", version)]
 #[command(

@@ -7,7 +7,7 @@
 //! model's pairs come from pi_0's own samples on training questions, gold-labelled with the same
 //! label noise; the reward model is pi_0's backbone with LoRA adapters and a score head.
 
-use super::models::{B, I, Res, cpu_cores, save_options};
+use super::models::{B, I, Res, decode_concurrency, save_options};
 use super::pipeline::{Ctx, Setup, stage_seed};
 use super::progress::Bar;
 use super::task::{self, GoldJudge};
@@ -200,7 +200,7 @@ fn sample_pairs(
         .with_stop_token_ids(enc.stop_ids())
         .with_pad_token_id(enc.pad_id)
         .with_prompt_batch_size(16)
-        .with_concurrent_batches(cpu_cores());
+        .with_concurrent_batches(decode_concurrency());
     let generator = Generator::new(&model, gc)?.with_tokenizer(&enc.tokenizer);
     let bar = Bar::new("reward-model samples", ids.len() * cfg.rm_samples);
     let streams: Vec<u64> = (0..ids.len() as u64).collect();

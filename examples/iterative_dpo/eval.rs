@@ -2,7 +2,7 @@
 //! policy with paired-bootstrap confidence intervals, response length and the sampled KL to the
 //! reference. The statistics come from `kiln::train::eval`.
 
-use super::models::{Annotation, I, Res, cpu_cores};
+use super::models::{Annotation, I, Res, decode_concurrency};
 use super::progress::Bar;
 use super::report::Evaluation;
 use super::task::GoldJudge;
@@ -83,7 +83,7 @@ pub fn evaluate(
         .with_stop_token_ids(enc.stop_ids())
         .with_pad_token_id(enc.pad_id)
         .with_prompt_batch_size(32)
-        .with_concurrent_batches(cpu_cores());
+        .with_concurrent_batches(decode_concurrency());
     let generator = Generator::new(policy, config)?.with_tokenizer(&enc.tokenizer);
     let streams: Vec<u64> = (0..ids.len() as u64).collect();
     let bar = Bar::new(format!("eval {label}"), ids.len() * setup.samples);

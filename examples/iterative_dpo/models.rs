@@ -1,23 +1,32 @@
 //! Model plumbing for the loop: backends, policies stored as full checkpoints or as PEFT LoRA
 //! adapters over pi_0, and the annotator (Bradley-Terry or pairwise preference model).
 
-use kiln::backend::{AutodiffCpu, Cpu};
 use kiln::data::ChatEncoder;
 use kiln::model::checkpoint::{SaveDtype, SaveOptions};
 use kiln::model::{LlamaForCausalLM, LoraConfig, MissingScore};
 use kiln::reward::{LlamaRewardModel, PairwisePreferenceModel, RewardModel};
 use std::path::{Path, PathBuf};
 
-/// The training backend.
-pub type B = AutodiffCpu;
-/// The inference backend.
-pub type I = Cpu;
+/// The training backend: flex (pure Rust); built with `--features tch`, LibTorch, the faster
+/// CPU path for training real models (README, "Benchmarks").
+#[cfg(not(feature = "tch"))]
+pub type B = kiln::backend::AutodiffCpu;
+/// The training backend: flex (pure Rust); built with `--features tch`, LibTorch, the faster
+/// CPU path for training real models (README, "Benchmarks").
+#[cfg(feature = "tch")]
+pub type B = kiln::backend::AutodiffLibTorch;
+/// The inference backend (the training backend without autodiff).
+pub type I = <B as kiln::burn::tensor::backend::AutodiffBackend>::InnerBackend;
 /// The example's error type: every library error converts into it.
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// Prompt batches decoded concurrently on the CPU backend: one per core (see
-/// `GenerationConfig::concurrent_batches`).
-pub fn cpu_cores() -> usize {
+/// Prompt batches decoded concurrently: on flex one per core (see
+/// `GenerationConfig::concurrent_batches`); on LibTorch one, since its kernels already use every
+/// core (its own intra-op thread pool).
+pub fn decode_concurrency() -> usize {
+    if cfg!(feature = "tch") {
+        return 1;
+    }
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

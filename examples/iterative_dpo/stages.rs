@@ -3,7 +3,7 @@
 
 use super::config::{Annotator, LoopConfig};
 use super::eval::{EvalRecord, EvalSetup, evaluate};
-use super::models::{Annotation, B, I, PolicyStore, Res, cpu_cores};
+use super::models::{Annotation, B, I, PolicyStore, Res, decode_concurrency};
 use super::pipeline::{Ctx, Setup, stage_seed};
 use super::progress::Bar;
 use super::task::{self, GoldJudge};
@@ -156,7 +156,7 @@ pub fn generate(
         .with_stop_token_ids(enc.stop_ids())
         .with_pad_token_id(enc.pad_id)
         .with_prompt_batch_size(32)
-        .with_concurrent_batches(cpu_cores());
+        .with_concurrent_batches(decode_concurrency());
     let generator = Generator::new(policy, gc)?.with_tokenizer(&enc.tokenizer);
     let streams: Vec<u64> = (0..ids.len() as u64).collect();
     let bar = Bar::new(format!("generate K={}", cfg.k), ids.len() * cfg.k);
