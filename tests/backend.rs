@@ -1,5 +1,6 @@
 //! The model and the losses on the facade's selected backend: the CPU (flex) by default, the GPU
-//! with `--features cuda` (`scripts/gpu/check.sh` runs this file there). Logits match the
+//! with `--features cuda` (`scripts/gpu/check.sh` runs this file there), LibTorch with
+//! `--features tch` (and no `cuda`). Logits match the
 //! transformers fixtures, the DPO-family and Bradley-Terry losses match their f64 references,
 //! and a DPO step (loss and gradient norm) matches the CPU's.
 
@@ -16,7 +17,9 @@ use std::path::PathBuf;
 
 #[cfg(feature = "cuda")]
 type TB = kiln::backend::Cuda;
-#[cfg(not(feature = "cuda"))]
+#[cfg(all(feature = "tch", not(feature = "cuda")))]
+type TB = kiln::backend::LibTorch;
+#[cfg(not(any(feature = "cuda", feature = "tch")))]
 type TB = Cpu;
 
 /// GPU kernels (TF32-free f32, but other reduction orders) get a looser bound than the CPU.

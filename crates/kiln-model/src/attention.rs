@@ -79,10 +79,24 @@ impl<B: Backend> LlamaAttention<B> {
         let out = if half && B::ad_enabled(&q.device()) {
             eager_attention_f32_softmax(q, k, v, mask)
         } else {
+            let mask = backend_mask_convention(mask);
             attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
         };
         let out = swap_middle(out.reshape([b, nh, t, hd]));
         self.o_proj.forward(out.reshape([b, t, nh * hd]))
+    }
+}
+
+/// The mask in the convention of `B`'s fused attention kernel. burn's is `true` = masked out, but
+/// burn-tch 0.21.0 hands the mask unchanged to torch's `scaled_dot_product_attention`, where
+/// `true` means "may attend", so on LibTorch (without autodiff, whose attention is decomposed
+/// in burn's convention) the mask is inverted first. Without this every masked position swaps
+/// with every visible one and the logits are wrong (`tests/backend.rs` with `--features tch`).
+fn backend_mask_convention<B: Backend>(mask: Tensor<B, 4, Bool>) -> Tensor<B, 4, Bool> {
+    if B::name(&mask.device()).starts_with("libtorch") {
+        mask.bool_not()
+    } else {
+        mask
     }
 }
 
