@@ -31,15 +31,12 @@ use kiln::data::{ChatTemplate, DateTime, Message, TemplateChoice, TemplateClock,
 use kiln::model::LlamaForCausalLM;
 use kiln::sampling::{GenerationConfig, Generator, Progress, SamplerConfig};
 
-/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
-#[cfg(not(feature = "tch"))]
-type Cpu = kiln::backend::Cpu;
-/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
-#[cfg(feature = "tch")]
-type Cpu = kiln::backend::LibTorch;
+/// The backend the facade's features select: flex by default, LibTorch with `--features tch`,
+/// CUDA with `--features cuda`.
+type B = kiln::backend::Selected;
 
 /// Generate text with a Hugging Face Llama checkpoint
-/// (CPU: burn-flex, or LibTorch with `--features tch`).
+/// (flex on the CPU; LibTorch with `--features tch`, CUDA with `--features cuda`).
 #[derive(Debug, Parser)]
 #[command(name = "generate", version)]
 #[command(
@@ -106,7 +103,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let device = Default::default();
     let t0 = Instant::now();
-    let mut model = LlamaForCausalLM::<Cpu>::from_pretrained(&args.model_dir, &device)?;
+    let mut model = LlamaForCausalLM::<B>::from_pretrained(&args.model_dir, &device)?;
     if let Some(adapter) = &args.adapter {
         model = model.load_adapter(adapter, &device)?.merge_adapters();
     }
@@ -155,12 +152,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .or_else(|| tokenizer.pad_id().ok())
                 .unwrap_or(0),
         )
-        // flex: one concurrent prompt batch per core; LibTorch's kernels use every core already.
-        .with_concurrent_batches(if cfg!(feature = "tch") {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        });
+        .with_concurrent_batches(kiln::backend::decode_concurrency());
     let generator = Generator::new(&model, config)?.with_tokenizer(&tokenizer);
 
     let bar = indicatif::ProgressBar::new((args.n * args.max_new_tokens) as u64);

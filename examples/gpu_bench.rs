@@ -1,5 +1,6 @@
-//! DPO-step time, MFU and decode throughput of a random Llama model on the facade's backend: the
-//! GPU with `--features cuda` (what `scripts/gpu/check.sh` runs), else the CPU.
+//! DPO-step time, MFU and decode throughput of a random Llama model on the facade's selected
+//! backend: the GPU with `--features cuda` (what `scripts/gpu/check.sh` runs), LibTorch with
+//! `--features tch`, else flex.
 //!
 //! ```text
 //! cargo run --release --features cuda --example gpu_bench -- [--shape llama3.2-1b|smollm2] \
@@ -24,10 +25,8 @@ use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
 use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln::train::{TrainConfig, TrainLoop};
 
-#[cfg(feature = "cuda")]
-type TB = kiln::backend::Cuda;
-#[cfg(not(feature = "cuda"))]
-type TB = kiln::backend::Cpu;
+/// The backend: the facade's selection (CUDA with `--features cuda`).
+type TB = kiln::backend::Selected;
 
 /// DPO-step time, MFU and decode tokens/s on a random Llama model.
 #[derive(Debug, Parser)]

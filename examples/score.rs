@@ -27,15 +27,12 @@ use kiln::model::{LlamaForSequenceClassification, MissingScore};
 use kiln::reward::annotate::{annotate, short};
 use kiln::reward::{LlamaRewardModel, RewardModel};
 
-/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
-#[cfg(not(feature = "tch"))]
-type Cpu = kiln::backend::Cpu;
-/// The backend: flex (pure Rust); built with `--features tch`, LibTorch.
-#[cfg(feature = "tch")]
-type Cpu = kiln::backend::LibTorch;
+/// The backend the facade's features select: flex by default, LibTorch with `--features tch`,
+/// CUDA with `--features cuda`.
+type B = kiln::backend::Selected;
 
 /// Score preference pairs or annotate generations with a reward model
-/// (CPU: burn-flex, or LibTorch with `--features tch`).
+/// (flex on the CPU; LibTorch with `--features tch`, CUDA with `--features cuda`).
 #[derive(Debug, Parser)]
 #[command(name = "score", version)]
 #[command(
@@ -82,7 +79,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => MissingScore::Error,
     };
     let mut model =
-        LlamaForSequenceClassification::<Cpu>::from_pretrained(&args.model_dir, &device, missing)?;
+        LlamaForSequenceClassification::<B>::from_pretrained(&args.model_dir, &device, missing)?;
     if let Some(adapter) = &args.adapter {
         model = model.load_adapter(adapter, &device)?.merge_adapters();
     }

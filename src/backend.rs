@@ -6,7 +6,8 @@
 //! | `cuda` | `Cuda` = `burn_cuda::Cuda` | NVIDIA GPU (libcuda loaded at run time) |
 //! | `tch` | `LibTorch` = `burn_tch::LibTorch` | libtorch 2.9.0, CPU or CUDA |
 //!
-//! Each has an `Autodiff*` twin for training.
+//! Each has an `Autodiff*` twin for training. [`Selected`] / [`AutodiffSelected`] name the one the
+//! enabled features pick (cuda, then tch, then flex), with [`decode_concurrency`] to match.
 
 pub use burn::backend::Autodiff;
 
@@ -30,3 +31,33 @@ pub type LibTorch = burn_tch::LibTorch;
 /// [`LibTorch`] with automatic differentiation.
 #[cfg(feature = "tch")]
 pub type AutodiffLibTorch = Autodiff<LibTorch>;
+
+/// The backend the facade's features select, for binaries that run on whatever the build enables:
+/// `Cuda` with `cuda`, else `LibTorch` with `tch`, else [`Cpu`] (flex, the default). The examples
+/// and `tests/backend.rs` use it, so one feature flag moves all of them.
+#[cfg(feature = "cuda")]
+pub type Selected = Cuda;
+/// The backend the facade's features select, for binaries that run on whatever the build enables:
+/// `Cuda` with `cuda`, else `LibTorch` with `tch`, else [`Cpu`] (flex, the default). The examples
+/// and `tests/backend.rs` use it, so one feature flag moves all of them.
+#[cfg(all(feature = "tch", not(feature = "cuda")))]
+pub type Selected = LibTorch;
+/// The backend the facade's features select, for binaries that run on whatever the build enables:
+/// `Cuda` with `cuda`, else `LibTorch` with `tch`, else [`Cpu`] (flex, the default). The examples
+/// and `tests/backend.rs` use it, so one feature flag moves all of them.
+#[cfg(all(feature = "flex", not(any(feature = "cuda", feature = "tch"))))]
+pub type Selected = Cpu;
+/// [`Selected`] with automatic differentiation, for training.
+#[cfg(any(feature = "flex", feature = "cuda", feature = "tch"))]
+pub type AutodiffSelected = Autodiff<Selected>;
+
+/// How many prompt batches to decode concurrently on [`Selected`]
+/// (`kiln_sampling::GenerationConfig::concurrent_batches`): on flex one per core, since each
+/// decode step of a small batch leaves cores idle; on LibTorch and CUDA one, since their kernels
+/// already use every core (libtorch's intra-op pool) or the whole GPU.
+pub fn decode_concurrency() -> usize {
+    if cfg!(any(feature = "cuda", feature = "tch")) {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

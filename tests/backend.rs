@@ -15,12 +15,8 @@ use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln::train::{TrainConfig, TrainLoop};
 use std::path::PathBuf;
 
-#[cfg(feature = "cuda")]
-type TB = kiln::backend::Cuda;
-#[cfg(all(feature = "tch", not(feature = "cuda")))]
-type TB = kiln::backend::LibTorch;
-#[cfg(not(any(feature = "cuda", feature = "tch")))]
-type TB = Cpu;
+/// The backend under test: the facade's selection (cuda, then tch, then flex).
+type TB = kiln::backend::Selected;
 
 /// GPU kernels (TF32-free f32, but other reduction orders) get a looser bound than the CPU.
 const TOL: f32 = if cfg!(feature = "cuda") { 1e-3 } else { 1e-4 };

@@ -7,28 +7,16 @@ use kiln::model::{LlamaForCausalLM, LoraConfig, MissingScore};
 use kiln::reward::{LlamaRewardModel, PairwisePreferenceModel, RewardModel};
 use std::path::{Path, PathBuf};
 
-/// The training backend: flex (pure Rust); built with `--features tch`, LibTorch, the faster
-/// CPU path for training real models (README, "Benchmarks").
-#[cfg(not(feature = "tch"))]
-pub type B = kiln::backend::AutodiffCpu;
-/// The training backend: flex (pure Rust); built with `--features tch`, LibTorch, the faster
-/// CPU path for training real models (README, "Benchmarks").
-#[cfg(feature = "tch")]
-pub type B = kiln::backend::AutodiffLibTorch;
+/// The training backend: the facade's selection (`kiln::backend::AutodiffSelected`): flex by
+/// default, LibTorch with `--features tch` (the faster CPU path for training real models, README
+/// "Benchmarks"), CUDA with `--features cuda`.
+pub type B = kiln::backend::AutodiffSelected;
 /// The inference backend (the training backend without autodiff).
 pub type I = <B as kiln::burn::tensor::backend::AutodiffBackend>::InnerBackend;
 /// The example's error type: every library error converts into it.
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// Prompt batches decoded concurrently: on flex one per core (see
-/// `GenerationConfig::concurrent_batches`); on LibTorch one, since its kernels already use every
-/// core (its own intra-op thread pool).
-pub fn decode_concurrency() -> usize {
-    if cfg!(feature = "tch") {
-        return 1;
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+pub use kiln::backend::decode_concurrency;
 
 /// f32, so that save -> load is exact (a resumed run then equals an uninterrupted one).
 pub fn save_options() -> SaveOptions {
