@@ -5,7 +5,10 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, FloatDType, Tensor};
+use burn::tensor::{Bool, DType, ElementConversion, FloatDType, Tensor, TensorData};
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use crate::cache::KvCache;
 use crate::projection::Projection;
@@ -89,15 +92,54 @@ impl<B: Backend> LlamaAttention<B> {
 
 /// The mask in the convention of `B`'s fused attention kernel. burn's is `true` = masked out, but
 /// burn-tch 0.21.0 hands the mask unchanged to torch's `scaled_dot_product_attention`, where
-/// `true` means "may attend", so on LibTorch (without autodiff, whose attention is decomposed
-/// in burn's convention) the mask is inverted first. Without this every masked position swaps
-/// with every visible one and the logits are wrong (`tests/backend.rs` with `--features tch`).
+/// `true` means "may attend". Without the inversion every masked position swaps with every
+/// visible one and the logits are wrong (`tests/backend.rs` with `--features tch`). Which way a
+/// backend reads it is measured, not assumed from its name: see [`fused_mask_is_inverted`].
 fn backend_mask_convention<B: Backend>(mask: Tensor<B, 4, Bool>) -> Tensor<B, 4, Bool> {
-    if B::name(&mask.device()).starts_with("libtorch") {
+    if fused_mask_is_inverted::<B>(&mask.device()) {
         mask.bool_not()
     } else {
         mask
     }
+}
+
+/// Whether `B`'s `attention` op reads a bool mask with `true` = "may attend", the opposite of
+/// burn's documented convention. Measured once per backend type and cached: one query attends
+/// to two keys with equal scores and values 0 and 1, with the second key masked in burn's
+/// convention, so the output is 0 when the mask is read burn's way and 1 when it is inverted.
+/// (Autodiff backends decompose attention in burn's convention and measure "not inverted".)
+fn fused_mask_is_inverted<B: Backend>(device: &B::Device) -> bool {
+    static SEEN: OnceLock<Mutex<HashMap<TypeId, bool>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    let key = TypeId::of::<B>();
+    if let Some(&inverted) = seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return inverted;
+    }
+    let q = Tensor::<B, 4>::from_data(TensorData::new(vec![1.0f32], [1, 1, 1, 1]), device);
+    let k = Tensor::<B, 4>::zeros([1, 1, 2, 1], device);
+    let v = Tensor::<B, 4>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 1, 2, 1]), device);
+    let mask =
+        Tensor::<B, 4, Bool>::from_data(TensorData::new(vec![false, true], [1, 1, 1, 2]), device);
+    let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+        .into_scalar()
+        .elem::<f32>();
+    let inverted = out > 0.75;
+    if inverted {
+        tracing::debug!(
+            backend = %B::name(device),
+            "the fused attention kernel reads bool masks as true = attend; inverting Kiln's masks"
+        );
+    } else if out > 0.25 {
+        tracing::warn!(
+            backend = %B::name(device),
+            probe = out,
+            "the fused attention kernel seems to ignore the mask; attention may see padding and future tokens"
+        );
+    }
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, inverted);
+    inverted
 }
 
 /// Attention with the scores, mask and softmax in f32 for half-precision `q`, `k`, `v` (HF's
@@ -147,5 +189,26 @@ fn swap_middle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
             .map(|i| x.clone().narrow(1, i, 1).reshape([b, n, 1, d]))
             .collect();
         Tensor::cat(slices, 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+
+    #[test]
+    fn flex_and_autodiff_read_masks_burns_way() {
+        let device = Default::default();
+        assert!(!fused_mask_is_inverted::<Flex>(&device));
+        assert!(!fused_mask_is_inverted::<Autodiff<Flex>>(&device));
+        // cached: the second call answers from the table
+        assert!(!fused_mask_is_inverted::<Flex>(&device));
+        let mask = Tensor::<Flex, 4, Bool>::from_data(
+            TensorData::new(vec![false, true], [1, 1, 1, 2]),
+            &device,
+        );
+        let same = backend_mask_convention(mask.clone()).equal(mask).all();
+        assert!(same.into_scalar().elem::<bool>());
     }
 }
