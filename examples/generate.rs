@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use kiln::data::hf_files::read_eos_token_ids;
+use kiln::data::message::read_messages;
 use kiln::data::{ChatTemplate, DateTime, Message, TemplateChoice, TemplateClock, Tokenizer};
 use kiln::model::LlamaForCausalLM;
 use kiln::sampling::{GenerationConfig, Generator, Progress, SamplerConfig};
@@ -38,12 +39,15 @@ type B = kiln::backend::Selected;
 /// Generate text with a Hugging Face Llama checkpoint
 /// (flex on the CPU; LibTorch with `--features tch`, CUDA with `--features cuda`).
 #[derive(Debug, Parser)]
-#[command(name = "generate", version)]
+// Negative numbers are values, not flags (`--temperature -1` reaches the validation that names
+// the option instead of "unexpected argument"); float options also take `allow_hyphen_values`,
+// since clap does not read `-1e-5` as a number.
+#[command(name = "generate", version, allow_negative_numbers = true)]
 #[command(
     after_help = "Logging: RUST_LOG (e.g. RUST_LOG=kiln_sampling=debug); warnings are \
 shown by default."
 )]
-struct Args {
+pub(crate) struct Args {
     /// Directory with config.json, model.safetensors (or shards), tokenizer.json and a chat
     /// template (chat_template.jinja or tokenizer_config.json).
     #[arg(long, value_name = "DIR")]
@@ -74,10 +78,10 @@ struct Args {
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
     /// Softmax temperature; 0 means greedy.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     temperature: f64,
     /// Nucleus sampling threshold in (0, 1].
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     top_p: f64,
     /// Keep only the K most likely tokens [default: off].
     #[arg(long)]
@@ -97,7 +101,7 @@ fn parse_date(s: &str) -> Result<DateTime, String> {
     DateTime::parse_date(s).ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD)"))
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if !args.model_dir.is_dir() {
         return Err(format!("--model-dir {}: not a directory", args.model_dir.display()).into());
     }
@@ -113,7 +117,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut pad_id = None;
     let (mut stop_ids, prompt_ids) = match (&args.prompt, args.raw) {
         (Some(prompt), true) => {
-            let mut stop_ids = read_eos_token_ids(&args.model_dir)?;
+            let mut stop_ids = read_eos_token_ids(&args.model_dir, &tokenizer)?;
             stop_ids.extend(&model.config().eos_token_id);
             for name in ["<|eot_id|>", "<|end_of_text|>"] {
                 stop_ids.extend(tokenizer.token_id(name).ok());
@@ -226,17 +230,7 @@ fn conversation(args: &Args) -> Result<Vec<Message>, Box<dyn std::error::Error>>
         messages.push(Message::system(system.as_str()));
     }
     if let Some(path) = &args.messages {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--messages {}: {e}", path.display()))?;
-        let list: Vec<Message> = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "--messages {}: expected a JSON list of {{\"role\", \"content\"}} objects: {e}",
-                path.display()
-            )
-        })?;
-        if list.is_empty() {
-            return Err(format!("--messages {}: the conversation is empty", path.display()).into());
-        }
+        let list = read_messages(path).map_err(|e| format!("--messages: {e}"))?;
         messages.extend(list);
     }
     if let Some(prompt) = &args.prompt {

@@ -30,7 +30,7 @@ type TB = kiln::backend::Selected;
 
 /// DPO-step time, MFU and decode tokens/s on a random Llama model.
 #[derive(Debug, Parser)]
-#[command(name = "gpu_bench")]
+#[command(name = "gpu_bench", allow_negative_numbers = true)]
 struct Args {
     /// Model shape: llama3.2-1b or smollm2.
     #[arg(long, default_value = "llama3.2-1b")]
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     steps: usize,
     /// Peak throughput of the device in TFLOP/s, for MFU.
-    #[arg(long, default_value_t = 989.0)]
+    #[arg(long, default_value_t = 989.0, allow_hyphen_values = true)]
     peak_tflops: f64,
 }
 

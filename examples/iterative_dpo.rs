@@ -36,7 +36,7 @@ mod task;
 
 pub use config::{Algorithm, Annotator, LoopConfig, Reference};
 pub use pipeline::{run, run_with};
-pub use report::{Evaluation, Summary};
+pub use report::{Evaluation, Summary, table, verdict};
 
 #[allow(dead_code)]
 fn main() {

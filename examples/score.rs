@@ -34,12 +34,15 @@ type B = kiln::backend::Selected;
 /// Score preference pairs or annotate generations with a reward model
 /// (flex on the CPU; LibTorch with `--features tch`, CUDA with `--features cuda`).
 #[derive(Debug, Parser)]
-#[command(name = "score", version)]
+// Negative numbers are values, not flags (`--temperature -1` reaches the validation that names
+// the option instead of "unexpected argument"); float options also take `allow_hyphen_values`,
+// since clap does not read `-1e-5` as a number.
+#[command(name = "score", version, allow_negative_numbers = true)]
 #[command(
     after_help = "Logging: RUST_LOG (e.g. RUST_LOG=kiln_reward=debug); warnings are \
 shown by default."
 )]
-struct Args {
+pub(crate) struct Args {
     /// LlamaForSequenceClassification directory with tokenizer.json and a chat template.
     #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,

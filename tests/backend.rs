@@ -161,3 +161,70 @@ fn a_dpo_step_matches_the_cpu() {
         "{norm} vs {cpu_norm}"
     );
 }
+
+fn tiny_chat() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sampling/tiny-chat")
+}
+
+/// Whether the logits of `model` on a short prompt hold a NaN or an infinity, and what greedy
+/// generation answers.
+fn nan_reaches_the_logits(model: &LlamaForCausalLM<TB>) -> (bool, Result<(), String>) {
+    use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
+    let device = Default::default();
+    let ids = vec![1u32, 7, 9, 30, 2, 11];
+    let input = Tensor::<TB, 2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, ids.len()]),
+        &device,
+    );
+    let logits: Vec<f32> = model
+        .forward(input, None)
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap();
+    let config = GenerationConfig::new()
+        .with_sampler(SamplerConfig::new().with_temperature(0.0))
+        .with_max_new_tokens(4);
+    let generated = Generator::new(model, config)
+        .unwrap()
+        .generate(&[ids])
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    (logits.iter().any(|v| !v.is_finite()), generated)
+}
+
+/// A NaN in any one projection of layer 0 (or in a LoRA `B` on `q_proj`) reaches the logits as
+/// in PyTorch, and generation stops with `NonFiniteLogits`. burn-flex's fused attention sets a
+/// row whose scores are all NaN to zero; `q_proj` and `k_proj` caught that (finite logits
+/// before `kiln-model`'s `non_finite_queries`).
+#[test]
+fn a_nan_weight_reaches_the_logits_on_the_selected_backend() {
+    use kiln::burn::module::Param;
+    use kiln::model::{LoraConfig, LoraTarget};
+    let device = Default::default();
+    let clean = LlamaForCausalLM::<TB>::from_pretrained(tiny_chat(), &device).unwrap();
+    let (bad, generated) = nan_reaches_the_logits(&clean);
+    assert!(!bad && generated.is_ok(), "the clean model is finite");
+    for target in LoraTarget::ALL {
+        let mut model = clean.clone();
+        let p = model.model.layers[0].projection_mut(target);
+        p.base.weight = Param::from_tensor(p.base.weight.val().full_like(f32::NAN));
+        let (bad, generated) = nan_reaches_the_logits(&model);
+        assert!(bad, "{target}: NaN weights gave finite logits");
+        let err = generated.expect_err("generation must stop");
+        assert!(err.contains("non-finite"), "{target}: {err}");
+    }
+    for target in [LoraTarget::Q, LoraTarget::K] {
+        let lora = LoraConfig::new(vec![target]);
+        let mut model = clean.clone().with_lora(&lora, &device).unwrap();
+        let adapter = model.model.layers[0]
+            .projection_mut(target)
+            .lora
+            .as_mut()
+            .unwrap();
+        adapter.lora_b = Param::from_tensor(adapter.lora_b.val().full_like(f32::NAN));
+        let (bad, generated) = nan_reaches_the_logits(&model);
+        assert!(bad, "LoRA B on {target}: NaN gave finite logits");
+        assert!(generated.is_err(), "LoRA B on {target}");
+    }
+}

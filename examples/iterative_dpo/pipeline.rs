@@ -180,6 +180,10 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         print_stage_times("offline baseline", &stages);
     }
     summary.total_seconds = started.elapsed().as_secs_f64();
+    summary.nothing_trained = summary.online_trained_nothing();
+    if summary.nothing_trained {
+        tracing::warn!("no online iteration found a pair to train on: nothing was trained");
+    }
     write_json(root.path("summary.json"), &summary)?;
     write_bytes(
         root.path("reward_plot.svg"),

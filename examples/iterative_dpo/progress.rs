@@ -1,16 +1,53 @@
 //! Progress bars (indicatif) for the loop's long stages: drawn in place on a terminal; elsewhere
-//! (CI logs, pipes) one summary line per finished stage.
+//! (CI logs, SLURM files, pipes) a progress line every `KILN_PROGRESS_SECS` seconds (default 30;
+//! 0 = none) while the stage advances, and one summary line per finished stage. Training stages
+//! also write every optimiser step to a metrics file ([`monitored`]).
 
+use super::models::{B, Res};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln::burn::module::AutodiffModule;
+use kiln::train::{MetricsLog, StepStats, TrainConfig, TrainLoop};
 use std::io::IsTerminal;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// The environment variable that sets the interval of progress lines off a terminal.
+const INTERVAL_ENV: &str = "KILN_PROGRESS_SECS";
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The interval of progress lines off a terminal (`None`: only the final line); read once.
+fn interval() -> Option<Duration> {
+    static INTERVAL: OnceLock<Option<Duration>> = OnceLock::new();
+    *INTERVAL.get_or_init(|| {
+        let Ok(text) = std::env::var(INTERVAL_ENV) else {
+            return Some(DEFAULT_INTERVAL);
+        };
+        match text.trim().parse::<f64>() {
+            Ok(0.0) => None,
+            Ok(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            _ => {
+                eprintln!(
+                    "warning: {INTERVAL_ENV}={text:?} is not a number of seconds >= 0; using {}",
+                    DEFAULT_INTERVAL.as_secs()
+                );
+                Some(DEFAULT_INTERVAL)
+            }
+        }
+    })
+}
+
 /// A progress bar for `total` units of work; cheap to clone (closures and callbacks hold copies).
+/// Set the status text with [`Bar::message`] before advancing, so a progress line printed off a
+/// terminal shows the status of the position it reports.
 #[derive(Clone)]
 pub struct Bar {
     bar: ProgressBar,
     label: String,
     tty: bool,
+    /// Off a terminal: the interval of progress lines and the elapsed time of the last one.
+    lines: Option<(Duration, Arc<Mutex<Duration>>)>,
 }
 
 impl Bar {
@@ -35,22 +72,57 @@ impl Bar {
         );
         bar.set_prefix(label.clone());
         bar.enable_steady_tick(Duration::from_millis(250));
-        Bar { bar, label, tty }
+        let lines = if tty {
+            None
+        } else {
+            interval().map(|every| (every, Arc::new(Mutex::new(Duration::ZERO))))
+        };
+        Bar {
+            bar,
+            label,
+            tty,
+            lines,
+        }
     }
 
     /// Advances by `n` units.
     pub fn inc(&self, n: usize) {
         self.bar.inc(n as u64);
+        self.maybe_line();
     }
 
     /// Sets the position to `done` units.
     pub fn set(&self, done: usize) {
         self.bar.set_position(done as u64);
+        self.maybe_line();
     }
 
     /// Sets the status text (e.g. the current loss).
     pub fn message(&self, msg: impl Into<String>) {
         self.bar.set_message(msg.into());
+    }
+
+    /// Off a terminal: prints a progress line when the interval has passed since the last one
+    /// (or since the start), unless the stage is complete (its final line follows).
+    fn maybe_line(&self) {
+        let Some((every, last)) = &self.lines else {
+            return;
+        };
+        let elapsed = self.bar.elapsed();
+        let pos = self.bar.position();
+        let len = self.bar.length().unwrap_or(0);
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if elapsed < *last + *every || pos >= len {
+            return;
+        }
+        *last = elapsed;
+        eprintln!(
+            "  {:<22} {pos}/{len} {} (eta {}) {}",
+            self.label,
+            clock(elapsed),
+            clock(self.bar.eta()),
+            self.bar.message()
+        );
     }
 
     /// Ends the bar; off a terminal, prints one line with the elapsed time and the last status.
@@ -67,4 +139,52 @@ impl Bar {
             );
         }
     }
+}
+
+/// `42s`, `3m07s`, `1h02m`.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// A training stage's progress bar and per-step metrics log.
+pub struct Monitor {
+    bar: Bar,
+    log: MetricsLog,
+}
+
+impl Monitor {
+    /// Ends the bar and returns the metrics log's error if writing it failed (training stopped
+    /// at that step, so the stage must fail rather than save its model).
+    pub fn finish(&self) -> Res<()> {
+        self.bar.finish();
+        Ok(self.log.finish()?)
+    }
+}
+
+/// A training loop over `model` whose per-step callback appends the step to the metrics log
+/// `metrics` (`kiln::train::MetricsLog`; opened fresh, since a killed stage restarts from step 0)
+/// and shows `status(step)` on a progress bar labelled `label`. Call [`Monitor::finish`] after
+/// training, before saving.
+pub fn monitored<M: AutodiffModule<B>>(
+    model: M,
+    tc: TrainConfig,
+    label: impl Into<String>,
+    metrics: &Path,
+    status: impl Fn(&StepStats) -> String + 'static,
+) -> Res<(TrainLoop<B, M>, Monitor)> {
+    let bar = Bar::new(label, tc.total_steps);
+    let log = MetricsLog::open(metrics, 0)?;
+    let mut train = TrainLoop::new(model, tc)?;
+    let shown = bar.clone();
+    train.on_step(log.callback_then(move |s| {
+        shown.message(status(s));
+        shown.inc(1);
+        ControlFlow::Continue(())
+    }));
+    Ok((train, Monitor { bar, log }))
 }

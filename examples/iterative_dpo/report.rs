@@ -71,7 +71,23 @@ pub struct Summary {
     /// Total wall time of this process, seconds.
     #[serde(with = "nan_as_null")]
     pub total_seconds: f64,
+    /// `true` when no online iteration found a pair (DPO) or ranked prompt (RRHF) to train on, so
+    /// every online policy is the SFT policy carried over (e.g. a reward model that scores every
+    /// response the same). The table and the verdict say so too.
+    pub nothing_trained: bool,
 }
+
+impl Summary {
+    /// Whether the online iterations trained nothing at all (no pairs in any of them).
+    pub fn online_trained_nothing(&self) -> bool {
+        let online: Vec<&Evaluation> = self.iterations.iter().filter(|e| e.iteration > 0).collect();
+        !online.is_empty() && online.iter().all(|e| e.pairs == 0)
+    }
+}
+
+/// The line the table and the verdict print when nothing was trained.
+pub const NOTHING_TRAINED: &str = "NOTHING WAS TRAINED: no online iteration found a pair to train on \
+(every prompt's responses tied under the reward model), so every online row evaluates the SFT policy";
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".to_string(), |x| format!("{x:.digits$}"))
@@ -137,6 +153,9 @@ pub fn table(summary: &Summary) -> String {
             &format!("offline {}", summary.algorithm.to_uppercase()),
             off,
         );
+    }
+    if summary.nothing_trained {
+        let _ = writeln!(s, "{NOTHING_TRAINED}");
     }
     s
 }
@@ -311,6 +330,9 @@ pub fn verdict(summary: &Summary) -> String {
     let (Some(last), off) = (summary.iterations.last(), summary.offline_dpo.as_ref()) else {
         return String::new();
     };
+    if summary.nothing_trained {
+        return NOTHING_TRAINED.to_string();
+    }
     match (
         summary.sft.gold_reward_mean,
         last.gold_reward_mean,

@@ -5,7 +5,7 @@ use super::config::{Annotator, LoopConfig};
 use super::eval::{EvalRecord, EvalSetup, evaluate};
 use super::models::{Annotation, B, I, PolicyStore, Res, decode_concurrency};
 use super::pipeline::{Ctx, Setup, stage_seed};
-use super::progress::Bar;
+use super::progress::{Bar, Monitor, monitored};
 use super::task::{self, GoldJudge};
 use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
@@ -20,8 +20,7 @@ use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
 use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln::train::rrhf::{RankedExamples, train_rrhf};
 use kiln::train::{StageRunner, TrainConfig, TrainLoop};
-use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The `<name>.json` evaluation stage of policy `dir` against `reference`.
 #[allow(clippy::too_many_arguments)]
@@ -161,8 +160,8 @@ pub fn generate(
     let streams: Vec<u64> = (0..ids.len() as u64).collect();
     let bar = Bar::new(format!("generate K={}", cfg.k), ids.len() * cfg.k);
     let out = generator.generate_with(&ids, &streams, |p| {
-        bar.set(p.finished_responses);
         bar.message(format!("{} tokens", p.generated_tokens));
+        bar.set(p.finished_responses);
     })?;
     bar.finish();
     Ok(prompts
@@ -239,25 +238,29 @@ pub fn report_gold_agreement(
     Ok(())
 }
 
-/// A training loop whose per-step callback feeds a progress bar (returned to finish it).
+/// A training loop with a progress bar showing the loss and `metric`, writing every step to the
+/// metrics log `metrics`.
 fn train_loop(
     model: LlamaForCausalLM<B>,
     tc: TrainConfig,
     label: String,
     metric: &'static str,
-) -> Res<(TrainLoop<B, LlamaForCausalLM<B>>, Bar)> {
-    let bar = Bar::new(label, tc.total_steps);
-    let mut train = TrainLoop::new(model, tc)?;
-    let shown = bar.clone();
-    train.on_step(move |s| {
-        shown.inc(1);
+    metrics: &Path,
+) -> Res<(TrainLoop<B, LlamaForCausalLM<B>>, Monitor)> {
+    monitored(model, tc, label, metrics, move |s| {
         let m = s.metric(metric).unwrap_or(f64::NAN);
-        shown.message(format!("loss {:.3} {metric} {m:.2}", s.loss));
-        ControlFlow::Continue(())
-    });
-    Ok((train, bar))
+        format!("loss {:.3} {metric} {m:.2}", s.loss)
+    })
 }
 
+/// An iteration's training stage keeps its metrics file `name` beside its data file, in the
+/// iteration's stage directory (e.g. `iter_1/dpo_metrics.jsonl`), written while it trains.
+fn metrics_beside(data: &Path, name: &str) -> PathBuf {
+    data.with_file_name(name)
+}
+
+/// DPO of the policy in `policy_dir` on `pairs_file` against `reference_dir`, `steps` optimiser
+/// steps; every step is written to `dpo_metrics.jsonl` beside `pairs_file`.
 pub fn train_dpo_stage(
     ctx: &Ctx,
     store: &PolicyStore,
@@ -304,12 +307,15 @@ pub fn train_dpo_stage(
         .with_seed(seed)
         .with_log_every(0);
     let label = format!("DPO ({} pairs)", pairs.len());
-    let (mut train, bar) = train_loop(policy, tc, label, "rewards/accuracies")?;
+    let metrics = metrics_beside(pairs_file, "dpo_metrics.jsonl");
+    let (mut train, monitor) = train_loop(policy, tc, label, "rewards/accuracies", &metrics)?;
     train_dpo(&mut train, &pairs, &ref_logps, &dtc, steps)?;
-    bar.finish();
+    monitor.finish()?;
     Ok(train.into_model())
 }
 
+/// RRHF of the policy in `policy_dir` on `ranked_file`, `steps` optimiser steps; every step is
+/// written to `rrhf_metrics.jsonl` beside `ranked_file`.
 pub fn train_rrhf_stage(
     ctx: &Ctx,
     store: &PolicyStore,
@@ -341,8 +347,9 @@ pub fn train_rrhf_stage(
     let label = format!("RRHF ({} prompts x {})", items.len(), cfg.k);
     B::seed(&Default::default(), seed);
     let policy = store.load_trainable(policy_dir)?;
-    let (mut train, bar) = train_loop(policy, tc, label, "rank_loss")?;
+    let metrics = metrics_beside(ranked_file, "rrhf_metrics.jsonl");
+    let (mut train, monitor) = train_loop(policy, tc, label, "rank_loss", &metrics)?;
     train_rrhf(&mut train, &items, &rrhf, enc.pad_id, steps)?;
-    bar.finish();
+    monitor.finish()?;
     Ok(train.into_model())
 }

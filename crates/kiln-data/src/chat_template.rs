@@ -192,7 +192,7 @@ impl ChatTemplate {
             &source,
             tokenizer,
             read_special_tokens(dir)?,
-            read_eos_token_ids(dir)?,
+            read_eos_token_ids(dir, tokenizer)?,
         )
     }
 
@@ -220,7 +220,10 @@ impl ChatTemplate {
                     origin: path.display().to_string(),
                 };
                 let (specials, eos) = match model_dir {
-                    Some(dir) => (read_special_tokens(dir)?, read_eos_token_ids(dir)?),
+                    Some(dir) => (
+                        read_special_tokens(dir)?,
+                        read_eos_token_ids(dir, tokenizer)?,
+                    ),
                     None => (BTreeMap::new(), Vec::new()),
                 };
                 Self::from_jinja(&source, tokenizer, specials, eos)

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
 
 /// `chat_template.jinja`: the template file transformers >= 4.43 writes (read first).
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
@@ -121,8 +122,10 @@ pub fn read_special_tokens(dir: impl AsRef<Path>) -> Result<BTreeMap<String, Str
 }
 
 /// `eos_token_id` of `generation_config.json`, else of `config.json` (an int or a list); empty
-/// when neither file names one.
-pub fn read_eos_token_ids(dir: impl AsRef<Path>) -> Result<Vec<u32>> {
+/// when neither file names one. An id that `tokenizer` does not know (beyond its vocabulary, added
+/// tokens included) is an error naming the id and the file: generation could never stop on it.
+pub fn read_eos_token_ids(dir: impl AsRef<Path>, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
+    let vocab_size = tokenizer.vocab_size();
     let dir = dir.as_ref();
     for name in [GENERATION_CONFIG_FILE, "config.json"] {
         let path = dir.join(name);
@@ -136,9 +139,17 @@ pub fn read_eos_token_ids(dir: impl AsRef<Path>) -> Result<Vec<u32>> {
             ))
         };
         let to_id = |v: &Json| {
-            v.as_u64()
+            let id = v
+                .as_u64()
                 .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| bad(v))
+                .ok_or_else(|| bad(v))?;
+            if id as usize >= vocab_size && tokenizer.id_to_token(id).is_none() {
+                return Err(Error::InvalidConfig(format!(
+                    "{}: `eos_token_id` {id} is outside the tokenizer's vocabulary ({vocab_size} tokens)",
+                    path.display()
+                )));
+            }
+            Ok(id)
         };
         match config.get("eos_token_id") {
             None | Some(Json::Null) => continue,
@@ -197,17 +208,29 @@ mod tests {
     #[test]
     fn eos_ids_from_generation_config_then_config() {
         let d = tmp("eos");
-        assert!(read_eos_token_ids(&d).unwrap().is_empty());
+        let tok = Tokenizer::builtin_tiny();
+        assert_eq!(tok.vocab_size(), 768);
+        assert!(read_eos_token_ids(&d, &tok).unwrap().is_empty());
         std::fs::write(d.join("config.json"), r#"{"eos_token_id": 7}"#).unwrap();
-        assert_eq!(read_eos_token_ids(&d).unwrap(), vec![7]);
+        assert_eq!(read_eos_token_ids(&d, &tok).unwrap(), vec![7]);
         std::fs::write(
             d.join(GENERATION_CONFIG_FILE),
             r#"{"eos_token_id": [1, 4]}"#,
         )
         .unwrap();
-        assert_eq!(read_eos_token_ids(&d).unwrap(), vec![1, 4]);
+        assert_eq!(read_eos_token_ids(&d, &tok).unwrap(), vec![1, 4]);
         std::fs::write(d.join(GENERATION_CONFIG_FILE), r#"{"eos_token_id": "x"}"#).unwrap();
-        assert!(read_eos_token_ids(&d).is_err());
+        assert!(read_eos_token_ids(&d, &tok).is_err());
+        std::fs::write(
+            d.join(GENERATION_CONFIG_FILE),
+            r#"{"eos_token_id": [1, 999999]}"#,
+        )
+        .unwrap();
+        let err = read_eos_token_ids(&d, &tok).unwrap_err().to_string();
+        assert!(
+            err.contains("999999") && err.contains(GENERATION_CONFIG_FILE) && err.contains("768"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }

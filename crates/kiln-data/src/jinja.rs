@@ -31,6 +31,14 @@ use crate::message::Message;
 const GEN_START: char = '\u{E000}';
 const GEN_END: char = '\u{E001}';
 const TEMPLATE_NAME: &str = "chat_template";
+/// minijinja fuel for one rendering: one unit per instruction and per 64 bytes of data created
+/// or written. A template that never ends (`range(99999)` nested in another) or builds huge
+/// values (`[1] * 100000000`, `indent(10**12)`) fails with an error instead of hanging or
+/// exhausting memory. Real chat templates use a few hundred units per message, so this allows
+/// conversations of hundreds of megabytes.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+/// Largest `indent` of the `tojson` filter (templates use 2 or 4).
+const MAX_TOJSON_INDENT: usize = 64;
 
 /// The error a template's `raise_exception(msg)` produces, carried as the minijinja error's source.
 #[derive(Debug)]
@@ -77,6 +85,7 @@ impl JinjaTemplate {
                 .map_err(|e| template_error(origin, &e))?,
         );
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_unknown_method_callback(python_methods);
         env.add_filter("trim", |s: String| python_strip(&s).to_string());
@@ -210,6 +219,13 @@ fn template_error(origin: &str, e: &minijinja::Error) -> Error {
     if let Some(line) = e.line() {
         let _ = write!(message, " (template line {line})");
     }
+    if e.kind() == ErrorKind::OutOfFuel {
+        let _ = write!(
+            message,
+            "; rendering took more than {TEMPLATE_FUEL} steps or built too much data (a loop \
+             that does not end, or a huge value)"
+        );
+    }
     if e.kind() == ErrorKind::UndefinedError {
         message.push_str(
             "; a variable the template uses is not defined (a special token missing from \
@@ -230,18 +246,25 @@ fn rewrite_generation_tags(source: &str) -> (String, bool) {
     let mut rest = source;
     let mut found = false;
     while let Some(start) = rest.find("{%") {
-        let Some(len) = rest[start..].find("%}") else {
+        // The closing `%}` is searched after the opening `{%` (in `{%}` they overlap).
+        let Some(len) = rest[start + 2..].find("%}") else {
             break;
         };
-        let tag = &rest[start + 2..start + len];
+        let end = start + 2 + len + 2;
+        let tag = &rest[start + 2..start + 2 + len];
         let left = if tag.starts_with(['-', '+']) {
             &tag[..1]
         } else {
             ""
         };
-        let right = tag.ends_with(['-', '+']).then(|| &tag[tag.len() - 1..]);
-        let inner = tag[left.len()..tag.len() - right.map_or(0, str::len)].trim();
-        let right = right.unwrap_or("");
+        // A lone `-` or `+` (`{%-%}`) is the left control only.
+        let body = &tag[left.len()..];
+        let right = if body.ends_with(['-', '+']) {
+            &body[body.len() - 1..]
+        } else {
+            ""
+        };
+        let inner = body[..body.len() - right.len()].trim();
         out.push_str(&rest[..start]);
         match inner {
             "generation" => {
@@ -258,9 +281,9 @@ fn rewrite_generation_tags(source: &str) -> (String, bool) {
                     "{{%{left} if true %}}{{{{ '{GEN_END}' }}}}{{% endif {right}%}}"
                 );
             }
-            _ => out.push_str(&rest[start..start + len + 2]),
+            _ => out.push_str(&rest[start..end]),
         }
-        rest = &rest[start + len + 2..];
+        rest = &rest[end..];
     }
     out.push_str(rest);
     (out, found)
@@ -307,9 +330,18 @@ pub(crate) fn json_to_value(v: &serde_json::Value) -> Value {
     }
 }
 
+/// Deepest nesting the `tojson` filter writes (JSON read by Kiln nests at most 128 levels).
+const MAX_TOJSON_DEPTH: usize = 256;
+
 /// HF's `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=indent, sort_keys=sort_keys)`.
 fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<String, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
+    if let Some(n) = indent.filter(|&n| n > MAX_TOJSON_INDENT) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson: indent {n} is larger than {MAX_TOJSON_INDENT}"),
+        ));
+    }
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     let _ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
@@ -325,6 +357,16 @@ fn write_py_json(
     sort_keys: bool,
     level: usize,
 ) -> std::result::Result<(), minijinja::Error> {
+    // A namespace can hold itself (`{% set ns.me = ns %}`): stop before the stack runs out, as
+    // Python's `json.dumps` stops at a circular reference.
+    if level > MAX_TOJSON_DEPTH {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "tojson: value nested deeper than {MAX_TOJSON_DEPTH} levels (a circular reference?)"
+            ),
+        ));
+    }
     let newline = |out: &mut String, level: usize| {
         if let Some(n) = indent {
             out.push('\n');

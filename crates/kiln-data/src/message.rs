@@ -1,6 +1,10 @@
 //! Chat messages: a typed [`Role`] and a [`Message`] `{role, content}`, plus [`Content`] (text or messages).
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// Who wrote a chat message. Serialised in lower case (`"system"`, `"user"`, `"assistant"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,4 +132,43 @@ impl From<Vec<Message>> for Content {
     fn from(m: Vec<Message>) -> Self {
         Content::Messages(m)
     }
+}
+
+/// Reads a conversation file: a JSON list of `{"role", "content"}` objects (`generate
+/// --messages`).
+///
+/// # Errors
+/// [`Error::Io`] naming the file, and those of [`parse_messages`].
+pub fn read_messages(path: impl AsRef<Path>) -> Result<Vec<Message>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_messages(&text, path)
+}
+
+/// Parses the text of a conversation file (see [`read_messages`]); `path` is only used in errors.
+///
+/// # Errors
+/// [`Error::Record`] naming the file, line and field when the text is not a JSON list of
+/// `{"role", "content"}` objects (roles `system`, `user`, `assistant`), [`Error::InvalidInput`]
+/// for an empty list.
+pub fn parse_messages(text: &str, path: &Path) -> Result<Vec<Message>> {
+    let bad = |line: usize, field: Option<String>, e: &serde_json::Error| Error::Record {
+        path: path.to_path_buf(),
+        line,
+        field,
+        message: format!("expected a JSON list of {{\"role\", \"content\"}} objects: {e}"),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let list: Vec<Message> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        bad(e.inner().line(), (field != ".").then_some(field), e.inner())
+    })?;
+    de.end().map_err(|e| bad(e.line(), None, &e))?;
+    if list.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{}: the conversation is empty",
+            path.display()
+        )));
+    }
+    Ok(list)
 }

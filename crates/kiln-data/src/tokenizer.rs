@@ -13,6 +13,50 @@ pub type ByteSpan = (usize, usize);
 /// Name of the dedicated padding token of the built-in tokenizer.
 pub const PAD_TOKEN: &str = "<|finetune_right_pad_id|>";
 
+/// Largest token id a loaded `tokenizer.json` may use (2^24: an embedding with more rows than
+/// any model has). tokenizers serialises a vocabulary by walking every id up to the largest one,
+/// so a stray id near `u32::MAX` would make [`Tokenizer::to_json`] overflow (a panic in debug
+/// builds) or run for minutes and exhaust memory.
+pub const MAX_TOKEN_ID: u32 = (1 << 24) - 1;
+
+/// Parses `tokenizer.json` bytes, then checks the ids ([`MAX_TOKEN_ID`]). tokenizers 0.23
+/// panics on some malformed files instead of failing (a `decoder` that is not an object hits an
+/// `expect` in its deserializer); such a panic is caught and reported as a load error.
+fn parse(bytes: &[u8], source_name: &str) -> Result<tokenizers::Tokenizer> {
+    let error = |message: String| Error::TokenizerLoad {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let inner = match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)) {
+        Ok(parsed) => parsed.map_err(|e| error(e.to_string()))?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            return Err(error(format!(
+                "malformed file (the tokenizers crate panicked: {what})"
+            )));
+        }
+    };
+    check_ids(&inner, source_name)?;
+    Ok(inner)
+}
+
+/// Rejects a tokenizer with an id above [`MAX_TOKEN_ID`], naming the token.
+fn check_ids(inner: &tokenizers::Tokenizer, source_name: &str) -> Result<()> {
+    match inner.get_vocab(true).into_iter().max_by_key(|&(_, id)| id) {
+        Some((token, id)) if id > MAX_TOKEN_ID => Err(Error::TokenizerLoad {
+            source_name: source_name.to_string(),
+            message: format!(
+                "token `{token}` has id {id}, above the largest usable id {MAX_TOKEN_ID}"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A loaded tokenizer. Encoding never adds special tokens: chat formatting is the job of
 /// [`ChatTemplate`](crate::ChatTemplate).
 #[derive(Debug, Clone)]
@@ -30,11 +74,7 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::TokenizerLoad {
-                source_name: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let inner = parse(&bytes, &path.display().to_string())?;
         Ok(Tokenizer { inner })
     }
 
@@ -45,12 +85,7 @@ impl Tokenizer {
 
     /// Parses `tokenizer.json` text.
     pub fn from_json_str(json: &str) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| {
-            Error::TokenizerLoad {
-                source_name: "<string>".into(),
-                message: e.to_string(),
-            }
-        })?;
+        let inner = parse(json.as_bytes(), "<string>")?;
         Ok(Tokenizer { inner })
     }
 

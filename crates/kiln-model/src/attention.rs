@@ -55,14 +55,15 @@ impl<B: Backend> LlamaAttention<B> {
         // RoPE is applied in the projections' own `[b, t, heads, d]` layout (contiguous, the
         // same shape as the tables), then heads move ahead of time.
         let heads = |y: Tensor<B, 3>, heads: usize| y.reshape([b, t, heads, hd]);
-        let q = swap_middle(apply_rotary(
-            heads(self.q_proj.forward(x.clone()), nh),
-            rope.0,
-        ));
-        let k = swap_middle(apply_rotary(
-            heads(self.k_proj.forward(x.clone()), nkv),
-            rope.1,
-        ));
+        let q = apply_rotary(heads(self.q_proj.forward(x.clone()), nh), rope.0);
+        let k = apply_rotary(heads(self.k_proj.forward(x.clone()), nkv), rope.1);
+        let half = matches!(q.dtype(), DType::F16 | DType::BF16);
+        let autodiff = B::ad_enabled(&q.device());
+        // Fused kernels may turn a row of NaN scores into zeros (see `non_finite_queries`);
+        // autodiff backends decompose attention, where a NaN score stays NaN.
+        let non_finite = (!autodiff).then(|| non_finite_queries(&q, &k));
+        let q = swap_middle(q);
+        let k = swap_middle(k);
         let v = swap_middle(heads(self.v_proj.forward(x), nkv));
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
@@ -78,16 +79,51 @@ impl<B: Backend> LlamaAttention<B> {
         // softmax(q k^T / sqrt(head_dim) masked) v; backends may use a fused kernel (autodiff
         // backends decompose it into differentiable ops, in the inputs' dtype: for bf16/f16 the
         // scores and softmax are then taken in f32, like HF's eager attention).
-        let half = matches!(q.dtype(), DType::F16 | DType::BF16);
-        let out = if half && B::ad_enabled(&q.device()) {
+        let out = if half && autodiff {
             eager_attention_f32_softmax(q, k, v, mask)
         } else {
             let mask = backend_mask_convention(mask);
             attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
         };
-        let out = swap_middle(out.reshape([b, nh, t, hd]));
-        self.o_proj.forward(out.reshape([b, t, nh * hd]))
+        let out = swap_middle(out.reshape([b, nh, t, hd])).reshape([b, t, nh * hd]);
+        let out = match non_finite {
+            Some(rows) => out.mask_fill(rows.expand([b, t, nh * hd]), f32::NAN),
+            None => out,
+        };
+        self.o_proj.forward(out)
     }
+}
+
+/// `[b, t, 1]`: `true` where query `t` of row `b`, or any of this step's keys of row `b`, holds a
+/// NaN or an infinity.
+///
+/// Why: a fused CPU kernel (burn-flex 0.21's naive and flash attention) takes a row's maximum
+/// score with `>` comparisons, which skip NaN; a row whose scores are all NaN (a NaN query, or
+/// NaN keys for every visible position) then looks "fully masked" and its output is set to
+/// zero. A NaN weight in `q_proj` or `k_proj` thus gave finite, plausible logits. PyTorch
+/// propagates it (eager and SDPA attention give NaN), so the rows flagged here are set to NaN
+/// after the kernel, which makes the non-finite-logits check and training's NaN stop see them.
+/// Keys cached by earlier steps were checked when they were new (a non-finite key then made
+/// that step's logits non-finite). Cost: one pass over this step's queries and keys.
+///
+/// # Shapes
+/// - `q`: `[b, t, heads, head_dim]`, `k`: `[b, t, kv_heads, head_dim]` -> `[b, t, 1]`
+fn non_finite_queries<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>) -> Tensor<B, 3, Bool> {
+    let [b, t, h, d] = q.dims();
+    let [_, tk, hk, dk] = k.dims();
+    let q_bad = q
+        .clone()
+        .reshape([b, t, h * d])
+        .is_finite()
+        .bool_not()
+        .any_dim(2);
+    let k_bad = k
+        .clone()
+        .reshape([b, 1, tk * hk * dk])
+        .is_finite()
+        .bool_not()
+        .any_dim(2);
+    q_bad.bool_or(k_bad.expand([b, t, 1]))
 }
 
 /// The mask in the convention of `B`'s fused attention kernel. burn's is `true` = masked out, but

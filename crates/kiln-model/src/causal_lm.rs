@@ -23,10 +23,27 @@ pub struct LlamaForCausalLM<B: Backend> {
 }
 
 impl<B: Backend> LlamaForCausalLM<B> {
-    /// Random initialisation like HF: matrices `N(0, std)` (HF uses 0.02), norm weights 1.
+    /// Random initialisation like HF: matrices `N(0, std)` (HF uses 0.02), norm weights 1, drawn
+    /// from the backend's RNG (`B::seed`); see [`Self::init_seeded`] for weights that depend on a
+    /// seed only.
     pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
-        let mut src = RandomSource { std, device };
-        Self::build(config, &mut src).expect("random initialisation cannot fail")
+        Self::init_from(config, std, None, device)
+    }
+
+    /// [`Self::init`] with every tensor drawn from its own stream of (`seed`, tensor name): the
+    /// same seed gives the same weights whatever else draws from the backend's RNG meanwhile
+    /// (parallel tests, other models).
+    pub fn init_seeded(config: &LlamaConfig, std: f64, seed: u64, device: &B::Device) -> Self {
+        Self::init_from(config, std, Some(seed), device)
+    }
+
+    fn init_from(config: &LlamaConfig, std: f64, seed: Option<u64>, device: &B::Device) -> Self {
+        let mut src = RandomSource { std, device, seed };
+        match Self::build(config, &mut src) {
+            Ok(model) => model,
+            // RandomSource has no failure path: every name is answered with the shape asked for.
+            Err(_) => unreachable!("random initialisation cannot fail"),
+        }
     }
 
     pub(crate) fn build<S: WeightSource<B>>(config: &LlamaConfig, src: &mut S) -> Result<Self> {

@@ -21,10 +21,24 @@ pub struct LlamaForSequenceClassification<B: Backend> {
 }
 
 impl<B: Backend> LlamaForSequenceClassification<B> {
-    /// Random initialisation (`N(0, std)` matrices, unit norms).
+    /// Random initialisation (`N(0, std)` matrices, unit norms) from the backend's RNG.
     pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
-        let mut src = RandomSource { std, device };
-        Self::build(config, &mut src).expect("random initialisation cannot fail")
+        Self::init_from(config, std, None, device)
+    }
+
+    /// [`Self::init`] with every tensor drawn from its own stream of (`seed`, tensor name), as
+    /// [`LlamaForCausalLM::init_seeded`].
+    pub fn init_seeded(config: &LlamaConfig, std: f64, seed: u64, device: &B::Device) -> Self {
+        Self::init_from(config, std, Some(seed), device)
+    }
+
+    fn init_from(config: &LlamaConfig, std: f64, seed: Option<u64>, device: &B::Device) -> Self {
+        let mut src = RandomSource { std, device, seed };
+        match Self::build(config, &mut src) {
+            Ok(model) => model,
+            // RandomSource has no failure path: every name is answered with the shape asked for.
+            Err(_) => unreachable!("random initialisation cannot fail"),
+        }
     }
 
     pub(crate) fn build<S: WeightSource<B>>(config: &LlamaConfig, src: &mut S) -> Result<Self> {
@@ -40,6 +54,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         let mut src = RandomSource {
             std,
             device: &device,
+            seed: None,
         };
         let d = lm.model.config.hidden_size;
         let score = linear(&mut src, "score", d, 1).expect("random initialisation cannot fail");

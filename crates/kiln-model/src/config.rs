@@ -267,7 +267,8 @@ impl From<LlamaConfig> for RawConfig {
 }
 
 impl LlamaConfig {
-    /// Checks the invariants the modules rely on (head counts divide, sizes non-zero).
+    /// Checks the invariants the modules rely on (head counts divide, sizes non-zero, end-of-sequence
+    /// ids inside the vocabulary).
     pub fn validate(&self) -> std::result::Result<(), String> {
         let nonzero = [
             ("vocab_size", self.vocab_size),
@@ -295,6 +296,30 @@ impl LlamaConfig {
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!(
                 "head_dim ({}) must be even for RoPE",
+                self.head_dim
+            ));
+        }
+        if let Some(id) = self
+            .eos_token_id
+            .iter()
+            .find(|&&id| id as usize >= self.vocab_size)
+        {
+            return Err(format!(
+                "eos_token_id {id} is outside the vocabulary (vocab_size {}): generation could never stop on it",
+                self.vocab_size
+            ));
+        }
+        if self.checked_num_parameters().is_none() {
+            return Err(format!(
+                "the sizes (vocab_size {}, hidden_size {}, intermediate_size {}, \
+                 num_hidden_layers {}, heads {}/{} of head_dim {}) give more parameters than \
+                 this machine can count",
+                self.vocab_size,
+                self.hidden_size,
+                self.intermediate_size,
+                self.num_hidden_layers,
+                self.num_attention_heads,
+                self.num_key_value_heads,
                 self.head_dim
             ));
         }
@@ -326,18 +351,30 @@ impl LlamaConfig {
         self.num_attention_heads / self.num_key_value_heads
     }
 
-    /// Number of parameters of the causal LM (embedding counted once when tied).
+    /// Number of parameters of the causal LM (embedding counted once when tied); `usize::MAX`
+    /// for sizes whose count does not fit (which [`Self::validate`] rejects).
     pub fn num_parameters(&self) -> usize {
+        self.checked_num_parameters().unwrap_or(usize::MAX)
+    }
+
+    /// [`Self::num_parameters`], `None` on overflow. Every product the modules form from the
+    /// sizes (`num_attention_heads * head_dim`, ...) is a factor of it, so a config whose count
+    /// fits never overflows when a model is built.
+    fn checked_num_parameters(&self) -> Option<usize> {
         let (d, h) = (self.hidden_size, self.head_dim);
-        let attn = d * h * (2 * self.num_attention_heads + 2 * self.num_key_value_heads);
-        let mlp = 3 * d * self.intermediate_size;
-        let layer = attn + mlp + 2 * d;
-        let head = if self.tie_word_embeddings {
-            0
-        } else {
-            self.vocab_size * d
-        };
-        self.vocab_size * d + self.num_hidden_layers * layer + d + head
+        let heads = self
+            .num_attention_heads
+            .checked_add(self.num_key_value_heads)?
+            .checked_mul(2)?;
+        let attn = d.checked_mul(h)?.checked_mul(heads)?;
+        let mlp = d.checked_mul(self.intermediate_size)?.checked_mul(3)?;
+        let layer = attn.checked_add(mlp)?.checked_add(d.checked_mul(2)?)?;
+        let embed = self.vocab_size.checked_mul(d)?;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        embed
+            .checked_add(self.num_hidden_layers.checked_mul(layer)?)?
+            .checked_add(d)?
+            .checked_add(head)
     }
 
     fn llama3_base(hidden: usize, inter: usize, layers: usize, heads: usize) -> Self {
@@ -490,6 +527,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.head_dim, 8);
+    }
+
+    #[test]
+    fn an_eos_id_outside_the_vocabulary_is_an_error_naming_it() {
+        let err = parse(&format!(r#"{{{BASE}, "eos_token_id": [1, 999999]}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("999999") && err.contains("vocab_size 256") && err.contains("config.json"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -50,6 +50,23 @@ pub enum Error {
         /// Shape stored in the file.
         found: Vec<usize>,
     },
+    /// A tensor holds a NaN or an infinity (checked while decoding; see
+    /// [`crate::checkpoint::ALLOW_NON_FINITE_ENV`] to load such a file anyway).
+    #[error(
+        "{file}: tensor `{tensor}` holds a non-finite value ({value}) at flat index {index}; \
+         set {env}=1 to load it anyway (e.g. to inspect it)",
+        env = crate::checkpoint::ALLOW_NON_FINITE_ENV
+    )]
+    NonFiniteWeight {
+        /// The checkpoint file holding the tensor.
+        file: PathBuf,
+        /// The Hugging Face tensor name.
+        tensor: String,
+        /// Row-major index of the first non-finite value (in the stored layout).
+        index: usize,
+        /// The value (`NaN`, `inf` or `-inf`).
+        value: f32,
+    },
     /// A tensor is stored in a dtype other than f32, f16 or bf16.
     #[error("{file}: tensor `{tensor}` has unsupported dtype {dtype} (supported: F32, F16, BF16)")]
     UnsupportedDtype {

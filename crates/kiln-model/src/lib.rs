@@ -142,8 +142,8 @@ mod weights;
 pub use cache::{KvCache, LayerKv};
 pub use causal_lm::LlamaForCausalLM;
 pub use checkpoint::{
-    CheckpointReader, LoadDtype, LoadOptions, MissingScore, SaveDtype, SaveOptions,
-    check_backend_dtype,
+    ALLOW_NON_FINITE_ENV, CheckpointReader, LoadDtype, LoadOptions, MissingScore, SaveDtype,
+    SaveOptions, check_backend_dtype,
 };
 pub use classifier::LlamaForSequenceClassification;
 pub use config::{Llama3RopeScaling, LlamaConfig};

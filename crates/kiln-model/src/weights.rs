@@ -4,7 +4,7 @@
 use burn::module::Param;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor, TensorData};
 
 use crate::attention::LlamaAttention;
 use crate::config::LlamaConfig;
@@ -28,23 +28,60 @@ pub(crate) trait WeightSource<B: Backend> {
 }
 
 /// Random initialisation: matrices `N(0, std)`, norm weights 1.
+///
+/// With `seed: None` the values come from the backend's global RNG (`B::seed`). With
+/// `Some(seed)` each tensor is drawn from its own stream, a function of the seed and the tensor's
+/// Hugging Face name only: the same seed gives the same weights on every backend, whatever other
+/// threads draw meanwhile (tests run in parallel threads that share the backend RNG).
 pub(crate) struct RandomSource<'a, B: Backend> {
     pub std: f64,
     pub device: &'a B::Device,
+    pub seed: Option<u64>,
 }
 
 impl<B: Backend> WeightSource<B> for RandomSource<'_, B> {
-    fn get<const D: usize>(&mut self, _name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
-        Ok(if D == 1 {
-            Tensor::ones(shape, self.device)
-        } else {
-            Tensor::random(shape, Distribution::Normal(0.0, self.std), self.device)
+    fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        Ok(match (D, self.seed) {
+            (1, _) => Tensor::ones(shape, self.device),
+            (_, None) => Tensor::random(shape, Distribution::Normal(0.0, self.std), self.device),
+            (_, Some(seed)) => {
+                let n = shape.iter().product();
+                let values = seeded_normal(seed, name, n, self.std);
+                Tensor::from_data(TensorData::new(values, shape), self.device)
+            }
         })
     }
 
     fn get_transposed(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<B, 2>> {
         self.get(name, [d_in, d_out])
     }
+}
+
+/// `n` values of `N(0, std)` from the stream of (`seed`, `name`): splitmix64 seeded by the seed
+/// and an FNV-1a hash of the name, Box-Muller for the normal draws.
+pub(crate) fn seeded_normal(seed: u64, name: &str, n: usize, std: f64) -> Vec<f32> {
+    let mut state = name.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    // A uniform in (0, 1]: 53 random bits, never 0 (ln(0) would be -inf).
+    let mut uniform = move || ((next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let (u1, u2) = (uniform(), uniform());
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let theta = std::f64::consts::TAU * u2;
+        out.push((r * theta.cos()) as f32);
+        out.push((r * theta.sin()) as f32);
+    }
+    out.truncate(n);
+    out
 }
 
 /// A bias-free Linear from an HF `[out, in]` weight (transposed to burn's `[in, out]`).
@@ -92,7 +129,9 @@ pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
         c.num_key_value_heads * c.head_dim,
     );
     let embed = src.get("model.embed_tokens.weight", [c.vocab_size, d])?;
-    let mut layers = Vec::with_capacity(c.num_hidden_layers);
+    // Not `with_capacity(num_hidden_layers)`: the count comes from config.json, and a huge one
+    // must fail at the first missing layer, not abort on an impossible allocation.
+    let mut layers = Vec::new();
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let self_attn = LlamaAttention {
@@ -126,4 +165,32 @@ pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
         config: c.clone(),
         lora: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seeded_normal;
+
+    #[test]
+    fn seeded_streams_are_reproducible_distinct_and_normal() {
+        let a = seeded_normal(7, "model.layers.0.self_attn.q_proj.weight", 20_000, 0.5);
+        assert_eq!(
+            a,
+            seeded_normal(7, "model.layers.0.self_attn.q_proj.weight", 20_000, 0.5)
+        );
+        assert_ne!(
+            a[..8],
+            seeded_normal(8, "model.layers.0.self_attn.q_proj.weight", 8, 0.5)[..]
+        );
+        assert_ne!(
+            a[..8],
+            seeded_normal(7, "model.layers.0.self_attn.k_proj.weight", 8, 0.5)[..]
+        );
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(mean.abs() < 0.02, "{mean}");
+        assert!((var.sqrt() - 0.5).abs() < 0.02, "{var}");
+        assert!(a.iter().all(|v| v.is_finite()));
+    }
 }

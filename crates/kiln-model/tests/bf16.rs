@@ -347,7 +347,7 @@ fn copy_adapters(src: &LlamaForCausalLM<A>, mut dst: LlamaForCausalLM<A>) -> Lla
 fn into_dtype_save_and_reload() {
     let device = Default::default();
     let cfg = LlamaConfig::tiny(64, 32);
-    let model = LlamaForCausalLM::<B>::init(&cfg, 0.1, &device);
+    let model = LlamaForCausalLM::<B>::init_seeded(&cfg, 0.1, 1, &device);
     let bf = model.clone().into_dtype(FloatDType::BF16).unwrap();
     assert_eq!(bf.dtype(), DType::BF16);
     let ids = Tensor::<B, 2, Int>::from_data([[1, 2, 3, 4, 5]], &device);
@@ -410,7 +410,7 @@ fn a_backend_without_bf16_is_a_clear_error() {
         matches!(err, Error::UnsupportedBackendDtype { .. }),
         "{err}"
     );
-    let m = LlamaForCausalLM::<NdArray>::init(&LlamaConfig::tiny(64, 32), 0.1, &device);
+    let m = LlamaForCausalLM::<NdArray>::init_seeded(&LlamaConfig::tiny(64, 32), 0.1, 2, &device);
     assert!(matches!(
         m.into_dtype(FloatDType::BF16),
         Err(Error::UnsupportedBackendDtype { .. })

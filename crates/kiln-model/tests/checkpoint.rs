@@ -233,3 +233,57 @@ fn bad_config_names_the_key() {
     let missing = load_err(&dir.join("nope"));
     assert!(matches!(missing, Error::Io { .. }));
 }
+
+/// A NaN or an infinity in a checkpoint or an adapter is an error naming the tensor (checked while
+/// decoding, in every stored dtype); `LoadOptions::allowing_non_finite` loads it anyway, and the
+/// forward pass then propagates it to the logits.
+#[test]
+fn non_finite_weights_are_named_unless_allowed() {
+    use kiln_model::{LoadOptions, LoraConfig, LoraTarget};
+    let device = Default::default();
+    let clean = LlamaForCausalLM::<B>::from_pretrained(fixture("untied-gqa"), &device).unwrap();
+    for (dtype, value) in [
+        (SaveDtype::F32, f32::NAN),
+        (SaveDtype::BF16, f32::INFINITY),
+        (SaveDtype::F16, f32::NEG_INFINITY),
+    ] {
+        let mut m = clean.clone();
+        let p = &mut m.model.layers[0].self_attn.q_proj.base;
+        p.weight = burn::module::Param::from_tensor(p.weight.val().full_like(value));
+        let dir = saved_dir(&format!("non-finite-{dtype:?}"));
+        m.save_pretrained(
+            &dir,
+            SaveOptions {
+                dtype,
+                ..SaveOptions::default()
+            },
+        )
+        .unwrap();
+        let err = load_err(&dir);
+        assert!(
+            matches!(&err, Error::NonFiniteWeight { tensor, index: 0, .. } if tensor == "model.layers.0.self_attn.q_proj.weight"),
+            "{dtype:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains(kiln_model::ALLOW_NON_FINITE_ENV),
+            "{err}"
+        );
+        let opts = LoadOptions::default().allowing_non_finite();
+        let loaded = LlamaForCausalLM::<B>::from_pretrained_with(&dir, &device, opts).unwrap();
+        assert!(logits(&loaded).iter().all(|v| !v.is_finite()), "{dtype:?}");
+    }
+    // A PEFT adapter with a NaN `lora_B`.
+    let mut lm = clean
+        .clone()
+        .with_lora(&LoraConfig::new(vec![LoraTarget::Q]), &device)
+        .unwrap();
+    let a = lm.model.layers[0].self_attn.q_proj.lora.as_mut().unwrap();
+    a.lora_b = burn::module::Param::from_tensor(a.lora_b.val().full_like(f32::NAN));
+    let dir = saved_dir("non-finite-adapter");
+    lm.save_adapter(&dir).unwrap();
+    let err = clean.clone().load_adapter(&dir, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteWeight { tensor, file, .. } if tensor.contains("layers.0.self_attn.q_proj.lora_B") && file.ends_with("adapter_model.safetensors")),
+        "{err}"
+    );
+}

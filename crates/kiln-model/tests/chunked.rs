@@ -96,7 +96,7 @@ fn chunked_training_gradients_equal_the_full_logits_path() {
         for lora in [false, true] {
             let mut cfg = LlamaConfig::tiny(64, 32);
             cfg.tie_word_embeddings = tied;
-            let model = LlamaForCausalLM::<A>::init(&cfg, 0.1, &device);
+            let model = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 8, &device);
             let model = if lora {
                 let lc = LoraConfig::new(LoraTarget::ALL.to_vec())
                     .with_rank(4)
@@ -179,7 +179,7 @@ fn inference_paths_agree() {
     for tied in [false, true] {
         let mut cfg = LlamaConfig::tiny(64, 32);
         cfg.tie_word_embeddings = tied;
-        let model = LlamaForCausalLM::<A>::init(&cfg, 0.1, &device).valid();
+        let model = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 9, &device).valid();
         let (ids, attn, target) = batch();
         let (ids, attn, target) = (ids.inner(), attn.inner(), target.inner());
         for reduction in [LogProbReduction::Sum, LogProbReduction::Mean] {

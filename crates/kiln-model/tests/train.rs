@@ -14,7 +14,7 @@ fn sgd_step_lowers_the_loss_and_touches_every_parameter() {
     for tied in [false, true] {
         let mut cfg = LlamaConfig::tiny(64, 32);
         cfg.tie_word_embeddings = tied;
-        let model = LlamaForCausalLM::<A>::init(&cfg, 0.1, &device);
+        let model = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 6, &device);
         let n_params = model.num_params();
         assert_eq!(n_params, cfg.num_parameters());
         let ids: Tensor<A, 2, Int> =
@@ -70,7 +70,7 @@ impl<M: Module<A>> CountTensors for M {
 fn reward_model_backward() {
     let device = Default::default();
     let cfg = LlamaConfig::tiny(64, 32);
-    let lm = LlamaForCausalLM::<A>::init(&cfg, 0.1, &device);
+    let lm = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 7, &device);
     let rm = LlamaForSequenceClassification::from_causal_lm(lm, 0.02);
     let ids: Tensor<A, 2, Int> = Tensor::from_data([[1, 5, 9, 0], [3, 4, 0, 0]], &device);
     let scores = rm.forward(ids, None);

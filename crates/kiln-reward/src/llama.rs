@@ -280,11 +280,10 @@ mod tests {
         vocab.retain(|k, _| !k.starts_with("<|") || k.starts_with("<|im_"));
         let tmp = std::env::temp_dir().join(format!("kiln-chatml-rm-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap();
-        for f in [
-            "chat_template.jinja",
-            "tokenizer_config.json",
-            "generation_config.json",
-        ] {
+        // Not generation_config.json: its eos id (769) does not exist once tokens are removed
+        // (the tokenizer renumbers `<|im_end|>` to 763), which is an error; the template's
+        // end-of-turn token is the stop id.
+        for f in ["chat_template.jinja", "tokenizer_config.json"] {
             std::fs::copy(format!("{dir}/{f}"), tmp.join(f)).unwrap();
         }
         std::fs::write(tmp.join("tokenizer.json"), json.to_string()).unwrap();
@@ -296,7 +295,7 @@ mod tests {
         let device = Default::default();
         let mut config = LlamaConfig::tiny(tok.vocab_size().max(768), 32);
         config.pad_token_id = Some(tok.token_id("<|im_end|>").unwrap());
-        let model = LlamaForSequenceClassification::<Flex>::init(&config, 0.1, &device);
+        let model = LlamaForSequenceClassification::<Flex>::init_seeded(&config, 0.1, 15, &device);
         let rm = LlamaRewardModel::with_chat_template(model, tok, template).unwrap();
         let p = Prompt::from("What colour is the sky?");
         let ids = rm.encode(&p, "Blue.").unwrap();
@@ -401,7 +400,7 @@ mod tests {
         let tok = Tokenizer::builtin_tiny();
         let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);
         config.pad_token_id = Some(tok.pad_id().unwrap());
-        let model = LlamaForSequenceClassification::<Flex>::init(&config, 0.1, &device);
+        let model = LlamaForSequenceClassification::<Flex>::init_seeded(&config, 0.1, 16, &device);
         let rm = LlamaRewardModel::new(model, tok.clone())
             .unwrap()
             .with_batch_size(2);
@@ -432,8 +431,12 @@ mod tests {
         assert_eq!(back.score_responses(&p, &responses).unwrap(), batched);
         let _ = std::fs::remove_dir_all(&dir);
         // A tokenizer larger than the model's vocabulary is refused up front.
-        let small =
-            LlamaForSequenceClassification::<Flex>::init(&LlamaConfig::tiny(64, 32), 0.1, &device);
+        let small = LlamaForSequenceClassification::<Flex>::init_seeded(
+            &LlamaConfig::tiny(64, 32),
+            0.1,
+            17,
+            &device,
+        );
         assert!(LlamaRewardModel::new(small, tok).is_err());
     }
 }

@@ -256,7 +256,7 @@ mod tests {
         let device = Default::default();
         let tok = Tokenizer::builtin_tiny();
         let config = LlamaConfig::tiny(tok.vocab_size(), 32);
-        let lm = LlamaForCausalLM::<Flex>::init(&config, 0.2, &device);
+        let lm = LlamaForCausalLM::<Flex>::init_seeded(&config, 0.2, 14, &device);
         PairwisePreferenceModel::new(lm, tok).unwrap()
     }
 

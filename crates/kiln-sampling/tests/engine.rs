@@ -8,7 +8,7 @@ use kiln_model::{LlamaConfig, LlamaForCausalLM};
 use kiln_sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
 
 fn model(vocab: usize) -> LlamaForCausalLM<Flex> {
-    LlamaForCausalLM::init(&LlamaConfig::tiny(vocab, 32), 0.3, &Default::default())
+    LlamaForCausalLM::init_seeded(&LlamaConfig::tiny(vocab, 32), 0.3, 10, &Default::default())
 }
 
 fn prompts() -> Vec<Vec<u32>> {

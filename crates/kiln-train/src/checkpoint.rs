@@ -253,7 +253,7 @@ mod tests {
         let t = tiny();
         let device = Default::default();
         let data = t.sft(0..10);
-        let model = LlamaForCausalLM::<TB>::init(&t.config, 0.05, &device);
+        let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.05, 24, &device);
         let config = TrainConfig::new(6)
             .with_lr(5e-3)
             .with_warmup_steps(2)

@@ -354,7 +354,7 @@ mod tests {
     fn the_nll_term_adds_alpha_times_the_chosen_per_token_nll() {
         let t = tiny();
         let device = Default::default();
-        let policy = LlamaForCausalLM::<TB>::init(&t.config, 0.1, &device);
+        let policy = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.1, 18, &device);
         let pairs = t.dpo_pairs(0..4);
         let cfg = DpoTrainConfig::new(DpoConfig::new(), t.pad).with_nll_weight(0.5);
         let reference =
@@ -391,7 +391,7 @@ mod tests {
     fn dpo_raises_rewards_accuracy_and_margin_on_its_pairs() {
         let t = tiny();
         let device = Default::default();
-        let policy = LlamaForCausalLM::<TB>::init(&t.config, 0.02, &device);
+        let policy = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 19, &device);
         let pairs = t.dpo_pairs(0..16);
         let cfg = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), t.pad);
         // The reference (a frozen copy of the initial policy) is used once and dropped.
@@ -440,7 +440,7 @@ mod tests {
         let mut cfg = t.config.clone();
         for tied in [false, true] {
             cfg.tie_word_embeddings = tied;
-            let policy = LlamaForCausalLM::<TB>::init(&cfg, 0.05, &device);
+            let policy = LlamaForCausalLM::<TB>::init_seeded(&cfg, 0.05, 20, &device);
             let pairs = t.dpo_pairs(0..8);
             let reference = precompute_reference_logps(
                 &policy.valid(),
@@ -480,7 +480,7 @@ mod tests {
         let device = Default::default();
         let ipo = DpoTrainConfig::new(DpoConfig::new().with_loss(DpoLoss::Ipo), t.pad);
         assert_eq!(ipo.reduction, LogProbReduction::Mean);
-        let policy = LlamaForCausalLM::<TB>::init(&t.config, 0.02, &device);
+        let policy = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 21, &device);
         let pairs = t.dpo_pairs(0..4);
         let reference =
             precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, LogProbReduction::Sum)

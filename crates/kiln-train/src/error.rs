@@ -57,6 +57,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A per-step metrics log (`metrics.jsonl`) is malformed, or a step was logged out of order.
+    #[error("metrics log {path}: {message}")]
+    Metrics {
+        /// The metrics file.
+        path: PathBuf,
+        /// What is wrong (with the line number for a malformed file).
+        message: String,
+    },
     /// An error from kiln-model (checkpoint I/O).
     #[error(transparent)]
     Model(#[from] kiln_model::Error),

@@ -16,6 +16,9 @@
 //! - [`eval`]: completion log-probs under any model, sampled KL, win rates and paired bootstrap
 //!   confidence intervals.
 //! - [`TrainLoop::on_step`]: a per-step callback (progress bars, early stopping).
+//! - [`metrics`]: [`MetricsLog`], every step's loss, gradient norm, learning rate and trainer
+//!   metrics (TRL's names for DPO) as JSON Lines, hooked in as an `on_step` callback; resumes
+//!   without duplicate steps.
 //!
 //! # Example
 //! ```
@@ -52,6 +55,7 @@ pub mod clip;
 pub mod dpo;
 pub mod error;
 pub mod eval;
+pub mod metrics;
 pub mod optim;
 pub mod order;
 pub mod reward;
@@ -63,6 +67,7 @@ pub mod train_loop;
 
 pub use checkpoint::{HfModel, TrainerState};
 pub use error::{Error, Result};
+pub use metrics::MetricsLog;
 pub use optim::TrainConfig;
 pub use order::DataOrder;
 pub use schedule::LrSchedule;

@@ -199,7 +199,7 @@ mod tests {
             })
             .collect();
         let (train_pairs, eval_pairs) = pairs.split_at(32);
-        let model = LlamaForSequenceClassification::<TB>::init(&t.config, 0.02, &device);
+        let model = LlamaForSequenceClassification::<TB>::init_seeded(&t.config, 0.02, 22, &device);
         let config = TrainConfig::new(20)
             .with_lr(3e-3)
             .with_micro_batch_size(8)
@@ -223,8 +223,9 @@ mod tests {
     fn score_is_read_at_the_last_real_token() {
         let t = tiny();
         let device = Default::default();
-        let model =
-            LlamaForSequenceClassification::<burn::backend::Flex>::init(&t.config, 0.1, &device);
+        let model = LlamaForSequenceClassification::<burn::backend::Flex>::init_seeded(
+            &t.config, 0.1, 23, &device,
+        );
         let short = RewardPair {
             chosen: t.reward_input("hi", "yes"),
             rejected: t.reward_input("hi there, a much longer prompt", "no, not at all"),

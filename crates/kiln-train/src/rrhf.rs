@@ -264,7 +264,7 @@ mod tests {
                 }
             })
             .collect();
-        let model = LlamaForCausalLM::<TB>::init(&t.config, 0.05, &device);
+        let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.05, 27, &device);
         let cfg = RrhfConfig::new();
         let run = |logprobs: LogProbStrategy| {
             crate::testutil::steps_with(model.clone(), 3, |train| {
@@ -318,7 +318,7 @@ mod tests {
             })
             .collect();
         let cfg = RrhfConfig::new();
-        let model = LlamaForCausalLM::<TB>::init(&t.config, 0.02, &device);
+        let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 28, &device);
         let config = TrainConfig::new(15)
             .with_lr(3e-3)
             .with_micro_batch_size(4)

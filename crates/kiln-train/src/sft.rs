@@ -185,7 +185,7 @@ mod tests {
     fn chunked_and_full_logprobs_train_identically() {
         let t = tiny();
         let device = Default::default();
-        let model = LlamaForCausalLM::<TB>::init(&t.config, 0.05, &device);
+        let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.05, 25, &device);
         let data = t.sft(0..8);
         let run = |logprobs: LogProbStrategy| {
             crate::testutil::steps_with(model.clone(), 3, |train| {
@@ -209,7 +209,7 @@ mod tests {
     fn sft_lowers_held_out_nll() {
         let t = tiny();
         let device = Default::default();
-        let model = LlamaForCausalLM::<TB>::init(&t.config, 0.02, &device);
+        let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 26, &device);
         let train_set = t.sft(0..16);
         let held_out = t.sft(100..106);
         let config = TrainConfig::new(16)

@@ -7,7 +7,8 @@
 //! metrics every `log_every` steps.
 //!
 //! [`TrainLoop::on_step`] registers a per-step callback that [`TrainLoop::fit`] (and so every
-//! trainer) calls after each optimiser step: progress bars, logging, early stopping
+//! trainer) calls after each optimiser step: progress bars, logging (a
+//! [`MetricsLog`](crate::MetricsLog) writes every step to JSON Lines), early stopping
 //! (`ControlFlow::Break`) without calling the trainers in slices.
 
 use burn::module::AutodiffModule;
@@ -339,7 +340,8 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
     use burn::module::Module;
-    use burn::nn::{Linear, LinearConfig};
+    // Constant weights: what the tests assert must not depend on a random draw.
+    use burn::nn::{Initializer, Linear, LinearConfig};
     use burn::tensor::TensorData;
 
     type B = Autodiff<Flex>;
@@ -372,7 +374,9 @@ mod tests {
 
     /// A Linear with its (lazy) parameters materialised, so clones share the same values.
     fn linear(device: &burn::backend::flex::FlexDevice) -> Linear<B> {
-        let model: Linear<B> = LinearConfig::new(4, 3).init(device);
+        let model: Linear<B> = LinearConfig::new(4, 3)
+            .with_initializer(Initializer::Constant { value: 0.1 })
+            .init(device);
         let _ = model.weight.val();
         let _ = model.bias.as_ref().map(|b| b.val());
         model
@@ -430,7 +434,9 @@ mod tests {
     #[test]
     fn fit_lowers_the_loss_and_follows_the_schedule() {
         let device = Default::default();
-        let model: Linear<B> = LinearConfig::new(4, 3).init(&device);
+        let model: Linear<B> = LinearConfig::new(4, 3)
+            .with_initializer(Initializer::Constant { value: 0.1 })
+            .init(&device);
         let config = TrainConfig::new(30)
             .with_lr(0.05)
             .with_warmup_steps(3)
@@ -461,7 +467,9 @@ mod tests {
     #[test]
     fn the_step_callback_sees_every_step_and_can_stop_early() {
         let device = Default::default();
-        let model: Linear<B> = LinearConfig::new(4, 3).init(&device);
+        let model: Linear<B> = LinearConfig::new(4, 3)
+            .with_initializer(Initializer::Constant { value: 0.1 })
+            .init(&device);
         let config = TrainConfig::new(20).with_lr(0.05).with_micro_batch_size(4);
         let mut train = TrainLoop::new(model, config).unwrap();
         let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
@@ -492,7 +500,9 @@ mod tests {
     #[test]
     fn non_finite_loss_stops_with_an_error_naming_the_step() {
         let device = Default::default();
-        let model: Linear<B> = LinearConfig::new(4, 3).init(&device);
+        let model: Linear<B> = LinearConfig::new(4, 3)
+            .with_initializer(Initializer::Constant { value: 0.1 })
+            .init(&device);
         let mut train = TrainLoop::new(model, TrainConfig::new(10).with_lr(0.01)).unwrap();
         let d = data();
         train

@@ -117,7 +117,7 @@ fn nll(m: &LlamaForCausalLM<TB>) -> kiln_train::Result<StepLoss<TB>> {
 fn adamw_keeps_state_only_for_lora_adapters_and_the_base_is_untouched() {
     let device = Default::default();
     let cfg = LlamaConfig::tiny(64, 32);
-    let base = LlamaForCausalLM::<TB>::init(&cfg, 0.1, &device);
+    let base = LlamaForCausalLM::<TB>::init_seeded(&cfg, 0.1, 11, &device);
     let base_values = values(&base);
     let n_full = base.num_params();
     let n_full_tensors = params(&base).len();
@@ -193,7 +193,7 @@ fn reward_model_lora_trains_adapters_and_the_score_head() {
     let device = Default::default();
     let cfg = LlamaConfig::tiny(64, 32);
     let rm = LlamaForSequenceClassification::from_causal_lm(
-        LlamaForCausalLM::<TB>::init(&cfg, 0.1, &device),
+        LlamaForCausalLM::<TB>::init_seeded(&cfg, 0.1, 12, &device),
         0.1,
     );
     let decoder_before = values(&rm.model);
@@ -243,7 +243,7 @@ fn lora_checkpoints_resume_exactly() {
         .with_rank(2)
         .with_alpha(4.0);
     TB::seed(&device, 5);
-    let model = LlamaForCausalLM::<TB>::init(&cfg, 0.1, &device)
+    let model = LlamaForCausalLM::<TB>::init_seeded(&cfg, 0.1, 13, &device)
         .with_lora(&lcfg, &device)
         .unwrap();
     let mut a = TrainLoop::new(model, config(4)).unwrap();

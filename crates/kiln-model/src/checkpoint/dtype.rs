@@ -103,6 +103,35 @@ pub(crate) fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     }
 }
 
+/// Index and value of the first NaN or infinity in `bytes` stored as `dtype` (f32, f16 or bf16,
+/// little-endian), found from the exponent bits without decoding; `None` when all are finite
+/// (or the dtype is not one of those).
+pub(crate) fn first_non_finite(dtype: Dtype, bytes: &[u8]) -> Option<(usize, f32)> {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .position(|b| b & 0x7f80_0000 == 0x7f80_0000)
+            .map(|i| (i, decode_one(dtype, bytes, i))),
+        Dtype::F16 | Dtype::BF16 => {
+            let exponent = if dtype == Dtype::F16 { 0x7c00 } else { 0x7f80 };
+            bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .position(|b| b & exponent == exponent)
+                .map(|i| (i, decode_one(dtype, bytes, i)))
+        }
+        _ => None,
+    }
+}
+
+fn decode_one(dtype: Dtype, bytes: &[u8], i: usize) -> f32 {
+    let size = if dtype == Dtype::F32 { 4 } else { 2 };
+    decode_f32(dtype, &bytes[i * size..(i + 1) * size])
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f32::NAN)
+}
+
 /// Encodes f32 values to little-endian bytes of `dtype` (F32, F16 or BF16; round to nearest).
 pub(crate) fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
     match dtype {
@@ -121,6 +150,21 @@ pub(crate) fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_values_are_found_in_every_dtype() {
+        for dt in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            assert_eq!(first_non_finite(dt, &encode(dt, &[1.0, -2.0, 6e4])), None);
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let (i, v) =
+                    first_non_finite(dt, &encode(dt, &[1.0, 0.0, bad, f32::NAN])).expect("found");
+                assert_eq!(i, 2, "{dt:?} {bad}");
+                assert!(v.is_nan() == bad.is_nan() && (v.is_nan() || v == bad));
+            }
+        }
+        // f16 overflows to inf when a large f32 is encoded: that is what the file then holds.
+        assert!(first_non_finite(Dtype::F16, &encode(Dtype::F16, &[1e6])).is_some());
+    }
 
     #[test]
     fn round_trips() {

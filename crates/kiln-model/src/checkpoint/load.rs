@@ -12,7 +12,7 @@ use memmap2::Mmap;
 use safetensors::SafeTensors;
 use safetensors::tensor::{Metadata, TensorInfo};
 
-use super::dtype::{burn_dtype, decode_as, decode_f32};
+use super::dtype::{burn_dtype, decode_as, decode_f32, first_non_finite};
 use super::load_options::{LoadDtype, LoadOptions, check_backend_dtype};
 use crate::causal_lm::LlamaForCausalLM;
 use crate::classifier::LlamaForSequenceClassification;
@@ -39,8 +39,22 @@ struct Shard {
     tensors: HashMap<String, TensorInfo>,
 }
 
+/// The environment variable that lets checkpoints and adapters with NaN or infinite weights load
+/// (`KILN_ALLOW_NON_FINITE_WEIGHTS=1`), e.g. to inspect a diverged run's weights. Without it,
+/// such a tensor is an [`Error::NonFiniteWeight`] naming it: a NaN weight would otherwise only
+/// surface later, as non-finite logits or a NaN loss.
+pub const ALLOW_NON_FINITE_ENV: &str = "KILN_ALLOW_NON_FINITE_WEIGHTS";
+
+fn non_finite_allowed_by_env() -> bool {
+    std::env::var(ALLOW_NON_FINITE_ENV).is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+}
+
 /// Memory-mapped safetensors files of a checkpoint directory, with a name -> file index.
+///
+/// Every tensor read is checked for NaN and infinities (one pass over its bytes while decoding)
+/// unless [`CheckpointReader::allow_non_finite`] or [`ALLOW_NON_FINITE_ENV`] says otherwise.
 pub struct CheckpointReader {
+    allow_non_finite: bool,
     dir: PathBuf,
     /// File named in "missing tensor" errors (the index, or the single safetensors file).
     index_path: PathBuf,
@@ -130,6 +144,7 @@ impl CheckpointReader {
                 }
             }
             Ok(Self {
+                allow_non_finite: non_finite_allowed_by_env(),
                 dir,
                 index_path,
                 shards,
@@ -144,6 +159,7 @@ impl CheckpointReader {
             }
             shards.push(shard);
             Ok(Self {
+                allow_non_finite: non_finite_allowed_by_env(),
                 dir,
                 index_path: path,
                 shards,
@@ -159,12 +175,42 @@ impl CheckpointReader {
         let shard = open_shard(path)?;
         let location = shard.tensors.keys().map(|k| (k.clone(), 0)).collect();
         Ok(Self {
+            allow_non_finite: non_finite_allowed_by_env(),
             dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             index_path: path.to_path_buf(),
             shards: vec![shard],
             location,
             used: BTreeSet::new(),
         })
+    }
+
+    /// Whether tensors holding NaN or infinities may be read (default: no, unless
+    /// [`ALLOW_NON_FINITE_ENV`] is set).
+    pub fn allow_non_finite(mut self, allow: bool) -> Self {
+        self.allow_non_finite = allow;
+        self
+    }
+
+    /// Fails with [`Error::NonFiniteWeight`] on the first NaN or infinity of tensor `name`.
+    fn check_finite(
+        &self,
+        shard: &Shard,
+        name: &str,
+        info: &TensorInfo,
+        bytes: &[u8],
+    ) -> Result<()> {
+        if self.allow_non_finite {
+            return Ok(());
+        }
+        match first_non_finite(info.dtype, bytes) {
+            None => Ok(()),
+            Some((index, value)) => Err(Error::NonFiniteWeight {
+                file: shard.path.clone(),
+                tensor: name.into(),
+                index,
+                value,
+            }),
+        }
     }
 
     /// The file named in "missing tensor" errors: the index, or the single safetensors file.
@@ -213,6 +259,7 @@ impl CheckpointReader {
         let (shard, info) = self.locate(name, expected)?;
         let (start, end) = info.data_offsets;
         let bytes = &shard.map[shard.header_len + start..shard.header_len + end];
+        self.check_finite(shard, name, info, bytes)?;
         let data = decode_as(info.dtype, bytes, expected, dtype, transposed).ok_or_else(|| {
             Error::UnsupportedDtype {
                 file: shard.path.clone(),
@@ -250,6 +297,7 @@ impl CheckpointReader {
         let (shard, info) = self.locate(name, expected)?;
         let (start, end) = info.data_offsets;
         let bytes = &shard.map[shard.header_len + start..shard.header_len + end];
+        self.check_finite(shard, name, info, bytes)?;
         let values = decode_f32(info.dtype, bytes).ok_or_else(|| Error::UnsupportedDtype {
             file: shard.path.clone(),
             tensor: name.into(),
@@ -352,6 +400,9 @@ impl<B: Backend> LlamaForCausalLM<B> {
         let dir = dir.as_ref();
         let config = read_config(dir)?;
         let mut reader = CheckpointReader::open(dir)?;
+        if options.allow_non_finite {
+            reader = reader.allow_non_finite(true);
+        }
         let dtype = resolve_dtype::<B>(&reader, options, device)?;
         let model = Self::build(
             &config,
@@ -398,6 +449,9 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         let dir = dir.as_ref();
         let config = read_config(dir)?;
         let mut reader = CheckpointReader::open(dir)?;
+        if options.allow_non_finite {
+            reader = reader.allow_non_finite(true);
+        }
         let dtype = resolve_dtype::<B>(&reader, options, device)?;
         let model = if reader.contains("score.weight") {
             Self::build(
@@ -426,7 +480,11 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
                         },
                     )?;
                     let mut score = crate::weights::linear(
-                        &mut RandomSource { std, device },
+                        &mut RandomSource {
+                            std,
+                            device,
+                            seed: None,
+                        },
                         "score",
                         config.hidden_size,
                         1,

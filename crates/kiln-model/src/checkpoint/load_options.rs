@@ -28,12 +28,27 @@ pub enum LoadDtype {
 pub struct LoadOptions {
     /// The dtype of the weights (default [`LoadDtype::F32`]).
     pub dtype: LoadDtype,
+    /// Load tensors holding NaN or infinities instead of failing with
+    /// [`Error::NonFiniteWeight`] (default `false`; the environment variable
+    /// [`crate::checkpoint::ALLOW_NON_FINITE_ENV`] does the same for every load, adapters
+    /// included).
+    pub allow_non_finite: bool,
 }
 
 impl LoadOptions {
     /// Options loading the weights as `dtype`.
     pub fn dtype(dtype: LoadDtype) -> Self {
-        Self { dtype }
+        Self {
+            dtype,
+            ..Self::default()
+        }
+    }
+
+    /// These options, loading non-finite weights instead of failing (to inspect a diverged
+    /// checkpoint).
+    pub fn allowing_non_finite(mut self) -> Self {
+        self.allow_non_finite = true;
+        self
     }
 }
 

@@ -5,6 +5,6 @@ pub mod load;
 pub mod load_options;
 pub mod save;
 
-pub use load::{CheckpointReader, MissingScore};
+pub use load::{ALLOW_NON_FINITE_ENV, CheckpointReader, MissingScore};
 pub use load_options::{LoadDtype, LoadOptions, check_backend_dtype};
 pub use save::{SaveDtype, SaveOptions};

@@ -61,7 +61,7 @@ fn gradients_reach_only_the_adapters_and_the_score_head() {
     let mask: Tensor<A, 2, Int> =
         Tensor::from_data([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]], &device);
 
-    let base = LlamaForCausalLM::<A>::init(&cfg, 0.1, &device);
+    let base = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 3, &device);
     let all = param_ids(&base);
     let mut lm = base.with_lora(&lcfg, &device).unwrap();
     perturb_b(&mut lm.model, 7);
@@ -127,7 +127,7 @@ fn gradients_reach_only_the_adapters_and_the_score_head() {
 
     // Classifier: adapters + score head.
     let rm = LlamaForSequenceClassification::from_causal_lm(
-        LlamaForCausalLM::<A>::init(&cfg, 0.1, &device),
+        LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 4, &device),
         0.1,
     );
     let rm = rm.with_lora(&lcfg, &device).unwrap();

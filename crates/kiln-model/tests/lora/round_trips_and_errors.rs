@@ -9,7 +9,7 @@ fn random_adapter_round_trip_merge_and_save_rules() {
     let lcfg = LoraConfig::new(LoraTarget::ALL.to_vec())
         .with_rank(3)
         .with_alpha(7.0);
-    let base = LlamaForCausalLM::<B>::init(&cfg, 0.1, &device);
+    let base = LlamaForCausalLM::<B>::init_seeded(&cfg, 0.1, 5, &device);
     let ids: Tensor<B, 2, Int> =
         Tensor::from_data([[1, 5, 9, 13, 17, 21], [0, 0, 4, 8, 12, 16]], &device);
     let mask: Tensor<B, 2, Int> =
