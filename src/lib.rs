@@ -13,6 +13,8 @@
 //! | [`data`] | `kiln-data` | tokenizer, chat template, JSONL stage formats, pairs, batching |
 //! | [`train`] | `kiln-train` | optimiser loop, trainers, checkpoints |
 //!
+//! [`Error`] / [`Result`] take every crate's error with `?`, for programs that use several.
+//!
 //! [`malloc::keep_freed_memory`] tunes glibc's allocator for tensor workloads (the examples call it).
 //!
 //! # Example
@@ -30,8 +32,24 @@
 //! # Ok::<(), kiln::losses::Error>(())
 //! ```
 
+// Library code returns errors; tests may unwrap (the integration tests are other crates).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod backend;
+pub mod error;
 pub mod malloc;
+
+pub use error::{Error, Result};
 
 /// The downstream guide (`docs/GUIDE.md`); its code blocks are compiled and run as doc tests.
 #[doc = include_str!("../docs/GUIDE.md")]

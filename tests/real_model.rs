@@ -229,7 +229,7 @@ fn dpo_step_then_save_reloads_identically() {
         "step-0 DPO loss {loss} != ln 2"
     );
     assert!(stats[0].grad_norm.is_finite() && stats[0].grad_norm > 0.0);
-    let trained = train.into_model();
+    let trained = train.into_model().unwrap();
 
     let kept = dump_dir();
     let out = match &kept {

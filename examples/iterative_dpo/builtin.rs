@@ -49,7 +49,7 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
                 }
             })
             .collect();
-        write_jsonl(out.path(files[0]), &sft)?;
+        write_jsonl(out.path(files[0])?, &sft)?;
         let mut pairs = Vec::new();
         while pairs.len() < cfg.rm_pairs {
             let q = task::pick(&mut rng, &train_pool);
@@ -73,15 +73,15 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
                 margin: None,
             });
         }
-        write_jsonl(out.path(files[1]), &pairs)?;
-        write_jsonl(out.path(files[2]), &eval_records(ctx, &eval_pool))?;
+        write_jsonl(out.path(files[1])?, &pairs)?;
+        write_jsonl(out.path(files[2])?, &eval_records(ctx, &eval_pool))?;
         Ok(())
     })?;
     let sft_dir = root.path("sft");
     let sft_file = root.path(files[0]);
     let metrics = root.path("sft_metrics.jsonl");
     root.run("sft", &["sft"], |out| {
-        train_sft_stage(ctx, &sft_file, out.path("sft"), &metrics)
+        train_sft_stage(ctx, &sft_file, out.path("sft")?, &metrics)
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[1]))?;
     let annotator = match (cfg.annotator, &cfg.annotator_model) {
@@ -89,14 +89,14 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
         (Annotator::Pairwise, None) => {
             let metrics = root.path("pairwise_model_metrics.jsonl");
             root.run("pairwise_model", &["pairwise_model"], |out| {
-                train_pairwise_stage(ctx, &pairs, &sft_dir, out.path("pairwise_model"), &metrics)
+                train_pairwise_stage(ctx, &pairs, &sft_dir, out.path("pairwise_model")?, &metrics)
             })?;
             root.path("pairwise_model")
         }
         (Annotator::Bt, _) => {
             let metrics = root.path("reward_model_metrics.jsonl");
             root.run("reward_model", &["reward_model"], |out| {
-                train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model"), &metrics)
+                train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model")?, &metrics)
             })?;
             root.path("reward_model")
         }
@@ -116,11 +116,11 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
     let (train_pool, eval_pool) = task::split_pools(cfg.train_phrasings);
     let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
     root.run("data", &files, |out| -> Res<()> {
-        write_jsonl(out.path(files[1]), &eval_records(ctx, &eval_pool))?;
+        write_jsonl(out.path(files[1])?, &eval_records(ctx, &eval_pool))?;
         let mut rng = Rng::new(stage_seed(cfg.seed, 1));
         let questions = task::sample_questions(&train_pool, cfg.rm_prompts, &mut rng);
         let pairs = sample_pairs(ctx, judge, &policy, &questions, &mut rng)?;
-        write_jsonl(out.path(files[0]), &pairs)?;
+        write_jsonl(out.path(files[0])?, &pairs)?;
         Ok(())
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[0]))?;
@@ -129,7 +129,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
         _ => {
             let metrics = root.path("reward_model_metrics.jsonl");
             root.run("reward_model", &["reward_model"], |out| {
-                train_policy_reward_stage(ctx, &pairs, &policy, out.path("reward_model"), &metrics)
+                train_policy_reward_stage(ctx, &pairs, &policy, out.path("reward_model")?, &metrics)
             })?;
             root.path("reward_model")
         }
@@ -284,7 +284,7 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
     let (mut train, monitor) = monitored(model, tc, "SFT", metrics, show("nll"))?;
     train_sft(&mut train, &examples, ctx.enc.pad_id, cfg.sft_steps)?;
     monitor.finish()?;
-    Ok(train.model().save_pretrained(out, save_options())?)
+    Ok(train.model()?.save_pretrained(out, save_options())?)
 }
 
 /// The Bradley-Terry reward model on the SFT backbone; every step is written to `metrics`.
@@ -367,11 +367,11 @@ fn train_bt(
     let (mut train, monitor) = monitored(model, tc, "reward model", metrics, show("accuracy"))?;
     train_reward_model(&mut train, &pairs, &rtc, cfg.rm_steps)?;
     monitor.finish()?;
-    let (acc, margin) = pairwise_accuracy(&train.model().valid(), &held_out, enc.pad_id, 64)?;
+    let (acc, margin) = pairwise_accuracy(&train.model()?.valid(), &held_out, enc.pad_id, 64)?;
     eprintln!(
         "   proxy reward model: held-out pairwise accuracy {acc:.3} (noisy labels), mean margin {margin:.3}"
     );
-    Ok(train.into_model())
+    Ok(train.into_model()?)
 }
 
 /// A pairwise preference model: the SFT backbone fine-tuned to answer `A` or `B` to the judge
@@ -405,5 +405,5 @@ fn train_pairwise_stage(
     let (mut train, monitor) = monitored(model, tc, "pairwise model", metrics, show("nll"))?;
     train_sft(&mut train, &examples, enc.pad_id, cfg.rm_steps)?;
     monitor.finish()?;
-    Ok(train.model().save_pretrained(out, save_options())?)
+    Ok(train.model()?.save_pretrained(out, save_options())?)
 }

@@ -232,7 +232,7 @@ fn iteration(
     let cfg = &ctx.cfg;
     stages.run("generate", &["generations.jsonl"], |out| -> Res<()> {
         let records = generate(ctx, &store.load(policy_dir)?, prompts, seed)?;
-        write_jsonl(out.path("generations.jsonl"), &records)?;
+        write_jsonl(out.path("generations.jsonl")?, &records)?;
         Ok(())
     })?;
     let (generations, annotated) = (
@@ -246,7 +246,7 @@ fn iteration(
         let bar = Bar::new(format!("annotate ({rows} rows/prompt)"), records.len());
         let annotated = annotate_with(rm, &records, |done, _| bar.set(done))?;
         bar.finish();
-        write_jsonl(out.path("annotated.jsonl"), &annotated)?;
+        write_jsonl(out.path("annotated.jsonl")?, &annotated)?;
         Ok(())
     })?;
     let (data, stats_file) = match cfg.algorithm {
@@ -261,15 +261,15 @@ fn iteration(
                     min_responses: cfg.k,
                     seed,
                 };
-                select_pairs_file(&annotated, out.path(data), sc, Some(&ctx.enc.tokenizer))?
+                select_pairs_file(&annotated, out.path(data)?, sc, Some(&ctx.enc.tokenizer))?
             }
             Algorithm::Rrhf => {
                 let (ranked, stats) = rank_records(&read_jsonl(&annotated)?, cfg.k);
-                write_jsonl(out.path(data), &ranked)?;
+                write_jsonl(out.path(data)?, &ranked)?;
                 stats
             }
         };
-        Ok(write_json(out.path(stats_file), &stats)?)
+        Ok(write_json(out.path(stats_file)?, &stats)?)
     })?;
     let stats: SelectionStats = read_json(stages.path(stats_file))?;
     eprintln!(
@@ -297,7 +297,7 @@ fn iteration(
         .max(usize::from(stats.emitted > 0));
     let data = stages.path(data);
     stages.run("train", &["policy"], |out| -> Res<()> {
-        let dst = out.path("policy");
+        let dst = out.path("policy")?;
         if stats.emitted == 0 {
             eprintln!(
                 "   no {} to train on (every prompt's rewards tied): the policy is carried over unchanged",

@@ -55,7 +55,7 @@ pub fn cached_eval(
             name.into()
         };
         Ok(write_json(
-            out.path(&file),
+            out.path(&file)?,
             &evaluate(&setup, &label, &policy, &reference)?,
         )?)
     })?;
@@ -123,7 +123,7 @@ pub fn prompts_stage(
                 })
                 .collect()
         };
-        write_jsonl(out.path("prompts.jsonl"), &picked)?;
+        write_jsonl(out.path("prompts.jsonl")?, &picked)?;
         Ok(())
     })?;
     Ok(read_jsonl::<PromptRecord>(stages.path("prompts.jsonl"))?
@@ -311,7 +311,7 @@ pub fn train_dpo_stage(
     let (mut train, monitor) = train_loop(policy, tc, label, "rewards/accuracies", &metrics)?;
     train_dpo(&mut train, &pairs, &ref_logps, &dtc, steps)?;
     monitor.finish()?;
-    Ok(train.into_model())
+    Ok(train.into_model()?)
 }
 
 /// RRHF of the policy in `policy_dir` on `ranked_file`, `steps` optimiser steps; every step is
@@ -351,5 +351,5 @@ pub fn train_rrhf_stage(
     let (mut train, monitor) = train_loop(policy, tc, label, "rank_loss", &metrics)?;
     train_rrhf(&mut train, &items, &rrhf, enc.pad_id, steps)?;
     monitor.finish()?;
-    Ok(train.into_model())
+    Ok(train.into_model()?)
 }

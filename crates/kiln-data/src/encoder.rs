@@ -64,7 +64,7 @@ impl ChatEncoder {
     /// # Errors
     /// Invalid truncation limits.
     pub fn builtin_tiny(truncation: TruncationConfig) -> Result<Self> {
-        let tokenizer = Tokenizer::builtin_tiny();
+        let tokenizer = Tokenizer::builtin_tiny()?;
         let template = ChatTemplate::llama3(&tokenizer)?;
         Self::new(tokenizer, template, truncation)
     }

@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn eos_ids_from_generation_config_then_config() {
         let d = tmp("eos");
-        let tok = Tokenizer::builtin_tiny();
+        let tok = Tokenizer::builtin_tiny().unwrap();
         assert_eq!(tok.vocab_size(), 768);
         assert!(read_eos_token_ids(&d, &tok).unwrap().is_empty());
         std::fs::write(d.join("config.json"), r#"{"eos_token_id": 7}"#).unwrap();

@@ -17,13 +17,26 @@
 //!
 //! ```
 //! use kiln_data::{ChatTemplate, Message, Tokenizer};
-//! let tok = Tokenizer::builtin_tiny();
+//! let tok = Tokenizer::builtin_tiny()?;
 //! let template = ChatTemplate::llama3(&tok)?;
 //! let chat = template.encode(&tok, &[Message::user("What colour is the sky?")], true)?;
 //! assert_eq!(chat.ids[0], tok.token_id("<|begin_of_text|>")?);
 //! assert!(tok.decode(&chat.ids, false)?.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
 //! # Ok::<(), kiln_data::Error>(())
 //! ```
+
+// Library code returns errors; tests may unwrap (the integration tests are other crates).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod atomic;
 pub mod chat_template;

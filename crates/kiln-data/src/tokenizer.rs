@@ -90,15 +90,21 @@ impl Tokenizer {
     }
 
     /// The built-in tiny byte-level BPE tokenizer (768 tokens, Llama-3 special tokens at ids 0..5,
-    /// pad `<|finetune_right_pad_id|>` = 5), compiled into the binary.
-    pub fn builtin_tiny() -> Self {
-        static BUILTIN: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+    /// pad `<|finetune_right_pad_id|>` = 5), compiled into the binary and parsed once.
+    ///
+    /// # Errors
+    /// [`Error::TokenizerLoad`] only if the compiled-in asset were broken (this crate's tests
+    /// check it).
+    pub fn builtin_tiny() -> Result<Self> {
+        static BUILTIN: std::sync::OnceLock<std::result::Result<Tokenizer, String>> =
+            std::sync::OnceLock::new();
         BUILTIN
-            .get_or_init(|| {
-                // The asset is checked by this crate's tests, so parsing it cannot fail at run time.
-                Self::from_json_str(TINY_TOKENIZER_JSON).expect("built-in tokenizer.json is valid")
-            })
+            .get_or_init(|| Self::from_json_str(TINY_TOKENIZER_JSON).map_err(|e| e.to_string()))
             .clone()
+            .map_err(|message| Error::TokenizerLoad {
+                source_name: "<built-in tiny tokenizer>".into(),
+                message,
+            })
     }
 
     /// The wrapped `tokenizers` tokenizer.

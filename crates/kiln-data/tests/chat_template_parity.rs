@@ -33,7 +33,7 @@ fn fixture() -> Fixture {
 
 #[test]
 fn ids_and_text_equal_hf() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let tpl = ChatTemplate::llama3(&tok).unwrap();
     let fx = fixture();
     assert!(fx.cases.len() >= 10);
@@ -62,7 +62,7 @@ fn ids_and_text_equal_hf() {
 /// equals the built-in renderer (whose source is `LLAMA3_JINJA`).
 #[test]
 fn jinja_llama3_equals_hf_and_the_builtin_renderer() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/data/chat_template.json");
     let raw: serde_json::Value =
@@ -114,7 +114,7 @@ fn jinja_llama3_equals_hf_and_the_builtin_renderer() {
 
 #[test]
 fn assistant_mask_covers_content_and_eot_only() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let tpl = ChatTemplate::llama3(&tok).unwrap();
     let msgs = vec![
         Message::system("Be brief."),
@@ -154,7 +154,7 @@ fn assistant_mask_covers_content_and_eot_only() {
 
 #[test]
 fn assistant_mask_handles_multibyte_text() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let tpl = ChatTemplate::llama3(&tok).unwrap();
     let msgs = [
         Message::user("Ünïcødé? 🙂"),
@@ -176,7 +176,7 @@ fn assistant_mask_handles_multibyte_text() {
 
 #[test]
 fn prompt_completion_split_is_consistent() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let tpl = ChatTemplate::llama3(&tok).unwrap();
     let prompt = vec![Message::user("What colour is the sky?")];
     let pc = tpl
@@ -248,7 +248,10 @@ fn loads_from_model_dir_and_reports_bad_files() {
     )
     .unwrap();
     let tok = Tokenizer::from_model_dir(&dir).unwrap();
-    assert_eq!(tok.vocab_size(), Tokenizer::builtin_tiny().vocab_size());
+    assert_eq!(
+        tok.vocab_size(),
+        Tokenizer::builtin_tiny().unwrap().vocab_size()
+    );
     std::fs::write(dir.join("tokenizer.json"), "{not json").unwrap();
     let err = Tokenizer::from_model_dir(&dir).unwrap_err().to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
@@ -284,7 +287,7 @@ mod props {
             turns in prop::collection::vec((role(), text()), 1..6),
             add_gen in any::<bool>(),
         ) {
-            let tok = Tokenizer::builtin_tiny();
+            let tok = Tokenizer::builtin_tiny().unwrap();
             let tpl = ChatTemplate::llama3(&tok).unwrap();
             let msgs: Vec<Message> = turns.iter().map(|(r, t)| Message::new(*r, t.clone())).collect();
             let enc = tpl.encode(&tok, &msgs, add_gen).unwrap();
@@ -305,7 +308,7 @@ mod props {
             prompt in prop::collection::vec((role(), text()), 1..4),
             answer in text(),
         ) {
-            let tok = Tokenizer::builtin_tiny();
+            let tok = Tokenizer::builtin_tiny().unwrap();
             let tpl = ChatTemplate::llama3(&tok).unwrap();
             let p: Vec<Message> = prompt.iter().map(|(r, t)| Message::new(*r, t.clone())).collect();
             let c = [Message::assistant(answer.clone())];

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 type B = Flex;
 
 fn setup() -> (Tokenizer, ChatTemplate) {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let tpl = ChatTemplate::llama3(&tok).unwrap();
     (tok, tpl)
 }

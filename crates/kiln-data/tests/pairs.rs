@@ -145,7 +145,7 @@ fn token_length_penalty_needs_a_tokenizer() {
         ..Default::default()
     };
     assert!(select_pairs(&[rec(&[1.0, 0.0])], cfg, None).is_err());
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let mut r = rec(&[1.0, 0.9, 0.0]);
     r.responses = vec![
         "A cat meows. A dog barks. A cow moos. A duck quacks.".into(),

@@ -27,7 +27,7 @@ fn training_is_deterministic() {
 
 #[test]
 fn builtin_has_specials_and_expected_size() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     assert_eq!(tok.vocab_size(), TINY_VOCAB_SIZE);
     for (i, name) in TINY_SPECIAL_TOKENS.iter().enumerate() {
         assert_eq!(tok.token_id(name).unwrap(), i as u32, "{name}");

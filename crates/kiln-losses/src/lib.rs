@@ -37,6 +37,19 @@
 //! # Ok::<(), kiln_losses::Error>(())
 //! ```
 
+// Library code returns errors; tests may unwrap (the integration tests are other crates).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod bradley_terry;
 pub mod chunked_logprobs;
 pub mod dpo;

@@ -76,17 +76,17 @@ pub fn gather_logprobs<B: Backend>(
 /// - `logits`: `[batch, seq, vocab]` (the model's output for `input_ids`)
 /// - `input_ids`: `[batch, seq]`
 /// - `mask`: `[batch, seq]`, 1.0 on tokens that count (response tokens), 0.0 elsewhere
-/// - output: `[batch, seq - 1]`
+/// - output: `[batch, seq - 1]` (`[batch, 0]` for fewer than 2 positions)
 pub fn shifted_token_logprobs<B: Backend>(
     logits: Tensor<B, 3>,
     input_ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
     let [batch, seq, vocab] = logits.dims();
-    assert!(
-        seq >= 2,
-        "sequence_logprobs needs at least 2 positions, got {seq}"
-    );
+    if seq < 2 {
+        // No position has a next token: nothing to score.
+        return Tensor::zeros([batch, 0], (&logits.device(), logits.dtype()));
+    }
     let logits = logits.slice([0..batch, 0..seq - 1, 0..vocab]);
     let targets = input_ids.slice([0..batch, 1..seq]);
     let mask = mask.slice([0..batch, 1..seq]).cast(logits.dtype());
@@ -126,6 +126,11 @@ pub fn sequence_logprobs<B: Backend>(
     mask: Tensor<B, 2>,
     reduction: LogProbReduction,
 ) -> Tensor<B, 1> {
+    let [batch, seq, _] = logits.dims();
+    if seq < 2 {
+        // An empty sum (and, for `Mean`, a mean over no tokens, as for an all-masked row).
+        return Tensor::zeros([batch], (&logits.device(), logits.dtype()));
+    }
     let mask = mask.cast(logits.dtype());
     let per_token = shifted_token_logprobs(logits, input_ids, mask.clone());
     reduce_token_logprobs(per_token, mask, reduction)
@@ -160,6 +165,22 @@ mod tests {
     use burn::backend::Flex;
 
     type B = Flex;
+
+    #[test]
+    fn fewer_than_two_positions_score_nothing_instead_of_panicking() {
+        let device = Default::default();
+        for seq in [0, 1] {
+            let logits = Tensor::<B, 3>::zeros([2, seq, 4], &device);
+            let ids = Tensor::<B, 2, Int>::zeros([2, seq], &device);
+            let mask = Tensor::<B, 2>::ones([2, seq], &device);
+            let tok = shifted_token_logprobs(logits.clone(), ids.clone(), mask.clone());
+            assert_eq!(tok.dims(), [2, 0]);
+            for reduction in [LogProbReduction::Sum, LogProbReduction::Mean] {
+                let lp = sequence_logprobs(logits.clone(), ids.clone(), mask.clone(), reduction);
+                assert_eq!(lp.into_data().to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
+            }
+        }
+    }
 
     #[test]
     fn shift_scores_next_token_and_masks() {

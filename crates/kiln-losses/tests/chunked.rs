@@ -308,3 +308,50 @@ fn bf16_states_and_head_give_f32_logprobs_close_to_the_f32_path() {
         }
     }
 }
+
+/// Fewer than two positions: no next token to score. Values are empty sums (`[batch, 0]` per
+/// token, zeros per sequence) and the loss gets the loss function's value at zero log-probs,
+/// with no gradient into the model, where an `assert!` used to panic.
+#[test]
+fn fewer_than_two_positions_score_nothing_instead_of_panicking() {
+    let device = Default::default();
+    let c = ChunkedLogProbsConfig::new().init().unwrap();
+    for t in [0, 1] {
+        let ids = Tensor::<I, 2, Int>::zeros([2, t], &device);
+        let mask = Tensor::<I, 2>::ones([2, t], &device);
+        let w = Tensor::<I, 2>::ones([V, D], &device);
+        let hidden = Tensor::<I, 3>::ones([2, t, D], &device);
+        let tok = c.shifted_token_logprobs(
+            hidden.clone(),
+            &head(w.clone(), true),
+            ids.clone(),
+            mask.clone(),
+        );
+        assert_eq!(tok.dims(), [2, 0]);
+        let lp = c.sequence_logprobs(
+            hidden,
+            &head(w, true),
+            ids.clone(),
+            mask.clone(),
+            LogProbReduction::Mean,
+        );
+        assert_eq!(vals(lp), vec![0.0, 0.0]);
+
+        let w = Tensor::<A, 2>::ones([V, D], &device).require_grad();
+        let hidden = Tensor::<A, 3>::ones([2, t, D], &device).require_grad();
+        let (loss, n) = c.sequence_loss(
+            hidden,
+            &head(w, true),
+            Tensor::from_inner(ids),
+            Tensor::from_inner(mask),
+            LogProbReduction::Sum,
+            |lp| {
+                (
+                    lp.clone().sub_scalar(1.0).powi_scalar(2).mean(),
+                    lp.dims()[0],
+                )
+            },
+        );
+        assert_eq!((vals(loss), n), (vec![1.0], 2));
+    }
+}

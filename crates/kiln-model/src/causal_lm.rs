@@ -8,7 +8,6 @@ use kiln_losses::LmHead;
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
-use crate::error::Result;
 use crate::linear::linear3;
 use crate::model::LlamaModel;
 use crate::weights::{RandomSource, WeightSource, build_model, linear};
@@ -39,14 +38,15 @@ impl<B: Backend> LlamaForCausalLM<B> {
 
     fn init_from(config: &LlamaConfig, std: f64, seed: Option<u64>, device: &B::Device) -> Self {
         let mut src = RandomSource { std, device, seed };
-        match Self::build(config, &mut src) {
-            Ok(model) => model,
-            // RandomSource has no failure path: every name is answered with the shape asked for.
-            Err(_) => unreachable!("random initialisation cannot fail"),
-        }
+        // RandomSource's error type is `Infallible`: every name gets the shape asked for.
+        let Ok(model) = Self::build(config, &mut src);
+        model
     }
 
-    pub(crate) fn build<S: WeightSource<B>>(config: &LlamaConfig, src: &mut S) -> Result<Self> {
+    pub(crate) fn build<S: WeightSource<B>>(
+        config: &LlamaConfig,
+        src: &mut S,
+    ) -> std::result::Result<Self, S::Error> {
         let model = build_model(config, src)?;
         let lm_head = if config.tie_word_embeddings {
             None

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config_error::ConfigError;
 use crate::error::{Error, Result};
 
 /// RoPE frequency scaling of Llama 3.1+ (`rope_type: "llama3"`).
@@ -220,7 +221,7 @@ impl TryFrom<RawConfig> for LlamaConfig {
             eos_token_id,
             pad_token_id: raw.pad_token_id,
         };
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
     }
 }
@@ -269,7 +270,10 @@ impl From<LlamaConfig> for RawConfig {
 impl LlamaConfig {
     /// Checks the invariants the modules rely on (head counts divide, sizes non-zero, end-of-sequence
     /// ids inside the vocabulary).
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    ///
+    /// # Errors
+    /// The first broken invariant, as a typed [`ConfigError`].
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         let nonzero = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -279,49 +283,43 @@ impl LlamaConfig {
             ("num_key_value_heads", self.num_key_value_heads),
             ("head_dim", self.head_dim),
         ];
-        for (k, v) in nonzero {
-            if v == 0 {
-                return Err(format!("`{k}` must be > 0"));
-            }
+        if let Some((field, _)) = nonzero.into_iter().find(|&(_, v)| v == 0) {
+            return Err(ConfigError::Zero { field });
         }
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)
         {
-            return Err(format!(
-                "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
-                self.num_attention_heads, self.num_key_value_heads
-            ));
+            return Err(ConfigError::HeadsNotGrouped {
+                heads: self.num_attention_heads,
+                kv_heads: self.num_key_value_heads,
+            });
         }
         if !self.head_dim.is_multiple_of(2) {
-            return Err(format!(
-                "head_dim ({}) must be even for RoPE",
-                self.head_dim
-            ));
+            return Err(ConfigError::OddHeadDim {
+                head_dim: self.head_dim,
+            });
         }
-        if let Some(id) = self
+        if let Some(&id) = self
             .eos_token_id
             .iter()
             .find(|&&id| id as usize >= self.vocab_size)
         {
-            return Err(format!(
-                "eos_token_id {id} is outside the vocabulary (vocab_size {}): generation could never stop on it",
-                self.vocab_size
-            ));
+            return Err(ConfigError::EosOutsideVocab {
+                id,
+                vocab_size: self.vocab_size,
+            });
         }
         if self.checked_num_parameters().is_none() {
-            return Err(format!(
-                "the sizes (vocab_size {}, hidden_size {}, intermediate_size {}, \
-                 num_hidden_layers {}, heads {}/{} of head_dim {}) give more parameters than \
-                 this machine can count",
-                self.vocab_size,
-                self.hidden_size,
-                self.intermediate_size,
-                self.num_hidden_layers,
-                self.num_attention_heads,
-                self.num_key_value_heads,
-                self.head_dim
-            ));
+            return Err(ConfigError::TooManyParameters {
+                vocab_size: self.vocab_size,
+                hidden_size: self.hidden_size,
+                intermediate_size: self.intermediate_size,
+                layers: self.num_hidden_layers,
+                heads: self.num_attention_heads,
+                kv_heads: self.num_key_value_heads,
+                head_dim: self.head_dim,
+            });
         }
         Ok(())
     }
@@ -538,6 +536,40 @@ mod tests {
             err.contains("999999") && err.contains("vocab_size 256") && err.contains("config.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn validation_errors_are_typed() {
+        use crate::ConfigError;
+        let base = LlamaConfig::tiny(64, 32);
+        assert_eq!(base.validate(), Ok(()));
+        let mut c = base.clone();
+        c.head_dim = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Zero { field: "head_dim" }));
+        let mut c = base.clone();
+        c.num_key_value_heads = c.num_attention_heads + 1;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::HeadsNotGrouped { .. })
+        ));
+        let mut c = base.clone();
+        c.head_dim = 7;
+        assert_eq!(c.validate(), Err(ConfigError::OddHeadDim { head_dim: 7 }));
+        let mut c = base.clone();
+        c.eos_token_id = vec![64];
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::EosOutsideVocab {
+                id: 64,
+                vocab_size: 64
+            })
+        );
+        let mut c = base;
+        c.vocab_size = usize::MAX;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TooManyParameters { .. })
+        ));
     }
 
     #[test]

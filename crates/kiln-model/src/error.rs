@@ -22,6 +22,11 @@ pub enum Error {
         /// What is wrong (serde_json messages include line and column).
         message: String,
     },
+    /// A config built in code breaks an invariant of the model (see
+    /// [`LlamaConfig::validate`](crate::LlamaConfig::validate)); a `config.json` that does is
+    /// reported as [`Error::Config`] with its path.
+    #[error("invalid model config: {0}")]
+    InvalidConfig(#[from] crate::ConfigError),
     /// The model expects a tensor that the checkpoint does not have.
     #[error("{file}: missing tensor `{tensor}`")]
     MissingTensor {

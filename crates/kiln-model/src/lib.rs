@@ -86,6 +86,19 @@
 //! # let _ = logits;
 //! ```
 
+// Library code returns errors; tests may unwrap (the integration tests are other crates).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 //! # Example: LoRA fine-tuning, DPO's reference, PEFT adapters
 //!
 //! ```
@@ -125,6 +138,7 @@ pub mod causal_lm;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod config_error;
 pub mod dtype;
 pub mod error;
 pub mod layer;
@@ -147,6 +161,7 @@ pub use checkpoint::{
 };
 pub use classifier::LlamaForSequenceClassification;
 pub use config::{Llama3RopeScaling, LlamaConfig};
+pub use config_error::ConfigError;
 pub use error::{Error, Result};
 pub use kiln_losses::{ChunkedLogProbs, LmHead, LogProbReduction, LogProbStrategy};
 pub use lora::{AdapterConfig, LoraConfig, LoraTarget, PeftTaskType};

@@ -8,21 +8,34 @@ use burn::tensor::{Distribution, Tensor, TensorData};
 
 use crate::attention::LlamaAttention;
 use crate::config::LlamaConfig;
-use crate::error::Result;
 use crate::layer::LlamaDecoderLayer;
 use crate::mlp::LlamaMlp;
 use crate::model::LlamaModel;
 use crate::projection::Projection;
 use crate::rms_norm::LlamaRmsNorm;
 use crate::rope::RotaryEmbedding;
+use std::convert::Infallible;
 
 /// A provider of tensors by Hugging Face name, in Hugging Face layout (Linear = `[out, in]`).
 pub(crate) trait WeightSource<B: Backend> {
+    /// Why a tensor cannot be had ([`Infallible`] for random initialisation, which therefore
+    /// needs no error path).
+    type Error;
+
     /// The tensor `name`, which must have shape `shape`.
-    fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>>;
+    fn get<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, Self::Error>;
 
     /// The HF `[d_out, d_in]` matrix `name` as a contiguous burn `[d_in, d_out]` tensor.
-    fn get_transposed(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<B, 2>> {
+    fn get_transposed(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Tensor<B, 2>, Self::Error> {
         Ok(self.get(name, [d_out, d_in])?.transpose())
     }
 }
@@ -40,7 +53,13 @@ pub(crate) struct RandomSource<'a, B: Backend> {
 }
 
 impl<B: Backend> WeightSource<B> for RandomSource<'_, B> {
-    fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+    type Error = Infallible;
+
+    fn get<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, Infallible> {
         Ok(match (D, self.seed) {
             (1, _) => Tensor::ones(shape, self.device),
             (_, None) => Tensor::random(shape, Distribution::Normal(0.0, self.std), self.device),
@@ -52,7 +71,12 @@ impl<B: Backend> WeightSource<B> for RandomSource<'_, B> {
         })
     }
 
-    fn get_transposed(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<B, 2>> {
+    fn get_transposed(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Tensor<B, 2>, Infallible> {
         self.get(name, [d_in, d_out])
     }
 }
@@ -90,7 +114,7 @@ pub(crate) fn linear<B: Backend, S: WeightSource<B>>(
     name: &str,
     d_in: usize,
     d_out: usize,
-) -> Result<Linear<B>> {
+) -> Result<Linear<B>, S::Error> {
     let w = src.get_transposed(&format!("{name}.weight"), d_in, d_out)?;
     Ok(Linear {
         weight: Param::from_tensor(w),
@@ -103,7 +127,7 @@ fn proj<B: Backend, S: WeightSource<B>>(
     name: &str,
     d_in: usize,
     d_out: usize,
-) -> Result<Projection<B>> {
+) -> Result<Projection<B>, S::Error> {
     Ok(Projection::new(linear(src, name, d_in, d_out)?))
 }
 
@@ -111,7 +135,7 @@ fn norm<B: Backend, S: WeightSource<B>>(
     src: &mut S,
     name: &str,
     c: &LlamaConfig,
-) -> Result<LlamaRmsNorm<B>> {
+) -> Result<LlamaRmsNorm<B>, S::Error> {
     Ok(LlamaRmsNorm::new(
         src.get(&format!("{name}.weight"), [c.hidden_size])?,
         c.rms_norm_eps,
@@ -122,7 +146,7 @@ fn norm<B: Backend, S: WeightSource<B>>(
 pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
     c: &LlamaConfig,
     src: &mut S,
-) -> Result<LlamaModel<B>> {
+) -> Result<LlamaModel<B>, S::Error> {
     let d = c.hidden_size;
     let (q_dim, kv_dim) = (
         c.num_attention_heads * c.head_dim,

@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn text_scoring_save_and_reload() {
         let device = Default::default();
-        let tok = Tokenizer::builtin_tiny();
+        let tok = Tokenizer::builtin_tiny().unwrap();
         let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);
         config.pad_token_id = Some(tok.pad_id().unwrap());
         let model = LlamaForSequenceClassification::<Flex>::init_seeded(&config, 0.1, 16, &device);

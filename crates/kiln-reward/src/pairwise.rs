@@ -254,7 +254,7 @@ mod tests {
 
     fn model() -> PairwisePreferenceModel<Flex> {
         let device = Default::default();
-        let tok = Tokenizer::builtin_tiny();
+        let tok = Tokenizer::builtin_tiny().unwrap();
         let config = LlamaConfig::tiny(tok.vocab_size(), 32);
         let lm = LlamaForCausalLM::<Flex>::init_seeded(&config, 0.2, 14, &device);
         PairwisePreferenceModel::new(lm, tok).unwrap()

@@ -100,7 +100,7 @@ mod tests {
             10.0 - 2.5,
             "characters, not bytes"
         );
-        let tok = Tokenizer::builtin_tiny();
+        let tok = Tokenizer::builtin_tiny().unwrap();
         let n = tok.encode("hello world").unwrap().len() as f32;
         let tokens = LengthPenalty::new(base, 1.0, LengthMeasure::Tokens(Box::new(tok))).unwrap();
         assert_eq!(tokens.score(&p, "hello world").unwrap(), 10.0 - n);

@@ -308,7 +308,8 @@ fn draw_dense(s: &[f32], rng: &mut Rng) -> Option<SampledToken> {
         }
     }
     // Rounding can leave `target` at or past the last partial sum: the last kept token then.
-    let id = pick.expect("the maximum has weight 1");
+    // The maximum has weight 1, so `pick` is set; `?` keeps this function panic-free.
+    let id = pick?;
     Some(SampledToken {
         id: id as u32,
         logprob: (f64::from(s[id] - max) - total.ln()) as f32,

@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn stop_token_then_string_then_length() {
-        let tok = Tokenizer::builtin_tiny();
+        let tok = Tokenizer::builtin_tiny().unwrap();
         let ids = tok.encode("hello world. and more").unwrap();
         let stop = StopCriteria::new(&[2], &["world.".into()], 100, Some(&tok)).unwrap();
         // Find the first prefix whose text contains the stop string.

@@ -221,7 +221,7 @@ fn logprobs_equal_the_model_distribution_at_temperature_one() {
 
 #[test]
 fn stop_strings_and_text_with_a_tokenizer() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let m = model(tok.vocab_size());
     let prompt = tok.encode("Hello there").unwrap();
     let base = GenerationConfig::new()

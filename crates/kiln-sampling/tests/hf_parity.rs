@@ -88,7 +88,7 @@ fn greedy_matches_transformers_single_and_batched() {
 
 #[test]
 fn chat_prompts_are_the_template_encoding() {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let template = ChatTemplate::llama3(&tok).unwrap();
     let case = cases()
         .into_iter()

@@ -152,7 +152,7 @@ where
 
     /// Writes model, optimiser state and trainer state into the (fresh) directory `tmp`.
     fn write_checkpoint_files(&self, tmp: &Path) -> Result<()> {
-        let model = self.model();
+        let model = self.model()?;
         model.save_hf(tmp)?;
 
         let ids = param_ids::<B, M>(model);
@@ -282,7 +282,10 @@ mod tests {
         assert_eq!(resumed.step(), 3);
         train_sft(&mut resumed, &data, t.pad, 6).unwrap();
 
-        let (a, b) = (flat_params(full.model()), flat_params(resumed.model()));
+        let (a, b) = (
+            flat_params(full.model().unwrap()),
+            flat_params(resumed.model().unwrap()),
+        );
         assert_eq!(a.len(), b.len());
         let max_diff = a
             .iter()

@@ -277,7 +277,7 @@ pub fn train_dpo<B: AutodiffBackend>(
         )));
     }
     let dpo = config.loss.init()?;
-    let device = device_of(&train.model().model);
+    let device = device_of(&train.model()?.model);
     train.fit(
         pairs.len(),
         until_step,
@@ -339,7 +339,13 @@ pub fn evaluate_dpo_of<B: AutodiffBackend>(
     config: &DpoTrainConfig,
     batch_size: usize,
 ) -> Result<DpoMetrics> {
-    evaluate_dpo(&train.model().valid(), pairs, reference, config, batch_size)
+    evaluate_dpo(
+        &train.model()?.valid(),
+        pairs,
+        reference,
+        config,
+        batch_size,
+    )
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid training config: {0}")]
     InvalidConfig(String),
+    /// A [`TrainLoop`](crate::TrainLoop) whose optimiser step panicked midway holds no model.
+    #[error("the training loop lost its model: an earlier optimiser step panicked midway")]
+    ModelLost,
     /// Bad input data (empty dataset, mismatched lengths, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -123,7 +123,7 @@ pub fn train_reward_model<B: AutodiffBackend>(
     until_step: usize,
 ) -> Result<Vec<StepStats>> {
     let loss = config.loss.init()?;
-    let device = device_of(&train.model().model);
+    let device = device_of(&train.model()?.model);
     train.fit(
         pairs.len(),
         until_step,
@@ -172,7 +172,7 @@ pub fn pairwise_accuracy_of<B: AutodiffBackend>(
     pad_id: u32,
     batch_size: usize,
 ) -> Result<(f64, f64)> {
-    pairwise_accuracy(&train.model().valid(), pairs, pad_id, batch_size)
+    pairwise_accuracy(&train.model()?.valid(), pairs, pad_id, batch_size)
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ pub fn train_rrhf_with<B: AutodiffBackend>(
     logprobs: LogProbStrategy,
 ) -> Result<Vec<StepStats>> {
     let rrhf = config.init()?;
-    let device = device_of(&train.model().model);
+    let device = device_of(&train.model()?.model);
     train.fit(
         items.len(),
         until_step,
@@ -213,7 +213,7 @@ pub fn rrhf_scores_of<B: AutodiffBackend>(
     config: &RrhfConfig,
     pad_id: u32,
 ) -> Result<Vec<Vec<f32>>> {
-    rrhf_scores(&train.model().valid(), items, config, pad_id)
+    rrhf_scores(&train.model()?.valid(), items, config, pad_id)
 }
 
 #[cfg(test)]

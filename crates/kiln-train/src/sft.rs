@@ -126,7 +126,7 @@ pub fn train_sft_with<B: AutodiffBackend>(
     until_step: usize,
     logprobs: LogProbStrategy,
 ) -> Result<Vec<StepStats>> {
-    let device = device_of(&train.model().model);
+    let device = device_of(&train.model()?.model);
     train.fit(
         examples.len(),
         until_step,
@@ -172,7 +172,7 @@ pub fn eval_nll_of<B: AutodiffBackend>(
     pad_id: u32,
     batch_size: usize,
 ) -> Result<f64> {
-    eval_nll(&train.model().valid(), examples, pad_id, batch_size)
+    eval_nll(&train.model()?.valid(), examples, pad_id, batch_size)
 }
 
 #[cfg(test)]

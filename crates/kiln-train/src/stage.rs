@@ -20,7 +20,7 @@
 //! for _ in 0..2 {
 //!     stages.run("count", &["count.txt"], |out| {
 //!         runs += 1;
-//!         std::fs::write(out.path("count.txt"), "42").map_err(|e| kiln_train::Error::io(&dir, e))
+//!         std::fs::write(out.path("count.txt")?, "42").map_err(|e| kiln_train::Error::io(&dir, e))
 //!     })?;
 //! }
 //! assert_eq!(runs, 1, "the second call finds the output and skips the stage");
@@ -74,14 +74,21 @@ impl StageOutputs {
     /// The temporary path of output `name` (one of the names given to [`StageRunner::run`]):
     /// write a file there, or create a directory there (e.g. `save_pretrained(path)`).
     ///
-    /// # Panics
-    /// When `name` was not declared (a programming error in the stage).
-    pub fn path(&self, name: &str) -> &Path {
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `name` and the declared outputs when `name` was not
+    /// declared.
+    pub fn path(&self, name: &str) -> Result<&Path> {
         self.paths
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, p)| p.as_path())
-            .unwrap_or_else(|| panic!("stage output `{name}` was not declared"))
+            .ok_or_else(|| {
+                let declared: Vec<&str> = self.paths.iter().map(|(n, _)| n.as_str()).collect();
+                Error::InvalidInput(format!(
+                    "stage output `{name}` was not declared (declared: {})",
+                    declared.join(", ")
+                ))
+            })
     }
 }
 
@@ -298,14 +305,14 @@ mod tests {
         });
         let mut stages = StageRunner::open(&dir).unwrap().with_hook(Some(hook));
         let s1 = stages
-            .run("one", &["a.txt"], |o| write(o.path("a.txt"), "1"))
+            .run("one", &["a.txt"], |o| write(o.path("a.txt")?, "1"))
             .unwrap();
         assert!(matches!(s1, StageStatus::Ran { .. }));
         let err = stages
             .run("two", &["b.txt", "sub/model"], |o| {
-                write(o.path("b.txt"), "2")?;
-                std::fs::create_dir_all(o.path("sub/model")).unwrap();
-                write(&o.path("sub/model").join("w"), "x")
+                write(o.path("b.txt")?, "2")?;
+                std::fs::create_dir_all(o.path("sub/model")?).unwrap();
+                write(&o.path("sub/model")?.join("w"), "x")
             })
             .unwrap_err();
         assert!(err.to_string().contains("killed"));
@@ -325,9 +332,9 @@ mod tests {
         );
         stages
             .run("two", &["b.txt", "sub/model"], |o| {
-                write(o.path("b.txt"), "2")?;
-                std::fs::create_dir_all(o.path("sub/model")).unwrap();
-                write(&o.path("sub/model").join("w"), "y")
+                write(o.path("b.txt")?, "2")?;
+                std::fs::create_dir_all(o.path("sub/model")?).unwrap();
+                write(&o.path("sub/model")?.join("w"), "y")
             })
             .unwrap();
         assert_eq!(

@@ -20,7 +20,7 @@ pub struct Tiny {
 }
 
 pub fn tiny() -> Tiny {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let template = ChatTemplate::llama3(&tok).unwrap();
     let pad = tok.pad_id().unwrap();
     let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);
@@ -148,5 +148,5 @@ where
         .with_log_every(0);
     let mut train = crate::TrainLoop::new(model, config).unwrap();
     let stats = (0..steps).map(|_| step(&mut train)).collect();
-    (stats, flat_params(train.model()))
+    (stats, flat_params(train.model().unwrap()))
 }

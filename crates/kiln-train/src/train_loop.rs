@@ -153,17 +153,20 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
     }
 
     /// The model being trained.
-    pub fn model(&self) -> &M {
-        self.model
-            .as_ref()
-            .expect("TrainLoop always holds its model between steps")
+    ///
+    /// # Errors
+    /// [`Error::ModelLost`] after an optimiser step panicked midway (the only way the loop can
+    /// lose its model, which the update consumes and returns).
+    pub fn model(&self) -> Result<&M> {
+        self.model.as_ref().ok_or(Error::ModelLost)
     }
 
     /// Consumes the loop and returns the model.
-    pub fn into_model(mut self) -> M {
-        self.model
-            .take()
-            .expect("TrainLoop always holds its model between steps")
+    ///
+    /// # Errors
+    /// [`Error::ModelLost`], as for [`Self::model`].
+    pub fn into_model(mut self) -> Result<M> {
+        self.model.take().ok_or(Error::ModelLost)
     }
 
     /// The AdamW optimiser; its record holds state only for parameters that received gradients
@@ -216,7 +219,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
         }
         let step = self.step + 1;
         let k = micro_batches.len();
-        let model = self.model();
+        let model = self.model()?;
         let mut acc = GradientsAccumulator::<M>::new();
         let mut loss_sum = 0.0;
         let mut metrics: Vec<(String, f64)> = Vec::new();
@@ -257,10 +260,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
             });
         }
         let lr = self.schedule.lr(self.step);
-        let model = self
-            .model
-            .take()
-            .expect("TrainLoop always holds its model between steps");
+        let model = self.model.take().ok_or(Error::ModelLost)?;
         self.model = Some(self.optim.step(lr, model, grads));
         self.step = step;
         for (_, v) in metrics.iter_mut() {
@@ -421,7 +421,10 @@ mod tests {
             assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * b.grad_norm.max(1.0));
             assert_eq!(a.metric("n"), Some(2.0));
         }
-        let (wa, wb) = (weights(small.model()), weights(big.model()));
+        let (wa, wb) = (
+            weights(small.model().unwrap()),
+            weights(big.model().unwrap()),
+        );
         let max_diff = wa
             .iter()
             .zip(&wb)
@@ -508,7 +511,7 @@ mod tests {
         train
             .train_step(std::slice::from_ref(&d), |m, b| mse(m, b))
             .unwrap();
-        let before = weights(train.model());
+        let before = weights(train.model().unwrap());
         for bad in [f32::NAN, f32::INFINITY] {
             let err = train
                 .train_step(&[d.clone(), d.clone()], |m, b| {
@@ -525,7 +528,7 @@ mod tests {
             assert!(err.to_string().contains("step 2"), "{err}");
         }
         assert_eq!(
-            weights(train.model()),
+            weights(train.model().unwrap()),
             before,
             "a failed step leaves the model unchanged"
         );
@@ -535,6 +538,6 @@ mod tests {
                 .train_step::<Vec<([f32; 4], [f32; 3])>, _>(&[], |m, b| mse(m, b))
                 .is_err()
         );
-        let _ = Module::<B>::num_params(train.model());
+        let _ = Module::<B>::num_params(train.model().unwrap());
     }
 }

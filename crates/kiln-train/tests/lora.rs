@@ -56,7 +56,7 @@ fn values<B: Backend, M: Module<B>>(m: &M) -> HashMap<ParamId, Vec<f32>> {
 fn adamw_state<M: Module<TB> + burn::module::AutodiffModule<TB>>(
     train: &TrainLoop<TB, M>,
 ) -> (Vec<ParamId>, usize) {
-    let ranks: HashMap<ParamId, usize> = params(train.model())
+    let ranks: HashMap<ParamId, usize> = params(train.model().unwrap())
         .into_iter()
         .map(|(id, d, _)| (id, d))
         .collect();
@@ -168,7 +168,7 @@ fn adamw_keeps_state_only_for_lora_adapters_and_the_base_is_untouched() {
     );
 
     // Every base tensor is bit-identical after the updates; the adapters moved.
-    let model = train.model();
+    let model = train.model().unwrap();
     let after = values(&model.without_adapters());
     assert_eq!(after.len(), base_values.len());
     for (id, v) in &after {
@@ -222,7 +222,7 @@ fn reward_model_lora_trains_adapters_and_the_score_head() {
         "the score head has optimiser state"
     );
     assert_eq!(elems, 2 * (n_adapter + cfg.hidden_size));
-    let model = train.model();
+    let model = train.model().unwrap();
     assert!(
         values(&model.score) != score_before,
         "the score head trained"
@@ -254,7 +254,7 @@ fn lora_checkpoints_resume_exactly() {
     a.save_checkpoint(&dir).unwrap();
     assert!(dir.join("adapter_config.json").exists() && dir.join("model.safetensors").exists());
     let mut b: TrainLoop<TB, LlamaForCausalLM<TB>> = TrainLoop::resume(&dir, &device).unwrap();
-    assert!(b.model().has_adapters());
+    assert!(b.model().unwrap().has_adapters());
     assert_eq!(b.step(), 2);
     for _ in 0..2 {
         let sa = a.train_step(&[()], |m, _| nll(m)).unwrap();

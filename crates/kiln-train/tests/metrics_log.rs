@@ -329,7 +329,7 @@ fn a_step_that_cannot_be_logged_stops_training_and_finish_returns_the_error() {
 
 /// The built-in tiny tokenizer and template, and a tiny seeded Llama.
 fn tiny() -> (Tokenizer, ChatTemplate, u32, LlamaForCausalLM<TB>) {
-    let tok = Tokenizer::builtin_tiny();
+    let tok = Tokenizer::builtin_tiny().unwrap();
     let template = ChatTemplate::llama3(&tok).unwrap();
     let pad = tok.pad_id().unwrap();
     let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);

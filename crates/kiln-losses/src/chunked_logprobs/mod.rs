@@ -219,10 +219,10 @@ impl ChunkedLogProbs {
         mask: Tensor<B, 2>,
     ) -> Tensor<B, 2> {
         let [b, t, d] = hidden.dims();
-        assert!(
-            t >= 2,
-            "sequence_logprobs needs at least 2 positions, got {t}"
-        );
+        if t < 2 {
+            // No position has a next token: nothing to score.
+            return Tensor::zeros([b, 0], (&hidden.device(), hidden.dtype()));
+        }
         let sel = Selection::shifted(input_ids, mask.clone(), LogProbReduction::Sum);
         let (tok, _) = self.select_forward(hidden.reshape([b * t, d]), head, &sel, Extra::None);
         scatter_tokens(tok, &sel, mask, b, t)
@@ -243,6 +243,11 @@ impl ChunkedLogProbs {
         mask: Tensor<B, 2>,
         reduction: LogProbReduction,
     ) -> Tensor<B, 1> {
+        let [b, t, _] = hidden.dims();
+        if t < 2 {
+            // An empty sum (for `Mean`, a mean over no tokens, as for an all-masked row).
+            return Tensor::zeros([b], (&hidden.device(), hidden.dtype()));
+        }
         let per_token = self.shifted_token_logprobs(hidden, head, input_ids, mask.clone());
         reduce_token_logprobs(per_token, mask, reduction)
     }
@@ -274,10 +279,16 @@ impl ChunkedLogProbs {
         F: FnOnce(Tensor<B, 1>) -> (Tensor<B, 1>, T),
     {
         let [b, t, d] = hidden.dims();
-        assert!(
-            t >= 2,
-            "sequence_logprobs needs at least 2 positions, got {t}"
-        );
+        if t < 2 {
+            // No token to score: the log-probs are an empty sum, constant in `hidden` and the
+            // head, so the loss has their value and no gradient path into the model.
+            let lp = Tensor::<B, 1>::zeros(
+                [b],
+                (&hidden.device(), compute_dtype(head.weight().dtype())),
+            );
+            let (loss, out) = loss_fn(lp);
+            return (loss.detach(), out);
+        }
         let train_head = head.weight().is_require_grad();
         let h_in = hidden.clone().inner().reshape([b * t, d]);
         let head_in = head.inner();

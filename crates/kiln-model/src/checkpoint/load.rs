@@ -332,6 +332,8 @@ pub(crate) struct DeviceSource<'a, B: Backend> {
 }
 
 impl<B: Backend> WeightSource<B> for DeviceSource<'_, B> {
+    type Error = Error;
+
     fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let data = self.reader.read_as(name, &shape, self.dtype, false)?;
         Ok(Tensor::from_data(data, (self.device, self.dtype)))
@@ -479,7 +481,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
                             dtype,
                         },
                     )?;
-                    let mut score = crate::weights::linear(
+                    let Ok(mut score) = crate::weights::linear(
                         &mut RandomSource {
                             std,
                             device,
@@ -488,7 +490,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
                         "score",
                         config.hidden_size,
                         1,
-                    )?;
+                    );
                     if dtype != DType::F32 {
                         let w = score
                             .weight
