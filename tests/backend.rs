@@ -1,6 +1,7 @@
 //! The model and the losses on the facade's selected backend: the CPU (flex) by default, the GPU
 //! with `--features cuda` (`scripts/gpu/check.sh` runs this file there), LibTorch with
-//! `--features tch` (and no `cuda`). Logits match the
+//! `--features tch` (and no `cuda`), wgpu with `--features wgpu` (`scripts/gpu/wgpu_check.sh` runs
+//! it on Mesa's lavapipe). Logits match the
 //! transformers fixtures, the DPO-family and Bradley-Terry losses match their f64 references,
 //! and a DPO step (loss and gradient norm) matches the CPU's.
 
@@ -15,10 +16,13 @@ use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln::train::{TrainConfig, TrainLoop};
 use std::path::PathBuf;
 
-/// The backend under test: the facade's selection (cuda, then tch, then flex).
+/// The backend under test: the facade's selection (cuda, then tch, then wgpu, then flex).
 type TB = kiln::backend::Selected;
 
-/// GPU kernels (TF32-free f32, but other reduction orders) get a looser bound than the CPU.
+/// GPU kernels (TF32-free f32, but other reduction orders) get a looser bound than the CPU on
+/// CUDA. wgpu keeps the CPU's bound: on Mesa's lavapipe the largest error is 2.3e-6 (f32 with
+/// other reduction orders than transformers'), so 1e-4 leaves a 40x margin for a real GPU's
+/// orders while still catching a wrong mask or a wrong kernel (errors of 1e-1 and more).
 const TOL: f32 = if cfg!(feature = "cuda") { 1e-3 } else { 1e-4 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -53,6 +57,7 @@ fn expected(name: &str, key: &str) -> (Vec<usize>, Vec<f32>, Option<Vec<i64>>) {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // the measured error, for `--nocapture` runs on other backends
 fn logits_match_transformers_on_the_selected_backend() {
     let device = Default::default();
     for name in ["untied-gqa", "tied"] {
@@ -75,6 +80,7 @@ fn logits_match_transformers_on_the_selected_backend() {
                 .filter(|(i, _)| mask[i / vocab] == 1)
                 .map(|(_, (a, b))| (a - b).abs())
                 .fold(0f32, f32::max);
+            eprintln!("{name}/{case}: max |logits err| {err:.2e} (bound {TOL:.0e})");
             assert!(err <= TOL, "{name}/{case}: max |logits err| {err}");
         }
     }
@@ -152,9 +158,15 @@ fn step_on<B: Backend>() -> (f64, f64) {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // the measured differences, for `--nocapture` runs
 fn a_dpo_step_matches_the_cpu() {
     let (loss, norm) = step_on::<TB>();
     let (cpu_loss, cpu_norm) = step_on::<Cpu>();
+    eprintln!(
+        "DPO step: loss {loss:.7} vs CPU {cpu_loss:.7} (|diff| {:.1e}), grad norm {norm:.6} vs {cpu_norm:.6} (rel {:.1e})",
+        (loss - cpu_loss).abs(),
+        (norm - cpu_norm).abs() / cpu_norm.max(1.0)
+    );
     assert!((loss - cpu_loss).abs() < 1e-4, "{loss} vs {cpu_loss}");
     assert!(
         (norm - cpu_norm).abs() < 1e-3 * cpu_norm.max(1.0),
@@ -226,5 +238,55 @@ fn a_nan_weight_reaches_the_logits_on_the_selected_backend() {
         let (bad, generated) = nan_reaches_the_logits(&model);
         assert!(bad, "LoRA B on {target}: NaN gave finite logits");
         assert!(generated.is_err(), "LoRA B on {target}");
+    }
+}
+
+/// Half precision on the selected backend: f16 and bf16 weights either give logits close to the
+/// f32 model's (the bound is bf16's: 8 bits of mantissa over two layers), or loading is
+/// `UnsupportedBackendDtype`, which names the dtype and the way out, never wrong numbers.
+#[test]
+#[allow(clippy::print_stderr)] // what the backend supports, for `--nocapture` runs
+fn half_precision_is_close_to_f32_or_a_clear_error_on_the_selected_backend() {
+    use kiln::model::{Error, LoadDtype, LoadOptions};
+    let device = Default::default();
+    let dir = fixture("untied-gqa");
+    let (shape, _, ids) = expected("untied-gqa", "single.input_ids");
+    let input = || {
+        Tensor::<TB, 2, Int>::from_data(
+            TensorData::new(ids.clone().unwrap(), [shape[0], shape[1]]),
+            &device,
+        )
+    };
+    let logits = |m: &LlamaForCausalLM<TB>| -> Vec<f32> {
+        m.forward(input(), None)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap()
+    };
+    let want = logits(&LlamaForCausalLM::<TB>::from_pretrained(&dir, &device).unwrap());
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for dtype in [LoadDtype::F16, LoadDtype::BF16] {
+        match LlamaForCausalLM::<TB>::from_pretrained_with(&dir, &device, LoadOptions::dtype(dtype))
+        {
+            Ok(model) => {
+                let got = logits(&model);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                eprintln!("{dtype:?}: max |logits err| vs f32 {err:.2e} (logits up to {scale:.2})");
+                assert!(got.iter().all(|v| v.is_finite()), "{dtype:?}: non-finite");
+                assert!(
+                    err <= 0.05 * scale.max(1.0),
+                    "{dtype:?}: {err} (scale {scale})"
+                );
+            }
+            Err(e @ Error::UnsupportedBackendDtype { .. }) => {
+                eprintln!("{dtype:?}: not supported here: {e}");
+            }
+            Err(e) => panic!("{dtype:?}: {e}"),
+        }
     }
 }
