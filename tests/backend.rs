@@ -69,7 +69,7 @@ fn logits_match_transformers_on_the_selected_backend() {
             let t = |v: Vec<i64>| {
                 Tensor::<TB, 2, Int>::from_data(TensorData::new(v, [shape[0], shape[1]]), &device)
             };
-            let logits = model.forward(t(ids), Some(t(mask.clone())));
+            let logits = model.forward(t(ids), Some(t(mask.clone()))).unwrap();
             let (lshape, want, _) = expected(name, &format!("{case}.logits"));
             let got: Vec<f32> = logits.into_data().convert::<f32>().to_vec().unwrap();
             let vocab = lshape[2];
@@ -190,6 +190,7 @@ fn nan_reaches_the_logits(model: &LlamaForCausalLM<TB>) -> (bool, Result<(), Str
     );
     let logits: Vec<f32> = model
         .forward(input, None)
+        .unwrap()
         .into_data()
         .convert::<f32>()
         .to_vec()
@@ -259,6 +260,7 @@ fn half_precision_is_close_to_f32_or_a_clear_error_on_the_selected_backend() {
     };
     let logits = |m: &LlamaForCausalLM<TB>| -> Vec<f32> {
         m.forward(input(), None)
+            .unwrap()
             .into_data()
             .convert::<f32>()
             .to_vec()

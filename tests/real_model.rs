@@ -154,7 +154,7 @@ fn logits_match_transformers() {
     assert_eq!(n, 256);
     let ids: Vec<i64> = exp.input_ids.iter().map(|&i| i as i64).collect();
     let input = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
-    let logits = model.forward(input, None);
+    let logits = model.forward(input, None).unwrap();
     let vocab = logits.dims()[2];
     let data: Vec<f32> = logits.into_data().convert::<f32>().to_vec().unwrap();
     let (mut max_topk, mut max_lse) = (0f32, 0f32);
@@ -258,12 +258,14 @@ fn dpo_step_then_save_reloads_identically() {
     let a: Vec<f32> = trained
         .valid()
         .forward(input(), None)
+        .unwrap()
         .into_data()
         .convert::<f32>()
         .to_vec()
         .unwrap();
     let b: Vec<f32> = reloaded
         .forward(input(), None)
+        .unwrap()
         .into_data()
         .convert::<f32>()
         .to_vec()
@@ -271,6 +273,7 @@ fn dpo_step_then_save_reloads_identically() {
     assert_eq!(a, b, "saved then reloaded logits differ");
     let before: Vec<f32> = reference
         .forward(input(), None)
+        .unwrap()
         .into_data()
         .convert::<f32>()
         .to_vec()

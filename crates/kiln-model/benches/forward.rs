@@ -44,14 +44,14 @@ fn bench(cr: &mut Criterion) {
     let model = LlamaForCausalLM::<Flex>::init(&c, 0.02, &device);
     let x = ids::<Flex>(&c, &device);
     group.bench_function("forward", |b| {
-        b.iter(|| model.forward(x.clone(), None).into_data())
+        b.iter(|| model.forward(x.clone(), None).unwrap().into_data())
     });
 
     let model = LlamaForCausalLM::<Autodiff<Flex>>::init(&c, 0.02, &device);
     let x = ids::<Autodiff<Flex>>(&c, &device);
     group.bench_function("forward_backward", |b| {
         b.iter(|| {
-            let loss = model.forward(x.clone(), None).mean();
+            let loss = model.forward(x.clone(), None).unwrap().mean();
             loss.backward()
         })
     });

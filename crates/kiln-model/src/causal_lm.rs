@@ -8,6 +8,7 @@ use kiln_losses::LmHead;
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
+use crate::error::Result;
 use crate::linear::linear3;
 use crate::model::LlamaModel;
 use crate::weights::{RandomSource, WeightSource, build_model, linear};
@@ -84,11 +85,14 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq, hidden]`
+    ///
+    /// # Errors
+    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not `[batch, seq]`.
     pub fn hidden_states(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Tensor<B, 3> {
+    ) -> Result<Tensor<B, 3>> {
         self.model.forward(input_ids, attention_mask, None)
     }
 
@@ -116,12 +120,15 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Shapes
     /// - `input_ids`: `[batch, seq]`; `attention_mask`: `[batch, seq]` (1 = token, 0 = pad;
     ///   left or right padding; `None` = no padding) -> `[batch, seq, vocab]`
+    ///
+    /// # Errors
+    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not `[batch, seq]`.
     pub fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Tensor<B, 3> {
-        self.logits(self.model.forward(input_ids, attention_mask, None))
+    ) -> Result<Tensor<B, 3>> {
+        Ok(self.logits(self.model.forward(input_ids, attention_mask, None)?))
     }
 
     /// Incremental forward: runs the new tokens against `cache` and extends it. The first call
@@ -130,12 +137,16 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Shapes
     /// - `input_ids`: `[batch, new]`; `attention_mask`: `[batch, cache.len() + new]`
     ///   -> `[batch, new, vocab]`
+    ///
+    /// # Errors
+    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not
+    /// `[batch, cache.len() + new]`.
     pub fn forward_cached(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
         cache: &mut KvCache<B>,
-    ) -> Tensor<B, 3> {
-        self.logits(self.model.forward(input_ids, attention_mask, Some(cache)))
+    ) -> Result<Tensor<B, 3>> {
+        Ok(self.logits(self.model.forward(input_ids, attention_mask, Some(cache))?))
     }
 }

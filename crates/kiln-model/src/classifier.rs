@@ -7,6 +7,7 @@ use burn::tensor::{DType, FloatDType, Int, Tensor};
 
 use crate::causal_lm::LlamaForCausalLM;
 use crate::config::LlamaConfig;
+use crate::error::Result;
 use crate::model::LlamaModel;
 use crate::weights::{RandomSource, WeightSource, build_model, linear};
 
@@ -73,17 +74,20 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq]`
+    ///
+    /// # Errors
+    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not `[batch, seq]`.
     pub fn forward_all(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Tensor<B, 2> {
-        let hidden = self.model.forward(input_ids, attention_mask, None);
+    ) -> Result<Tensor<B, 2>> {
+        let hidden = self.model.forward(input_ids, attention_mask, None)?;
         let scores = self.score.forward(hidden).squeeze_dim(2);
-        match scores.dtype() {
+        Ok(match scores.dtype() {
             DType::F16 | DType::BF16 => scores.cast(FloatDType::F32),
             _ => scores,
-        }
+        })
     }
 
     /// One score per sequence, read like HF at the rightmost token whose id is not
@@ -91,15 +95,18 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch]`
+    ///
+    /// # Errors
+    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not `[batch, seq]`.
     pub fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Tensor<B, 1> {
+    ) -> Result<Tensor<B, 1>> {
         let [b, _] = input_ids.dims();
         let idx = last_non_pad_index(input_ids.clone(), self.model.config.pad_token_id);
-        let all = self.forward_all(input_ids, attention_mask);
-        all.gather(1, idx.reshape([b, 1])).reshape([b])
+        let all = self.forward_all(input_ids, attention_mask)?;
+        Ok(all.gather(1, idx.reshape([b, 1])).reshape([b]))
     }
 }
 

@@ -27,6 +27,14 @@ pub enum Error {
     /// reported as [`Error::Config`] with its path.
     #[error("invalid model config: {0}")]
     InvalidConfig(#[from] crate::ConfigError),
+    /// An attention mask whose shape is not `[batch, cached + seq]` for the ids given.
+    #[error("attention_mask has shape {found:?}, expected [batch, cached + seq] = {expected:?}")]
+    MaskShape {
+        /// `[batch, cached + seq]` for the input ids and the cache.
+        expected: [usize; 2],
+        /// The mask's shape.
+        found: [usize; 2],
+    },
     /// The model expects a tensor that the checkpoint does not have.
     #[error("{file}: missing tensor `{tensor}`")]
     MissingTensor {

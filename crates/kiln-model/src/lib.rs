@@ -50,11 +50,11 @@
 //! // Two sequences, the first left-padded; the last two tokens of each are the completion.
 //! let ids = Tensor::<Flex, 2, Int>::from_data([[0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26]], &device);
 //! let mask = Tensor::<Flex, 2, Int>::from_data([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], &device);
-//! let logits = model.forward(ids.clone(), Some(mask.clone()));
+//! let logits = model.forward(ids.clone(), Some(mask.clone()))?;
 //! assert_eq!(logits.dims(), [2, 6, 256]);
 //!
 //! let completion = Tensor::<Flex, 2>::from_data([[0.0, 0.0, 0.0, 0.0, 1.0, 1.0]; 2], &device);
-//! let logp = model.sequence_logprobs(ids, Some(mask), completion, LogProbReduction::Sum);
+//! let logp = model.sequence_logprobs(ids, Some(mask), completion, LogProbReduction::Sum)?;
 //! let logp = logp.into_data().to_vec::<f32>().unwrap();
 //! assert!(logp.iter().all(|&x| x < 0.0));
 //! # Ok::<(), kiln_model::Error>(())
@@ -72,32 +72,20 @@
 //! let prompt = Tensor::<Flex, 2, Int>::from_data([[0, 5, 6], [7, 8, 9]], &device);
 //! let mut mask = Tensor::<Flex, 2, Int>::from_data([[0, 1, 1], [1, 1, 1]], &device);
 //! let mut cache = model.new_cache();
-//! let logits = model.forward_cached(prompt, Some(mask.clone()), &mut cache); // prefill
+//! let logits = model.forward_cached(prompt, Some(mask.clone()), &mut cache)?; // prefill
 //! // Two samples per prompt: rows [p0, p0, p1, p1].
 //! let mut cache = cache.repeat_interleave(2);
 //! mask = Tensor::cat(vec![mask.clone(), mask], 1).reshape([2, 2, 3]).reshape([4, 3]);
 //! let mut next: Tensor<Flex, 2, Int> = Tensor::from_data([[1], [2], [3], [4]], &device);
 //! for _ in 0..3 {
 //!     mask = Tensor::cat(vec![mask, Tensor::ones([4, 1], &device)], 1);
-//!     let step = model.forward_cached(next, Some(mask.clone()), &mut cache); // [4, 1, vocab]
+//!     let step = model.forward_cached(next, Some(mask.clone()), &mut cache)?; // [4, 1, vocab]
 //!     next = step.argmax(2).reshape([4, 1]);
 //! }
 //! assert_eq!(cache.len(), 6);
 //! # let _ = logits;
+//! # Ok::<(), kiln_model::Error>(())
 //! ```
-
-// Library code returns errors; tests may unwrap (the integration tests are other crates).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::expect_used,
-        clippy::unwrap_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
 
 //! # Example: LoRA fine-tuning, DPO's reference, PEFT adapters
 //!
@@ -131,6 +119,19 @@
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok::<(), kiln_model::Error>(())
 //! ```
+
+// Library code returns errors; tests may unwrap (the integration tests are other crates).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod attention;
 pub mod cache;

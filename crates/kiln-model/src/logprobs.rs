@@ -6,12 +6,16 @@
 //! `[batch, seq, vocab]` logits never exist. On an autodiff backend the plain methods keep the
 //! differentiable full-logits path; trainers use [`LlamaForCausalLM::sequence_logprob_loss`],
 //! whose chunked strategy also bounds the memory of the backward pass.
+//!
+//! Every method returns [`Error::MaskShape`](crate::Error::MaskShape) for an attention mask that
+//! is not `[batch, seq]`, as the forward pass does.
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 use kiln_losses::{ChunkedLogProbs, LogProbReduction, LogProbStrategy};
 
 use crate::causal_lm::LlamaForCausalLM;
+use crate::error::Result;
 
 /// f16/bf16 logits upcast to f32 (HF's `logits.float()` before a loss); others unchanged.
 fn upcast<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
@@ -36,12 +40,12 @@ impl<B: Backend> LlamaForCausalLM<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
         labels: Tensor<B, 2, Int>,
-    ) -> Tensor<B, 2> {
-        let hidden = self.hidden_states(input_ids, attention_mask);
-        match self.inference_chunks(&hidden.device()) {
+    ) -> Result<Tensor<B, 2>> {
+        let hidden = self.hidden_states(input_ids, attention_mask)?;
+        Ok(match self.inference_chunks(&hidden.device()) {
             Some(c) => c.label_logprobs(hidden, &self.lm_head_weight(), labels),
             None => kiln_losses::gather_logprobs(upcast(self.logits(hidden)), labels),
-        }
+        })
     }
 
     /// Per-token log-probs of the next token: entry `t` is `log p(input_ids[t+1] | ..t)`.
@@ -52,16 +56,16 @@ impl<B: Backend> LlamaForCausalLM<B> {
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Tensor<B, 2> {
+    ) -> Result<Tensor<B, 2>> {
         let [_, t] = input_ids.dims();
         let hidden = self
-            .hidden_states(input_ids.clone(), attention_mask)
+            .hidden_states(input_ids.clone(), attention_mask)?
             .narrow(1, 0, t - 1);
         let labels = input_ids.narrow(1, 1, t - 1);
-        match self.inference_chunks(&hidden.device()) {
+        Ok(match self.inference_chunks(&hidden.device()) {
             Some(c) => c.label_logprobs(hidden, &self.lm_head_weight(), labels),
             None => kiln_losses::gather_logprobs(upcast(self.logits(hidden)), labels),
-        }
+        })
     }
 
     /// Sequence log-prob of the tokens selected by `target_mask` (e.g. the completion), with the
@@ -78,7 +82,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
         attention_mask: Option<Tensor<B, 2, Int>>,
         target_mask: Tensor<B, 2>,
         reduction: LogProbReduction,
-    ) -> Tensor<B, 1> {
+    ) -> Result<Tensor<B, 1>> {
         let device = input_ids.device();
         let strategy = match self.inference_chunks(&device) {
             Some(c) => LogProbStrategy::Chunked(c),
@@ -102,9 +106,9 @@ impl<B: Backend> LlamaForCausalLM<B> {
         target_mask: Tensor<B, 2>,
         reduction: LogProbReduction,
         strategy: LogProbStrategy,
-    ) -> Tensor<B, 1> {
-        let hidden = self.hidden_states(input_ids.clone(), attention_mask);
-        match strategy.chunked() {
+    ) -> Result<Tensor<B, 1>> {
+        let hidden = self.hidden_states(input_ids.clone(), attention_mask)?;
+        Ok(match strategy.chunked() {
             Some(c) => c.sequence_logprobs(
                 hidden,
                 &self.lm_head_weight(),
@@ -118,7 +122,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
                 target_mask,
                 reduction,
             ),
-        }
+        })
     }
 }
 
@@ -145,13 +149,13 @@ impl<B: AutodiffBackend> LlamaForCausalLM<B> {
         reduction: LogProbReduction,
         strategy: LogProbStrategy,
         loss_fn: F,
-    ) -> (Tensor<B, 1>, T)
+    ) -> Result<(Tensor<B, 1>, T)>
     where
         F: FnOnce(Tensor<B, 1>) -> (Tensor<B, 1>, T),
     {
-        match strategy.chunked() {
+        Ok(match strategy.chunked() {
             Some(c) => {
-                let hidden = self.hidden_states(input_ids.clone(), attention_mask);
+                let hidden = self.hidden_states(input_ids.clone(), attention_mask)?;
                 c.sequence_loss(
                     hidden,
                     &self.lm_head_weight(),
@@ -167,7 +171,7 @@ impl<B: AutodiffBackend> LlamaForCausalLM<B> {
                 target_mask,
                 reduction,
                 LogProbStrategy::Full,
-            )),
-        }
+            )?),
+        })
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
+use crate::error::{Error, Result};
 use crate::layer::LlamaDecoderLayer;
 use crate::lora::LoraConfig;
 use crate::mask::{self, positions_from_mask};
@@ -44,21 +45,25 @@ impl<B: Backend> LlamaModel<B> {
     /// - `input_ids`: `[batch, seq]`
     /// - `attention_mask`: `[batch, cached + seq]`
     /// - output: `[batch, seq, hidden]`
+    ///
+    /// # Errors
+    /// [`Error::MaskShape`] when `attention_mask` is not `[batch, cached + seq]`.
     pub fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
         mut cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
+    ) -> Result<Tensor<B, 3>> {
         let [b, t] = input_ids.dims();
         let device = input_ids.device();
         let past = cache.as_ref().map_or(0, |c| c.len());
         let mask = attention_mask.unwrap_or_else(|| Tensor::ones([b, past + t], &device));
-        assert_eq!(
-            mask.dims(),
-            [b, past + t],
-            "attention_mask must be [batch, cached + seq]"
-        );
+        if mask.dims() != [b, past + t] {
+            return Err(Error::MaskShape {
+                expected: [b, past + t],
+                found: mask.dims(),
+            });
+        }
         let positions = positions_from_mask(mask.clone()).narrow(1, past, t);
         let attn_mask = mask::attention_mask(mask, t);
         let mut x = self.embed_tokens.forward(input_ids);
@@ -69,6 +74,6 @@ impl<B: Backend> LlamaModel<B> {
             let c = cache.as_deref_mut().map(|c| (c, i));
             x = layer.forward(x, (&rope_q, &rope_k), attn_mask.clone(), c);
         }
-        self.norm.forward(x)
+        Ok(self.norm.forward(x))
     }
 }

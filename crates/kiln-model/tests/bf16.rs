@@ -98,16 +98,22 @@ fn bf16_checkpoint_loads_unwidened_and_matches_transformers_bf16() {
         let mask = exp.ints(&format!("{case}.attention_mask"));
         let (mshape, m) = exp.mask_vec(case);
         let t = mshape[1];
-        let logits = model.forward(ids.clone(), Some(mask.clone()));
+        let logits = model.forward(ids.clone(), Some(mask.clone())).unwrap();
         assert_eq!(logits.dtype(), DType::BF16);
         let vocab = logits.dims()[2];
         let got = to_vec(logits);
-        let lp = model.next_token_logprobs(ids.clone(), Some(mask.clone()));
+        let lp = model
+            .next_token_logprobs(ids.clone(), Some(mask.clone()))
+            .unwrap();
         assert_eq!(lp.dtype(), DType::F32, "log-probs are upcast");
         let got_lp = to_vec(lp);
         // Against transformers in bf16 (eager and sdpa attention) and against f32.
-        let f32_logits = to_vec(f32_model.forward(ids.clone(), Some(mask.clone())));
-        let f32_lp = to_vec(f32_model.next_token_logprobs(ids.clone(), Some(mask.clone())));
+        let f32_logits = to_vec(f32_model.forward(ids.clone(), Some(mask.clone())).unwrap());
+        let f32_lp = to_vec(
+            f32_model
+                .next_token_logprobs(ids.clone(), Some(mask.clone()))
+                .unwrap(),
+        );
         let refs: [(&str, &[f32], &[f32]); 3] = [
             (
                 "hf-bf16-eager",
@@ -154,6 +160,7 @@ fn bf16_generation_scoring_and_sequence_logprobs() {
     let full = to_vec(
         model
             .forward(ids.clone(), Some(mask.clone()))
+            .unwrap()
             .narrow(1, 5, 1),
     );
     // Incremental decoding in bf16 (KV cache in bf16): prefill 5, then one step.
@@ -164,7 +171,9 @@ fn bf16_generation_scoring_and_sequence_logprobs() {
         &mut cache,
     );
     assert_eq!(cache.layer(0).unwrap().key.dtype(), DType::BF16);
-    let step = model.forward_cached(ids.clone().narrow(1, 5, 1), Some(mask.clone()), &mut cache);
+    let step = model
+        .forward_cached(ids.clone().narrow(1, 5, 1), Some(mask.clone()), &mut cache)
+        .unwrap();
     let e = full
         .iter()
         .zip(to_vec(step))
@@ -173,20 +182,24 @@ fn bf16_generation_scoring_and_sequence_logprobs() {
     assert!(e < 0.05, "cached step differs from the full forward by {e}");
 
     let target = Tensor::<B, 2>::from_data([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]; 2], &device);
-    let chunked = model.sequence_logprobs(
-        ids.clone(),
-        Some(mask.clone()),
-        target.clone(),
-        LogProbReduction::Sum,
-    );
+    let chunked = model
+        .sequence_logprobs(
+            ids.clone(),
+            Some(mask.clone()),
+            target.clone(),
+            LogProbReduction::Sum,
+        )
+        .unwrap();
     assert_eq!(chunked.dtype(), DType::F32);
-    let full = model.sequence_logprobs_with(
-        ids,
-        Some(mask),
-        target,
-        LogProbReduction::Sum,
-        LogProbStrategy::Full,
-    );
+    let full = model
+        .sequence_logprobs_with(
+            ids,
+            Some(mask),
+            target,
+            LogProbReduction::Sum,
+            LogProbStrategy::Full,
+        )
+        .unwrap();
     for (a, b) in to_vec(chunked).iter().zip(to_vec(full)) {
         assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
     }
@@ -227,17 +240,19 @@ fn lora_grads(
     );
     let mask = Tensor::<A, 2, Int>::from_data([[0, 0, 1, 1, 1, 1, 1, 1], [1; 8]], &device);
     let target = Tensor::<A, 2>::from_data([[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]; 2], &device);
-    let (loss, ()) = model.sequence_logprob_loss(
-        ids,
-        Some(mask),
-        target,
-        LogProbReduction::Sum,
-        strategy,
-        |lp| {
-            assert_eq!(lp.dtype(), DType::F32);
-            (lp.sum().neg(), ())
-        },
-    );
+    let (loss, ()) = model
+        .sequence_logprob_loss(
+            ids,
+            Some(mask),
+            target,
+            LogProbReduction::Sum,
+            strategy,
+            |lp| {
+                assert_eq!(lp.dtype(), DType::F32);
+                (lp.sum().neg(), ())
+            },
+        )
+        .unwrap();
     let grads = loss.backward();
     let mut v = Grads {
         grads: &grads,
@@ -351,8 +366,8 @@ fn into_dtype_save_and_reload() {
     let bf = model.clone().into_dtype(FloatDType::BF16).unwrap();
     assert_eq!(bf.dtype(), DType::BF16);
     let ids = Tensor::<B, 2, Int>::from_data([[1, 2, 3, 4, 5]], &device);
-    let a = to_vec(model.forward(ids.clone(), None));
-    let b = to_vec(bf.forward(ids.clone(), None));
+    let a = to_vec(model.forward(ids.clone(), None).unwrap());
+    let b = to_vec(bf.forward(ids.clone(), None).unwrap());
     let e = a
         .iter()
         .zip(&b)
@@ -376,7 +391,7 @@ fn into_dtype_save_and_reload() {
     .unwrap();
     assert_eq!(back.dtype(), DType::BF16);
     assert_eq!(
-        to_vec(back.forward(ids, None)),
+        to_vec(back.forward(ids, None).unwrap()),
         b,
         "bf16 save/load is bit-exact"
     );

@@ -18,23 +18,27 @@ fn step_by_step_equals_full_forward() {
     let ids = exp.ints("left.input_ids");
     let mask = exp.ints("left.attention_mask");
     let (_, m) = exp.mask_vec("left");
-    let full = model.forward(ids.clone(), Some(mask.clone()));
+    let full = model.forward(ids.clone(), Some(mask.clone())).unwrap();
     let v = model.config().vocab_size;
 
     let mut cache = model.new_cache();
-    let prefill = model.forward_cached(
-        ids.clone().narrow(1, 0, 6),
-        Some(mask.clone().narrow(1, 0, 6)),
-        &mut cache,
-    );
+    let prefill = model
+        .forward_cached(
+            ids.clone().narrow(1, 0, 6),
+            Some(mask.clone().narrow(1, 0, 6)),
+            &mut cache,
+        )
+        .unwrap();
     assert_eq!(cache.len(), 6);
     let mut pieces = vec![prefill];
     for t in 6..12 {
-        let step = model.forward_cached(
-            ids.clone().narrow(1, t, 1),
-            Some(mask.clone().narrow(1, 0, t + 1)),
-            &mut cache,
-        );
+        let step = model
+            .forward_cached(
+                ids.clone().narrow(1, t, 1),
+                Some(mask.clone().narrow(1, 0, t + 1)),
+                &mut cache,
+            )
+            .unwrap();
         pieces.push(step);
     }
     assert_eq!(cache.len(), 12);
@@ -70,13 +74,19 @@ fn repeat_interleave_then_decode() {
         &Default::default(),
     );
     let mask_rep = rep(mask.clone());
-    let full = to_vec(model.forward(ids_rep.clone(), Some(mask_rep.clone())));
+    let full = to_vec(
+        model
+            .forward(ids_rep.clone(), Some(mask_rep.clone()))
+            .unwrap(),
+    );
 
     let mut cache = model.new_cache();
     let _ = model.forward_cached(ids.narrow(1, 0, 9), Some(mask.narrow(1, 0, 9)), &mut cache);
     let mut cache = cache.repeat_interleave(k);
     assert_eq!(cache.batch_size(), Some(3 * k));
-    let step = model.forward_cached(ids_rep.narrow(1, 9, 3), Some(mask_rep), &mut cache);
+    let step = model
+        .forward_cached(ids_rep.narrow(1, 9, 3), Some(mask_rep), &mut cache)
+        .unwrap();
     let got = to_vec(step);
     let v = model.config().vocab_size;
     // Compare positions 9..12 of every row (all real tokens there).
@@ -99,4 +109,35 @@ fn repeat_interleave_then_decode() {
 
 fn to_vec_i(t: Tensor<B, 2, Int>) -> Vec<i64> {
     t.into_data().convert::<i64>().to_vec::<i64>().unwrap()
+}
+
+/// A mask that does not cover the cached tokens plus the new ones is an error naming both
+/// shapes, not a panic.
+#[test]
+fn a_misshaped_mask_is_an_error_naming_both_shapes() {
+    let model = model();
+    let exp = Expected::load("untied-gqa");
+    let ids = exp.ints("left.input_ids");
+    let mask = exp.ints("left.attention_mask");
+    let [b, t] = ids.dims();
+    let short = mask.clone().narrow(1, 0, t - 1);
+    let err = model.forward(ids.clone(), Some(short)).unwrap_err();
+    assert!(
+        matches!(err, kiln_model::Error::MaskShape { expected, found } if expected == [b, t] && found == [b, t - 1]),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("{:?}", [b, t - 1])) && msg.contains(&format!("{:?}", [b, t])),
+        "{msg}"
+    );
+    // With a cache, the mask must also cover the cached tokens.
+    let mut cache = model.new_cache();
+    model
+        .forward_cached(ids.clone(), Some(mask.clone()), &mut cache)
+        .unwrap();
+    let err = model
+        .forward_cached(ids.narrow(1, 0, 1), Some(mask.narrow(1, 0, 1)), &mut cache)
+        .unwrap_err();
+    assert!(matches!(err, kiln_model::Error::MaskShape { .. }), "{err}");
 }

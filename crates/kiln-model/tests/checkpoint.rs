@@ -16,7 +16,7 @@ fn ids() -> Tensor<B, 2, Int> {
 }
 
 fn logits(m: &LlamaForCausalLM<B>) -> Vec<f32> {
-    to_vec(m.forward(ids(), None))
+    to_vec(m.forward(ids(), None).unwrap())
 }
 
 /// Where the saved models go; `scripts/check_saved_model.py` reloads them in transformers.
@@ -109,8 +109,8 @@ fn reward_round_trip_and_init_from_lm() {
             .unwrap();
     let x: Tensor<B, 2, Int> = Tensor::from_data([[5, 17, 99, 3], [4, 8, 0, 0]], &device);
     assert_eq!(
-        to_vec(back.forward(x.clone(), None)),
-        to_vec(m.forward(x, None))
+        to_vec(back.forward(x.clone(), None).unwrap()),
+        to_vec(m.forward(x, None).unwrap())
     );
 
     // A causal-LM checkpoint has no score head: an error unless asked to initialise one.

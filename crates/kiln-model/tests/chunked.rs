@@ -75,10 +75,11 @@ fn run(
     reduction: LogProbReduction,
 ) -> (f32, ParamGrads) {
     let (ids, attn, target) = batch();
-    let (loss, ()) =
-        model.sequence_logprob_loss(ids, Some(attn), target, reduction, strategy, |lp| {
+    let (loss, ()) = model
+        .sequence_logprob_loss(ids, Some(attn), target, reduction, strategy, |lp| {
             (dpo_like(lp), ())
-        });
+        })
+        .unwrap();
     let grads = loss.backward();
     let mut c = Collect {
         grads: &grads,
@@ -191,11 +192,13 @@ fn inference_paths_agree() {
                     reduction,
                     LogProbStrategy::Full,
                 )
+                .unwrap()
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap();
             let chunked = model
                 .sequence_logprobs(ids.clone(), Some(attn.clone()), target.clone(), reduction)
+                .unwrap()
                 .into_data()
                 .to_vec::<f32>()
                 .unwrap();

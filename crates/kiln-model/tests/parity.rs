@@ -20,7 +20,7 @@ fn check_causal(name: &str) -> f32 {
         let mask = exp.ints(&format!("{case}.attention_mask"));
         let (mshape, m) = exp.mask_vec(case);
         let t = mshape[1];
-        let logits = model.forward(ids.clone(), Some(mask));
+        let logits = model.forward(ids.clone(), Some(mask)).unwrap();
         let (lshape, want) = exp.floats(&format!("{case}.logits"));
         assert_eq!(&logits.dims().to_vec(), lshape);
         let got = to_vec(logits.clone());
@@ -81,7 +81,7 @@ fn reward_head_matches_hf() {
     for case in CASES {
         let ids = exp.ints(&format!("{case}.input_ids"));
         let mask = exp.ints(&format!("{case}.attention_mask"));
-        let got = to_vec(model.forward(ids, Some(mask)));
+        let got = to_vec(model.forward(ids, Some(mask)).unwrap());
         let (_, want) = exp.floats(&format!("{case}.scores"));
         let err = max_err_where(&got, want, 1, |_| true);
         eprintln!("parity reward/{case}: max |score err| = {err:.3e} (scores {got:?})");
@@ -96,9 +96,13 @@ fn left_padding_equals_unpadded_run() {
     let exp = Expected::load("untied-gqa");
     let ids = exp.ints("left.input_ids");
     let mask = exp.ints("left.attention_mask");
-    let padded = to_vec(model.forward(ids.clone(), Some(mask)));
+    let padded = to_vec(model.forward(ids.clone(), Some(mask)).unwrap());
     // Row 2 has 4 real tokens at the end: run them alone.
-    let alone = to_vec(model.forward(ids.narrow(0, 2, 1).narrow(1, 8, 4), None));
+    let alone = to_vec(
+        model
+            .forward(ids.narrow(0, 2, 1).narrow(1, 8, 4), None)
+            .unwrap(),
+    );
     let v = model.config().vocab_size;
     let row2 = &padded[(2 * 12 + 8) * v..3 * 12 * v];
     let err = max_err_where(row2, &alone, v, |_| true);
@@ -118,7 +122,11 @@ fn logprob_helpers_match_hf() {
     let (_, want) = exp.floats("right.logprobs");
     let t = 12;
 
-    let per_token = to_vec(model.next_token_logprobs(ids.clone(), Some(mask.clone())));
+    let per_token = to_vec(
+        model
+            .next_token_logprobs(ids.clone(), Some(mask.clone()))
+            .unwrap(),
+    );
     let err = max_err_where(&per_token, want, 1, |i| {
         m[(i / (t - 1)) * t + i % (t - 1) + 1] == 1
     });
@@ -132,19 +140,28 @@ fn logprob_helpers_match_hf() {
     let lab = to_vec(
         model
             .label_logprobs(ids.clone(), Some(mask.clone()), labels)
+            .unwrap()
             .narrow(1, 0, t - 1),
     );
     assert!(max_err_where(&lab, &per_token, 1, |_| true) < 1e-6);
 
     // Sequence sum over the real tokens (targets = the attention mask).
     let target = mask.clone().float();
-    let sums = to_vec(model.sequence_logprobs(
-        ids.clone(),
-        Some(mask.clone()),
-        target.clone(),
-        LogProbReduction::Sum,
-    ));
-    let means = to_vec(model.sequence_logprobs(ids, Some(mask), target, LogProbReduction::Mean));
+    let sums = to_vec(
+        model
+            .sequence_logprobs(
+                ids.clone(),
+                Some(mask.clone()),
+                target.clone(),
+                LogProbReduction::Sum,
+            )
+            .unwrap(),
+    );
+    let means = to_vec(
+        model
+            .sequence_logprobs(ids, Some(mask), target, LogProbReduction::Mean)
+            .unwrap(),
+    );
     for b in 0..3 {
         let (mut s, mut n) = (0f32, 0f32);
         for j in 0..t - 1 {
@@ -172,7 +189,7 @@ fn fixtures_detect_missing_rope_scaling() {
     cfg.rope_scaling = None;
     model.model.rope = kiln_model::rope::RotaryEmbedding::new(&cfg);
     let exp = Expected::load("untied-gqa");
-    let got = to_vec(model.forward(exp.ints("long.input_ids"), None));
+    let got = to_vec(model.forward(exp.ints("long.input_ids"), None).unwrap());
     let (shape, want) = exp.floats("long.logits");
     let err = max_err_where(&got, want, shape[2], |_| true);
     eprintln!("without llama3 scaling: max |logits err| = {err:.3e}");

@@ -29,6 +29,7 @@ fn sgd_step_lowers_the_loss_and_touches_every_parameter() {
                 target.clone(),
                 kiln_model::LogProbReduction::Sum,
             )
+            .unwrap()
             .sum()
             .neg()
         };
@@ -73,7 +74,7 @@ fn reward_model_backward() {
     let lm = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 7, &device);
     let rm = LlamaForSequenceClassification::from_causal_lm(lm, 0.02);
     let ids: Tensor<A, 2, Int> = Tensor::from_data([[1, 5, 9, 0], [3, 4, 0, 0]], &device);
-    let scores = rm.forward(ids, None);
+    let scores = rm.forward(ids, None).unwrap();
     assert_eq!(scores.dims(), [2]);
     let grads = scores.sum().backward();
     let g = rm.score.weight.grad(&grads).expect("score head gradient");

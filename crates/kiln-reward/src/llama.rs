@@ -52,7 +52,7 @@ pub fn score_token_rows<B: Backend>(
             })
             .collect();
         let batch = pad_right(&examples, pad_id)?.to_tensors::<B>(&device);
-        let all = model.forward_all(batch.input_ids, Some(batch.attention_mask));
+        let all = model.forward_all(batch.input_ids, Some(batch.attention_mask))?;
         let n = chunk.len();
         let scores: Tensor<B, 1> = all.gather(1, batch.last_index.reshape([n, 1])).reshape([n]);
         let v = scores

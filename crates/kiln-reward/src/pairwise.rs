@@ -146,7 +146,7 @@ impl<B: Backend> PairwisePreferenceModel<B> {
         let [n, t] = batch.input_ids.dims();
         let logits = self
             .lm
-            .forward(batch.input_ids, Some(batch.attention_mask))
+            .forward(batch.input_ids, Some(batch.attention_mask))?
             .narrow(1, t - 1, 1)
             .reshape([n, self.lm.config().vocab_size]);
         let ids = Tensor::<B, 1, Int>::from_ints([self.a_id as i32, self.b_id as i32], &device);

@@ -215,7 +215,7 @@ impl<'a, B: Backend> Generator<'a, B> {
         cache: Option<&mut KvCache<B>>,
     ) -> Result<Vec<f32>> {
         let [rows, new] = ids.dims();
-        let hidden = self.model.model.forward(ids, Some(mask), cache);
+        let hidden = self.model.model.forward(ids, Some(mask), cache)?;
         let [_, _, h] = hidden.dims();
         let last = hidden.narrow(1, new - 1, 1).reshape([rows, h]);
         // A 2-D matmul: burn's `Linear` on `[rows, 1, h]` runs `rows` separate vector-matrix

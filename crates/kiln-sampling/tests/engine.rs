@@ -206,6 +206,7 @@ fn logprobs_equal_the_model_distribution_at_temperature_one() {
         let ids = Tensor::<Flex, 2, Int>::from_data(TensorData::new(ids, [1, seq.len()]), &device);
         let lp = m
             .next_token_logprobs(ids, None)
+            .unwrap()
             .into_data()
             .to_vec::<f32>()
             .unwrap();

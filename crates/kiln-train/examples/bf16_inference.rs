@@ -152,8 +152,11 @@ fn main() {
     let mask_t = Tensor::<B, 2, Int>::from_data(TensorData::new(mask.clone(), [b, t]), &device);
     let run = |m: &LlamaForCausalLM<B>| {
         (
-            vals(m.forward(ids_t.clone(), Some(mask_t.clone()))),
-            vals(m.next_token_logprobs(ids_t.clone(), Some(mask_t.clone()))),
+            vals(m.forward(ids_t.clone(), Some(mask_t.clone())).unwrap()),
+            vals(
+                m.next_token_logprobs(ids_t.clone(), Some(mask_t.clone()))
+                    .unwrap(),
+            ),
         )
     };
     let (k32, k32_lp) = run(&f32_model);
@@ -255,8 +258,9 @@ fn main() {
             );
         };
         measure("score 4 x 128 tokens (sequence_logprobs)", &mut || {
-            let lp =
-                model.sequence_logprobs(ids.clone(), None, target.clone(), LogProbReduction::Sum);
+            let lp = model
+                .sequence_logprobs(ids.clone(), None, target.clone(), LogProbReduction::Sum)
+                .unwrap();
             let _ = vals(lp);
         });
         for batch in [1usize, 4] {
@@ -274,18 +278,20 @@ fn main() {
                             .argmax(1)
                             .reshape([rows, 1])
                     };
-                    let mut next = last(model.model.forward(
-                        prompt.clone(),
-                        Some(mask.clone()),
-                        Some(&mut cache),
-                    ));
+                    let mut next = last(
+                        model
+                            .model
+                            .forward(prompt.clone(), Some(mask.clone()), Some(&mut cache))
+                            .unwrap(),
+                    );
                     for _ in 0..32 {
                         mask = Tensor::cat(vec![mask, Tensor::ones([batch, 1], &device)], 1);
-                        next = last(model.model.forward(
-                            next,
-                            Some(mask.clone()),
-                            Some(&mut cache),
-                        ));
+                        next = last(
+                            model
+                                .model
+                                .forward(next, Some(mask.clone()), Some(&mut cache))
+                                .unwrap(),
+                        );
                     }
                     let _ = next.into_data();
                 },

@@ -86,15 +86,15 @@ pub fn pair_logps<B: Backend>(
     model: &LlamaForCausalLM<B>,
     batch: &PairBatch<B>,
     reduction: LogProbReduction,
-) -> (Tensor<B, 1>, Tensor<B, 1>) {
+) -> Result<(Tensor<B, 1>, Tensor<B, 1>)> {
     let b = &batch.batch;
     let logps = model.sequence_logprobs(
         b.input_ids.clone(),
         Some(b.attention_mask.clone()),
         b.loss_mask.clone(),
         reduction,
-    );
-    split_pairs(logps, batch.num_pairs)
+    )?;
+    Ok(split_pairs(logps, batch.num_pairs))
 }
 
 fn split_pairs<B: Backend>(logps: Tensor<B, 1>, n: usize) -> (Tensor<B, 1>, Tensor<B, 1>) {
@@ -120,7 +120,7 @@ pub fn precompute_reference_logps<B: Backend>(
     };
     for chunk in pairs.chunks(batch_size.max(1)) {
         let batch = collate_pairs::<B>(chunk, pad_id, &device)?;
-        let (c, r) = pair_logps(reference, &batch, reduction);
+        let (c, r) = pair_logps(reference, &batch, reduction)?;
         out.chosen.extend(to_vec(c)?);
         out.rejected.extend(to_vec(r)?);
     }
@@ -247,7 +247,7 @@ pub fn dpo_loss_with<B: AutodiffBackend>(
                 None => (out.loss.clone(), (out.metrics(), None)),
             }
         },
-    );
+    )?;
     let mut step = StepLoss::new(loss);
     for (name, v) in metrics.named() {
         step = step.with_metric(name, v);
@@ -312,7 +312,7 @@ pub fn evaluate_dpo<B: Backend>(
     let mut acc = [0.0f64; 6];
     for idx in all.chunks(batch_size.max(1)) {
         let batch = collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device)?;
-        let (pc, pr) = pair_logps(model, &batch.pairs, config.reduction);
+        let (pc, pr) = pair_logps(model, &batch.pairs, config.reduction)?;
         let m = dpo
             .forward(pc, pr, batch.reference_chosen, batch.reference_rejected)
             .metrics();

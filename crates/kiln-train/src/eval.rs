@@ -42,7 +42,7 @@ pub fn completion_logprobs<B: Backend>(
             Some(b.attention_mask),
             b.loss_mask,
             LogProbReduction::Sum,
-        );
+        )?;
         let v: Vec<f32> = lp
             .into_data()
             .convert::<f32>()

@@ -69,21 +69,22 @@ pub fn collate_reward<B: Backend>(
 pub fn score_rows<B: Backend>(
     model: &LlamaForSequenceClassification<B>,
     batch: &LmBatch<B>,
-) -> Tensor<B, 1> {
-    let all = model.forward_all(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+) -> Result<Tensor<B, 1>> {
+    let all = model.forward_all(batch.input_ids.clone(), Some(batch.attention_mask.clone()))?;
     let [rows, _] = all.dims();
-    all.gather(1, batch.last_index.clone().reshape([rows, 1]))
-        .reshape([rows])
+    Ok(all
+        .gather(1, batch.last_index.clone().reshape([rows, 1]))
+        .reshape([rows]))
 }
 
 /// `(chosen, rejected)` scores of a reward batch, `[N]` each.
 pub fn pair_scores<B: Backend>(
     model: &LlamaForSequenceClassification<B>,
     batch: &RewardBatch<B>,
-) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let scores = score_rows(model, &batch.batch);
+) -> Result<(Tensor<B, 1>, Tensor<B, 1>)> {
+    let scores = score_rows(model, &batch.batch)?;
     let n = batch.num_pairs;
-    (scores.clone().narrow(0, 0, n), scores.narrow(0, n, n))
+    Ok((scores.clone().narrow(0, 0, n), scores.narrow(0, n, n)))
 }
 
 /// The Bradley-Terry loss of a micro-batch, with metrics `accuracy` and `margin`.
@@ -92,7 +93,7 @@ pub fn reward_loss<B: AutodiffBackend>(
     batch: &RewardBatch<B>,
     loss: &BradleyTerry,
 ) -> Result<StepLoss<B>> {
-    let (chosen, rejected) = pair_scores(model, batch);
+    let (chosen, rejected) = pair_scores(model, batch)?;
     let out = loss.forward(chosen, rejected, batch.margins.clone());
     let m = out.metrics();
     Ok(StepLoss::new(out.loss)
@@ -150,7 +151,7 @@ pub fn pairwise_accuracy<B: Backend>(
     let (mut correct, mut margin) = (0.0, 0.0);
     for chunk in pairs.chunks(batch_size.max(1)) {
         let batch = collate_reward::<B>(chunk, pad_id, false, &device)?;
-        let (c, r) = pair_scores(model, &batch);
+        let (c, r) = pair_scores(model, &batch)?;
         let diff = c - r;
         correct += diff
             .clone()
@@ -238,14 +239,14 @@ mod tests {
             &device,
         )
         .unwrap();
-        let (c, _) = pair_scores(&model, &batch);
+        let (c, _) = pair_scores(&model, &batch).unwrap();
         let alone = kiln_data::collate::collate_sft::<burn::backend::Flex>(
             std::slice::from_ref(&short.chosen),
             t.pad,
             &device,
         )
         .unwrap();
-        let unpadded = model.forward(alone.input_ids, None).into_scalar();
+        let unpadded = model.forward(alone.input_ids, None).unwrap().into_scalar();
         assert!((c.into_scalar() - unpadded).abs() < 1e-5);
     }
 }

@@ -83,16 +83,16 @@ pub fn collate_rrhf<B: Backend>(
 pub fn response_logps<B: Backend>(
     model: &LlamaForCausalLM<B>,
     batch: &RrhfBatch<B>,
-) -> Tensor<B, 2> {
+) -> Result<Tensor<B, 2>> {
     let b = &batch.batch;
-    model
+    Ok(model
         .sequence_logprobs(
             b.input_ids.clone(),
             Some(b.attention_mask.clone()),
             b.loss_mask.clone(),
             LogProbReduction::Sum,
-        )
-        .reshape([batch.prompts, batch.k])
+        )?
+        .reshape([batch.prompts, batch.k]))
 }
 
 /// The RRHF loss of a micro-batch, with metrics `rank_loss` and `sft_loss` (chunked
@@ -127,7 +127,7 @@ pub fn rrhf_loss_with<B: AutodiffBackend>(
             let sft = out.sft_losses.mean().into_scalar().elem::<f64>();
             (out.loss, (rank, sft))
         },
-    );
+    )?;
     Ok(StepLoss::new(loss)
         .with_metric("rank_loss", rank)
         .with_metric("sft_loss", sft))
@@ -195,7 +195,7 @@ pub fn rrhf_scores<B: Backend>(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let batch = collate_rrhf::<B>(std::slice::from_ref(item), pad_id, &device)?;
-        let scores = rrhf.scores(response_logps(model, &batch), batch.lengths.clone());
+        let scores = rrhf.scores(response_logps(model, &batch)?, batch.lengths.clone());
         let v = scores
             .into_data()
             .convert::<f32>()

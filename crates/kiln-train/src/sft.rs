@@ -41,16 +41,16 @@ fn counted_tokens<B: Backend>(batch: &LmBatch<B>) -> f64 {
 pub fn masked_logprob_sum<B: Backend>(
     model: &LlamaForCausalLM<B>,
     batch: &LmBatch<B>,
-) -> (Tensor<B, 1>, f64) {
+) -> Result<(Tensor<B, 1>, f64)> {
     let sum = model
         .sequence_logprobs(
             batch.input_ids.clone(),
             Some(batch.attention_mask.clone()),
             batch.loss_mask.clone(),
             LogProbReduction::Sum,
-        )
+        )?
         .sum();
-    (sum, counted_tokens(batch))
+    Ok((sum, counted_tokens(batch)))
 }
 
 /// The SFT loss of one micro-batch: mean NLL per counted token, with metrics `nll` and `tokens`
@@ -88,7 +88,7 @@ pub fn sft_loss_with<B: AutodiffBackend>(
         LogProbReduction::Sum,
         logprobs,
         |logps| (logps.sum().neg().div_scalar(count), ()),
-    );
+    )?;
     let nll = loss.clone().into_scalar().elem::<f64>();
     Ok(StepLoss::new(loss)
         .with_metric("nll", nll)
@@ -153,7 +153,7 @@ pub fn eval_nll<B: Backend>(
     let (mut total, mut count) = (0.0, 0.0);
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch = collate_sft::<B>(chunk, pad_id, &device)?;
-        let (sum, n) = masked_logprob_sum(model, &batch);
+        let (sum, n) = masked_logprob_sum(model, &batch)?;
         total += sum.into_scalar().elem::<f64>();
         count += n;
     }

@@ -109,7 +109,9 @@ fn nll(m: &LlamaForCausalLM<TB>) -> kiln_train::Result<StepLoss<TB>> {
     let device = Default::default();
     let (ids, mask) = batch(&device);
     let target = mask.clone().float();
-    let lp = m.sequence_logprobs(ids, Some(mask), target, LogProbReduction::Mean);
+    let lp = m
+        .sequence_logprobs(ids, Some(mask), target, LogProbReduction::Mean)
+        .unwrap();
     Ok(StepLoss::new(lp.mean().neg()))
 }
 
@@ -207,7 +209,7 @@ fn reward_model_lora_trains_adapters_and_the_score_head() {
         train
             .train_step(&[()], |m: &LlamaForSequenceClassification<TB>, _| {
                 let (ids, mask) = batch(&device);
-                let s = m.forward(ids, Some(mask));
+                let s = m.forward(ids, Some(mask)).unwrap();
                 // Bradley-Terry on (row 0 preferred over row 1).
                 let margin = s.clone().narrow(0, 0, 1) - s.narrow(0, 1, 1);
                 let loss = burn::tensor::activation::softplus(margin.neg(), 1.0);

@@ -11,7 +11,10 @@ fn step_zero_equals_the_base_bit_for_bit() {
         .with_alpha(16.0);
 
     let base = base_lm();
-    let want = to_vec(base.forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let want = to_vec(
+        base.forward(inp.ids.clone(), Some(inp.mask.clone()))
+            .unwrap(),
+    );
     let lora = base.with_lora(&cfg, &device).unwrap();
     assert!(lora.has_adapters());
     assert_eq!(lora.lora_config(), Some(&cfg));
@@ -20,7 +23,10 @@ fn step_zero_equals_the_base_bit_for_bit() {
         lora.num_adapter_params(),
         2 * 4 * (2 * 128 + 2 * 96 + 3 * 192)
     );
-    let got = to_vec(lora.forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let got = to_vec(
+        lora.forward(inp.ids.clone(), Some(inp.mask.clone()))
+            .unwrap(),
+    );
     assert!(got == want, "B = 0 must leave the logits bit-identical");
 
     // The adapters really are attached: A follows PEFT's Kaiming bound, B is zero.
@@ -33,7 +39,7 @@ fn step_zero_equals_the_base_bit_for_bit() {
     assert_eq!(q.scaling, 4.0);
 
     let rm = base_rm();
-    let want = to_vec(rm.forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let want = to_vec(rm.forward(inp.ids.clone(), Some(inp.mask.clone())).unwrap());
     let rm = rm
         .with_lora(&cfg.clone().with_use_rslora(true), &device)
         .unwrap();
@@ -47,7 +53,7 @@ fn step_zero_equals_the_base_bit_for_bit() {
             .scaling,
         8.0
     );
-    let got = to_vec(rm.forward(inp.ids, Some(inp.mask)));
+    let got = to_vec(rm.forward(inp.ids, Some(inp.mask)).unwrap());
     assert!(got == want);
 }
 
@@ -77,6 +83,7 @@ fn gradients_reach_only_the_adapters_and_the_score_head() {
             mask.clone().float(),
             kiln_model::LogProbReduction::Sum,
         )
+        .unwrap()
         .sum()
         .neg();
     let grads = GradientsParams::from_grads(loss.backward(), &lm);
@@ -96,12 +103,14 @@ fn gradients_reach_only_the_adapters_and_the_score_head() {
     // The reference (adapters off) tracks nothing: no gradient at all flows through it.
     let reference = lm.without_adapters();
     assert!(!reference.has_adapters());
-    let ref_lp = reference.sequence_logprobs(
-        ids.clone(),
-        Some(mask.clone()),
-        mask.clone().float(),
-        kiln_model::LogProbReduction::Sum,
-    );
+    let ref_lp = reference
+        .sequence_logprobs(
+            ids.clone(),
+            Some(mask.clone()),
+            mask.clone().float(),
+            kiln_model::LogProbReduction::Sum,
+        )
+        .unwrap();
     let grads = ref_lp.clone().sum().backward();
     assert_eq!(GradientsParams::from_grads(grads, &reference).len(), 0);
 
@@ -117,6 +126,7 @@ fn gradients_reach_only_the_adapters_and_the_score_head() {
             mask.clone().float(),
             kiln_model::LogProbReduction::Sum,
         )
+        .unwrap()
         .sum();
     let grads = GradientsParams::from_grads(loss.backward(), &merged);
     assert_eq!(
@@ -131,7 +141,7 @@ fn gradients_reach_only_the_adapters_and_the_score_head() {
         0.1,
     );
     let rm = rm.with_lora(&lcfg, &device).unwrap();
-    let scores = rm.forward(ids, Some(mask));
+    let scores = rm.forward(ids, Some(mask)).unwrap();
     let grads = GradientsParams::from_grads(scores.sum().backward(), &rm);
     assert_eq!(grads.len(), 2 * cfg.num_hidden_layers * 3 + 1);
     assert!(

@@ -93,7 +93,7 @@ fn kiln_made_causal_lm_adapter_matches_the_committed_fixture() {
     .with_base_model_name_or_path(Some("tests/fixtures/model/untied-gqa".into()));
     let mut lm = base_lm().with_lora(&cfg, &device).unwrap();
     deterministic_adapters(&mut lm.model, &cfg);
-    let logits = lm.forward(inp.ids.clone(), Some(inp.mask.clone()));
+    let logits = lm.forward(inp.ids.clone(), Some(inp.mask.clone())).unwrap();
     let shape = logits.dims().to_vec();
     let got = to_vec(logits);
     let m = inp.mask_vec.clone();
@@ -112,12 +112,19 @@ fn kiln_made_causal_lm_adapter_matches_the_committed_fixture() {
         .load_adapter(lora_fixture("kiln-clm"), &device)
         .unwrap();
     assert_eq!(back.lora_config(), Some(&cfg));
-    let again = to_vec(back.forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let again = to_vec(
+        back.forward(inp.ids.clone(), Some(inp.mask.clone()))
+            .unwrap(),
+    );
     assert!(again == got, "save -> load round trip is exact");
 
     let merged = lm.merge_adapters();
     let e = logits_err(
-        &to_vec(merged.forward(inp.ids.clone(), Some(inp.mask.clone()))),
+        &to_vec(
+            merged
+                .forward(inp.ids.clone(), Some(inp.mask.clone()))
+                .unwrap(),
+        ),
         &got,
         &inp,
         256,
@@ -149,7 +156,7 @@ fn kiln_made_reward_adapter_matches_the_committed_fixture() {
     let w = det_values(&mut s, 64, 0.2);
     let w = rm.score.weight.val() + Tensor::from_data(TensorData::new(w, [64, 1]), &device);
     rm.score.weight = Param::initialized(rm.score.weight.id, w);
-    let scores = rm.forward(inp.ids.clone(), Some(inp.mask.clone()));
+    let scores = rm.forward(inp.ids.clone(), Some(inp.mask.clone())).unwrap();
     let shape = scores.dims().to_vec();
     let got = to_vec(scores);
     check_kiln_fixture(
@@ -169,11 +176,16 @@ fn kiln_made_reward_adapter_matches_the_committed_fixture() {
         to_vec(back.score.weight.val()),
         to_vec(rm.score.weight.val())
     );
-    assert!(to_vec(back.forward(inp.ids.clone(), Some(inp.mask.clone()))) == got);
+    assert!(
+        to_vec(
+            back.forward(inp.ids.clone(), Some(inp.mask.clone()))
+                .unwrap()
+        ) == got
+    );
 
     let merged = rm.merge_adapters();
     let e = max_err_where(
-        &to_vec(merged.forward(inp.ids, Some(inp.mask))),
+        &to_vec(merged.forward(inp.ids, Some(inp.mask)).unwrap()),
         &got,
         1,
         |_| true,

@@ -15,16 +15,21 @@ fn peft_made_causal_lm_adapter_gives_peft_logits() {
         (4, 8.0, 0.05, false)
     );
     let exp = dir.join("expected.safetensors");
-    let got = to_vec(lm.forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let got = to_vec(lm.forward(inp.ids.clone(), Some(inp.mask.clone())).unwrap());
     let e = logits_err(&got, &expected(&exp, "logits"), &inp, 256);
     eprintln!("peft -> Kiln (CAUSAL_LM, 7 targets, r 4): max |logits err| = {e:.3e}");
     assert!(e <= TOL, "{e}");
 
     let base = to_vec(
         lm.without_adapters()
-            .forward(inp.ids.clone(), Some(inp.mask.clone())),
+            .forward(inp.ids.clone(), Some(inp.mask.clone()))
+            .unwrap(),
     );
-    let want_base = to_vec(base_lm().forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let want_base = to_vec(
+        base_lm()
+            .forward(inp.ids.clone(), Some(inp.mask.clone()))
+            .unwrap(),
+    );
     assert!(
         base == want_base,
         "without_adapters computes the base exactly"
@@ -32,7 +37,11 @@ fn peft_made_causal_lm_adapter_gives_peft_logits() {
 
     let merged = lm.merge_adapters();
     assert!(!merged.has_adapters());
-    let got = to_vec(merged.forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let got = to_vec(
+        merged
+            .forward(inp.ids.clone(), Some(inp.mask.clone()))
+            .unwrap(),
+    );
     let e = logits_err(&got, &expected(&exp, "merged_logits"), &inp, 256);
     eprintln!("peft -> Kiln, merged in Kiln vs PEFT merge_and_unload: max |logits err| = {e:.3e}");
     assert!(e <= TOL, "{e}");
@@ -62,12 +71,12 @@ fn peft_made_reward_adapter_gives_peft_scores() {
         "the saved score head is loaded"
     );
     let exp = dir.join("expected.safetensors");
-    let got = to_vec(rm.forward(inp.ids.clone(), Some(inp.mask.clone())));
+    let got = to_vec(rm.forward(inp.ids.clone(), Some(inp.mask.clone())).unwrap());
     let e = max_err_where(&got, &expected(&exp, "scores"), 1, |_| true);
     eprintln!("peft -> Kiln (SEQ_CLS, rsLoRA, score head): max |score err| = {e:.3e}");
     assert!(e <= TOL, "{e}");
     let merged = rm.merge_adapters();
-    let got = to_vec(merged.forward(inp.ids, Some(inp.mask)));
+    let got = to_vec(merged.forward(inp.ids, Some(inp.mask)).unwrap());
     let e = max_err_where(&got, &expected(&exp, "merged_scores"), 1, |_| true);
     eprintln!("peft -> Kiln (SEQ_CLS), merged: max |score err| = {e:.3e}");
     assert!(e <= TOL, "{e}");
