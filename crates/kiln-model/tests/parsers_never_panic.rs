@@ -7,11 +7,8 @@
 //!
 //! Each case runs on its own thread under a time limit, so a hang fails the test.
 
-use std::panic::resume_unwind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{OnceLock, mpsc};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use burn::backend::Flex;
 use burn::tensor::DType;
@@ -29,9 +26,6 @@ type B = Flex;
 // Harness: fixtures, scratch directories, the time limit.
 // ------------------------------------------------------------------------------------------------
 
-/// Longest a single case may run (cases take milliseconds).
-const LIMIT: Duration = Duration::from_secs(20);
-
 fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")
@@ -46,72 +40,18 @@ fn fixture_text(rel: &str) -> String {
     std::fs::read_to_string(fixture(rel)).unwrap()
 }
 
-/// A fresh directory per case, removed on drop.
-struct Scratch(PathBuf);
+#[path = "../../../tests/support/never_panic.rs"]
+mod never_panic;
+use never_panic::*;
 
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "kiln-model-never-panic-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    /// Places an unmodified fixture file in the directory (a hard link when possible).
-    fn link(&self, name: &str, fixture_rel: &str) {
-        let to = self.0.join(name);
-        if std::fs::hard_link(fixture(fixture_rel), &to).is_err() {
-            std::fs::copy(fixture(fixture_rel), &to).unwrap();
-        }
-    }
+/// Byte edits splicing in this file's [`SPLICES`].
+fn byte_edits() -> impl Strategy<Value = Vec<ByteEdit>> {
+    never_panic::byte_edits(SPLICES)
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `cases` cases per property (`PROPTEST_CASES` overrides it, for a longer local search);
-/// failures are reported (with the shrunk input), not persisted to a regressions file: the inputs
-/// found are kept as the `#[test]`s at the end of this file.
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cases),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Runs `f` on its own thread: its panic is re-raised here (proptest records it as a failure and
-/// shrinks), and running past [`LIMIT`] fails the case as a hang.
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("still running after {LIMIT:?}: a hang"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => resume_unwind(panic),
-            Ok(()) => panic!("the worker thread ended without a result"),
-        },
-    }
+/// JSON edits putting this file's [`WEIRD_JSON`] in place of values.
+fn json_edits() -> impl Strategy<Value = Vec<JsonEdit>> {
+    never_panic::json_edits(WEIRD_JSON)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -141,65 +81,6 @@ const SPLICES: &[&[u8]] = &[
     b"\\u",
     b"\\ud800",
 ];
-
-#[derive(Debug, Clone)]
-enum ByteEdit {
-    Flip(Index, u8),
-    Set(Index, u8),
-    Insert(Index, &'static [u8]),
-    InsertRandom(Index, Vec<u8>),
-    Delete(Index, usize),
-    Truncate(Index),
-    Duplicate(Index, usize),
-}
-
-fn byte_edit() -> impl Strategy<Value = ByteEdit> {
-    prop_oneof![
-        (any::<Index>(), 0u8..8).prop_map(|(i, b)| ByteEdit::Flip(i, b)),
-        (any::<Index>(), any::<u8>()).prop_map(|(i, b)| ByteEdit::Set(i, b)),
-        (any::<Index>(), select(SPLICES)).prop_map(|(i, s)| ByteEdit::Insert(i, s)),
-        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(i, v)| ByteEdit::InsertRandom(i, v)),
-        (any::<Index>(), 1usize..16).prop_map(|(i, n)| ByteEdit::Delete(i, n)),
-        any::<Index>().prop_map(ByteEdit::Truncate),
-        (any::<Index>(), 1usize..32).prop_map(|(i, n)| ByteEdit::Duplicate(i, n)),
-    ]
-}
-
-fn apply_bytes(mut data: Vec<u8>, edits: &[ByteEdit]) -> Vec<u8> {
-    for e in edits {
-        let len = data.len();
-        let at = |i: &Index| i.index(len + 1);
-        match e {
-            ByteEdit::Flip(i, bit) if len > 0 => data[i.index(len)] ^= 1 << bit,
-            ByteEdit::Set(i, b) if len > 0 => data[i.index(len)] = *b,
-            ByteEdit::Insert(i, s) => {
-                let p = at(i);
-                data.splice(p..p, s.iter().copied());
-            }
-            ByteEdit::InsertRandom(i, v) => {
-                let p = at(i);
-                data.splice(p..p, v.iter().copied());
-            }
-            ByteEdit::Delete(i, n) => {
-                let p = at(i);
-                data.drain(p..(p + n).min(len));
-            }
-            ByteEdit::Truncate(i) => data.truncate(at(i)),
-            ByteEdit::Duplicate(i, n) => {
-                let p = at(i);
-                let piece = data[p..(p + n).min(len)].to_vec();
-                data.splice(p..p, piece);
-            }
-            _ => {}
-        }
-    }
-    data
-}
-
-fn byte_edits() -> impl Strategy<Value = Vec<ByteEdit>> {
-    prop::collection::vec(byte_edit(), 0..4)
-}
 
 /// JSON texts that replace a value, or follow a duplicated key.
 const WEIRD_JSON: &[&str] = &[
@@ -272,144 +153,6 @@ const WEIRD_JSON: &[&str] = &[
     "{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}",
 ];
 
-#[derive(Debug, Clone)]
-enum JsonEdit {
-    Replace(Index, &'static str),
-    DuplicateKey(Index, Index, &'static str),
-    Remove(Index),
-    Nest(Index, usize, bool),
-}
-
-fn json_edit() -> impl Strategy<Value = JsonEdit> {
-    prop_oneof![
-        4 => (any::<Index>(), select(WEIRD_JSON)).prop_map(|(i, w)| JsonEdit::Replace(i, w)),
-        2 => (any::<Index>(), any::<Index>(), select(WEIRD_JSON))
-            .prop_map(|(i, k, w)| JsonEdit::DuplicateKey(i, k, w)),
-        2 => any::<Index>().prop_map(JsonEdit::Remove),
-        1 => (any::<Index>(), select(vec![2usize, 64, 127, 128, 129, 1000]), any::<bool>())
-            .prop_map(|(i, d, o)| JsonEdit::Nest(i, d, o)),
-    ]
-}
-
-fn json_edits() -> impl Strategy<Value = Vec<JsonEdit>> {
-    prop::collection::vec(json_edit(), 1..4)
-}
-
-#[derive(Debug, Clone)]
-enum Seg {
-    Key(String),
-    Idx(usize),
-}
-
-fn all_paths(v: &Value, at: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
-    out.push(at.clone());
-    match v {
-        Value::Object(m) => {
-            for (k, c) in m {
-                at.push(Seg::Key(k.clone()));
-                all_paths(c, at, out);
-                at.pop();
-            }
-        }
-        Value::Array(a) => {
-            for (i, c) in a.iter().enumerate() {
-                at.push(Seg::Idx(i));
-                all_paths(c, at, out);
-                at.pop();
-            }
-        }
-        _ => {}
-    }
-}
-
-fn node<'a>(v: &'a Value, path: &[Seg]) -> &'a Value {
-    path.iter().fold(v, |v, s| match s {
-        Seg::Key(k) => &v[k.as_str()],
-        Seg::Idx(i) => &v[*i],
-    })
-}
-
-fn node_mut<'a>(v: &'a mut Value, path: &[Seg]) -> &'a mut Value {
-    path.iter().fold(v, |v, s| match s {
-        Seg::Key(k) => &mut v[k.as_str()],
-        Seg::Idx(i) => &mut v[*i],
-    })
-}
-
-const MARK: &str = "@@kiln-mark@@";
-const KEY: &str = "@@kiln-key@@";
-
-/// Applies JSON-level edits to a JSON text, stopping at the first one that leaves invalid JSON.
-fn mutate_json(text: &str, edits: &[JsonEdit]) -> String {
-    let mut text = text.to_string();
-    for e in edits {
-        let Ok(mut v) = serde_json::from_str::<Value>(&text) else {
-            break;
-        };
-        let mut paths = Vec::new();
-        all_paths(&v, &mut Vec::new(), &mut paths);
-        let marked = |v: &Value| serde_json::to_string(v).unwrap();
-        text = match e {
-            JsonEdit::Replace(i, raw) => {
-                *node_mut(&mut v, i.get::<Vec<Seg>>(&paths)) = Value::String(MARK.into());
-                marked(&v).replacen(&format!("\"{MARK}\""), raw, 1)
-            }
-            JsonEdit::DuplicateKey(i, k, raw) => {
-                let objects: Vec<&Vec<Seg>> = paths
-                    .iter()
-                    .filter(|p| node(&v, p).as_object().is_some_and(|o| !o.is_empty()))
-                    .collect();
-                if objects.is_empty() {
-                    continue;
-                }
-                let path = (*i.get(&objects)).clone();
-                let node = node_mut(&mut v, &path);
-                let keys: Vec<String> = node.as_object().unwrap().keys().cloned().collect();
-                let key = k.get(&keys).clone();
-                node[KEY] = Value::String(MARK.into());
-                marked(&v).replacen(
-                    &format!("\"{KEY}\":\"{MARK}\""),
-                    &format!("{}:{raw}", Value::String(key)),
-                    1,
-                )
-            }
-            JsonEdit::Remove(i) => match i.get::<Vec<Seg>>(&paths).split_last() {
-                None => String::new(),
-                Some((last, parent)) => {
-                    let parent = node_mut(&mut v, parent);
-                    match last {
-                        Seg::Key(k) => {
-                            parent.as_object_mut().unwrap().remove(k);
-                        }
-                        Seg::Idx(j) => {
-                            parent.as_array_mut().unwrap().remove(*j);
-                        }
-                    }
-                    marked(&v)
-                }
-            },
-            JsonEdit::Nest(i, depth, objects) => {
-                let node = node_mut(&mut v, i.get::<Vec<Seg>>(&paths));
-                let inner = marked(node);
-                *node = Value::String(MARK.into());
-                let (open, close) = if *objects {
-                    ("{\"a\":", "}")
-                } else {
-                    ("[", "]")
-                };
-                let raw = format!("{}{inner}{}", open.repeat(*depth), close.repeat(*depth));
-                marked(&v).replacen(&format!("\"{MARK}\""), &raw, 1)
-            }
-        };
-    }
-    text
-}
-
-/// A mutated JSON document: JSON-level edits, then byte-level ones.
-fn mutated(text: &str, json: &[JsonEdit], bytes: &[ByteEdit]) -> Vec<u8> {
-    apply_bytes(mutate_json(text, json).into_bytes(), bytes)
-}
-
 // ------------------------------------------------------------------------------------------------
 // Safetensors mutations: the header length, the JSON header, the data.
 // ------------------------------------------------------------------------------------------------
@@ -475,7 +218,7 @@ struct StMutation {
 
 fn st_mutation() -> impl Strategy<Value = StMutation> {
     (
-        prop::collection::vec(json_edit(), 0..3),
+        prop::collection::vec(json_edit(WEIRD_JSON), 0..3),
         header_len(),
         data_edit(),
         byte_edits(),
@@ -650,7 +393,7 @@ proptest! {
             }
             let dir = Scratch::new();
             use_config(&dir.write("config.json", v.to_string()));
-            dir.link("model.safetensors", &format!("model/{model}/model.safetensors"));
+            dir.link("model.safetensors", fixture(&format!("model/{model}/model.safetensors")));
             load_causal_lm(&dir.0);
         });
     }
@@ -771,7 +514,7 @@ proptest! {
                 if i == broken && index_edit.is_none() {
                     dir.write(name, mutate_safetensors(&fixture_bytes(&rel), &m));
                 } else {
-                    dir.link(name, &rel);
+                    dir.link(name, fixture(&rel));
                 }
             }
             read_every_tensor(CheckpointReader::open(&dir.0));
@@ -811,7 +554,7 @@ proptest! {
             let dir = Scratch::new();
             let config = fixture_text(&format!("model/{model}/config.json"));
             dir.write("config.json", mutated(&config, &json, &bytes));
-            dir.link("model.safetensors", &format!("model/{model}/model.safetensors"));
+            dir.link("model.safetensors", fixture(&format!("model/{model}/model.safetensors")));
             if model == "reward" {
                 load_reward_model(&dir.0);
             } else {
@@ -827,7 +570,7 @@ proptest! {
     ) {
         within(move || {
             let dir = Scratch::new();
-            dir.link("config.json", &format!("model/{model}/config.json"));
+            dir.link("config.json", fixture(&format!("model/{model}/config.json")));
             let weights = fixture_bytes(&format!("model/{model}/model.safetensors"));
             dir.write("model.safetensors", mutate_safetensors(&weights, &m));
             if model == "reward" {
@@ -891,10 +634,10 @@ proptest! {
                 Some((json, bytes)) => {
                     let text = fixture_text(&format!("{rel}/adapter_config.json"));
                     dir.write("adapter_config.json", mutated(&text, json, bytes));
-                    dir.link("adapter_model.safetensors", &format!("{rel}/adapter_model.safetensors"));
+                    dir.link("adapter_model.safetensors", fixture(&format!("{rel}/adapter_model.safetensors")));
                 }
                 None => {
-                    dir.link("adapter_config.json", &format!("{rel}/adapter_config.json"));
+                    dir.link("adapter_config.json", fixture(&format!("{rel}/adapter_config.json")));
                     let weights = fixture_bytes(&format!("{rel}/adapter_model.safetensors"));
                     dir.write("adapter_model.safetensors", mutate_safetensors(&weights, &m));
                 }
@@ -939,7 +682,7 @@ fn oversized_configs_are_errors() {
         let path = dir.write("config.json", v.to_string());
         let err = LlamaConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("more parameters"), "{key} = {value}: {err}");
-        dir.link("model.safetensors", "model/tied/model.safetensors");
+        dir.link("model.safetensors", fixture("model/tied/model.safetensors"));
         let device = Default::default();
         assert!(LlamaForCausalLM::<B>::from_pretrained(&dir.0, &device).is_err());
     }
@@ -948,7 +691,7 @@ fn oversized_configs_are_errors() {
     v["num_hidden_layers"] = serde_json::json!(10_000_000_000u64);
     let dir = Scratch::new();
     dir.write("config.json", v.to_string());
-    dir.link("model.safetensors", "model/tied/model.safetensors");
+    dir.link("model.safetensors", fixture("model/tied/model.safetensors"));
     let err = LlamaForCausalLM::<B>::from_pretrained(&dir.0, &Default::default())
         .err()
         .unwrap()
