@@ -3,7 +3,7 @@
 //! `examples/iterative_dpo` (through `cli::parse`, which reads, merges and validates it),
 //! `<out>/config.json` read back on resume (`LoopConfig`), and the stage files the loop reads
 //! back with `read_json` (evaluations). `generate --messages` files are read by
-//! `kiln_data::message::read_messages`, covered in kiln-data's `parsers_never_panic.rs`.
+//! `kiln_data::message::read_messages`, covered in kiln-data's `tests/parsers_never_panic/`.
 //!
 //! Each case runs on its own thread under a time limit, so a hang fails the test.
 
@@ -42,7 +42,7 @@ fn json_edits() -> impl Strategy<Value = Vec<JsonEdit>> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Mutations: bytes, and JSON values (the same as kiln-data's parsers_never_panic.rs).
+// Mutation dictionaries (the engine is tests/support/never_panic.rs, shared with kiln-data and kiln-model).
 // ------------------------------------------------------------------------------------------------
 
 /// Byte strings worth inserting: JSON syntax, odd numbers, broken UTF-8.
