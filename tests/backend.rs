@@ -12,6 +12,7 @@ use kiln::data::Example;
 use kiln::losses::testing::reference;
 use kiln::losses::{BradleyTerryConfig, DpoConfig, DpoLoss};
 use kiln::model::LlamaForCausalLM;
+use kiln::model::prelude::*;
 use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln::train::{TrainConfig, TrainLoop};
 use std::path::PathBuf;

@@ -26,6 +26,7 @@ use kiln::data::examples::encode_pair;
 use kiln::data::{ChatTemplate, Message, PairRecord, Tokenizer, TruncationConfig};
 use kiln::losses::DpoConfig;
 use kiln::model::checkpoint::{SaveDtype, SaveOptions};
+use kiln::model::prelude::*;
 use kiln::model::{LlamaForCausalLM, LogProbReduction};
 use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
 use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};

@@ -9,6 +9,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use kiln_model::prelude::*;
 use kiln_model::{LlamaConfig, LlamaForCausalLM};
 
 const BATCH: usize = 8;

@@ -1,4 +1,5 @@
-//! `LlamaForCausalLM`: the decoder stack plus a (tied or untied) LM head, and log-prob helpers.
+//! `LlamaForCausalLM`: the decoder stack plus a (tied or untied) LM head; the reference
+//! implementation of [`CausalLm`].
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -9,8 +10,8 @@ use kiln_losses::LmHead;
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::error::Result;
-use crate::linear::linear3;
 use crate::model::LlamaModel;
+use crate::traits::CausalLm;
 use crate::weights::{RandomSource, WeightSource, build_model, linear};
 
 /// Llama with a language-modelling head (HF `LlamaForCausalLM`).
@@ -66,87 +67,42 @@ impl<B: Backend> LlamaForCausalLM<B> {
     pub fn config(&self) -> &LlamaConfig {
         &self.model.config
     }
+}
 
-    /// An empty KV cache sized for this model.
-    pub fn new_cache(&self) -> KvCache<B> {
+impl<B: Backend> CausalLm<B> for LlamaForCausalLM<B> {
+    fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.model.config.max_position_embeddings
+    }
+
+    fn pad_token_id(&self) -> Option<u32> {
+        self.model.config.pad_token_id
+    }
+
+    fn device(&self) -> B::Device {
+        self.model.device()
+    }
+
+    fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.model.layers.len())
     }
 
-    /// The LM head's weight and layout: the tied input embedding (`[vocab, hidden]`) or
-    /// `lm_head`'s weight (`[hidden, vocab]`), for [`kiln_losses::ChunkedLogProbs`].
-    pub fn lm_head_weight(&self) -> LmHead<B> {
+    fn hidden_states_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Result<Tensor<B, 3>> {
+        self.model.forward(input_ids, attention_mask, cache)
+    }
+
+    fn lm_head_weight(&self) -> LmHead<B> {
         match &self.lm_head {
             Some(head) => LmHead::HiddenMajor(head.weight.val()),
             None => LmHead::VocabMajor(self.model.embed_tokens.weight.val()),
         }
-    }
-
-    /// Final hidden states (after the final norm), the LM head's input.
-    ///
-    /// # Shapes
-    /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq, hidden]`
-    ///
-    /// # Errors
-    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not `[batch, seq]`.
-    pub fn hidden_states(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Result<Tensor<B, 3>> {
-        self.model.forward(input_ids, attention_mask, None)
-    }
-
-    /// Projects hidden states to vocabulary logits.
-    ///
-    /// # Shapes
-    /// - `hidden`: `[batch, seq, hidden]` -> `[batch, seq, vocab]`
-    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => linear3(head, hidden),
-            None => {
-                let [b, t, d] = hidden.dims();
-                let w = self.model.embed_tokens.weight.val();
-                let v = w.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(w.transpose())
-                    .reshape([b, t, v])
-            }
-        }
-    }
-
-    /// Training forward: logits for every position.
-    ///
-    /// # Shapes
-    /// - `input_ids`: `[batch, seq]`; `attention_mask`: `[batch, seq]` (1 = token, 0 = pad;
-    ///   left or right padding; `None` = no padding) -> `[batch, seq, vocab]`
-    ///
-    /// # Errors
-    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not `[batch, seq]`.
-    pub fn forward(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Result<Tensor<B, 3>> {
-        Ok(self.logits(self.model.forward(input_ids, attention_mask, None)?))
-    }
-
-    /// Incremental forward: runs the new tokens against `cache` and extends it. The first call
-    /// (empty cache) is the prefill. Results equal [`Self::forward`] on the whole sequence.
-    ///
-    /// # Shapes
-    /// - `input_ids`: `[batch, new]`; `attention_mask`: `[batch, cache.len() + new]`
-    ///   -> `[batch, new, vocab]`
-    ///
-    /// # Errors
-    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not
-    /// `[batch, cache.len() + new]`.
-    pub fn forward_cached(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        cache: &mut KvCache<B>,
-    ) -> Result<Tensor<B, 3>> {
-        Ok(self.logits(self.model.forward(input_ids, attention_mask, Some(cache))?))
     }
 }

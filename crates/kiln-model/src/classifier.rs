@@ -9,6 +9,7 @@ use crate::causal_lm::LlamaForCausalLM;
 use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::model::LlamaModel;
+use crate::traits::SequenceScorer;
 use crate::weights::{RandomSource, WeightSource, build_model, linear};
 
 /// Llama with a `score` head (`[hidden] -> 1`, no bias), read at the last non-pad token.
@@ -51,7 +52,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
     /// A reward model from a causal LM (e.g. the SFT model): keeps the decoder, drops the LM head
     /// and draws a fresh score head from `N(0, std)`.
     pub fn from_causal_lm(lm: LlamaForCausalLM<B>, std: f64) -> Self {
-        let device = lm.model.embed_tokens.weight.val().device();
+        let device = lm.model.device();
         let mut src = RandomSource {
             std,
             device: &device,
@@ -70,28 +71,9 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         &self.model.config
     }
 
-    /// Scores at every position (f32 for a bf16/f16 model, like HF's `logits.float()`).
-    ///
-    /// # Shapes
-    /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq]`
-    ///
-    /// # Errors
-    /// [`Error::MaskShape`](crate::Error::MaskShape) for a mask that is not `[batch, seq]`.
-    pub fn forward_all(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-    ) -> Result<Tensor<B, 2>> {
-        let hidden = self.model.forward(input_ids, attention_mask, None)?;
-        let scores = self.score.forward(hidden).squeeze_dim(2);
-        Ok(match scores.dtype() {
-            DType::F16 | DType::BF16 => scores.cast(FloatDType::F32),
-            _ => scores,
-        })
-    }
-
     /// One score per sequence, read like HF at the rightmost token whose id is not
-    /// `pad_token_id` (the last token when the config has no pad id).
+    /// `pad_token_id` (the last token when the config has no pad id); the same as
+    /// [`SequenceScorer::score`].
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch]`
@@ -103,10 +85,34 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
     ) -> Result<Tensor<B, 1>> {
-        let [b, _] = input_ids.dims();
-        let idx = last_non_pad_index(input_ids.clone(), self.model.config.pad_token_id);
-        let all = self.forward_all(input_ids, attention_mask)?;
-        Ok(all.gather(1, idx.reshape([b, 1])).reshape([b]))
+        self.score(input_ids, attention_mask)
+    }
+}
+
+impl<B: Backend> SequenceScorer<B> for LlamaForSequenceClassification<B> {
+    fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+
+    fn pad_token_id(&self) -> Option<u32> {
+        self.model.config.pad_token_id
+    }
+
+    fn device(&self) -> B::Device {
+        self.model.device()
+    }
+
+    fn position_scores(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+    ) -> Result<Tensor<B, 2>> {
+        let hidden = self.model.forward(input_ids, attention_mask, None)?;
+        let scores = self.score.forward(hidden).squeeze_dim(2);
+        Ok(match scores.dtype() {
+            DType::F16 | DType::BF16 => scores.cast(FloatDType::F32),
+            _ => scores,
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config_error::ConfigError;
 use crate::error::{Error, Result};
+use crate::model_type::ModelType;
 
 /// RoPE frequency scaling of Llama 3.1+ (`rope_type: "llama3"`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,7 +27,8 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
-/// Configuration of a Llama-3 decoder (the fields of Hugging Face's `LlamaConfig` that matter).
+/// Configuration of a Llama-family decoder (the fields of Hugging Face's `LlamaConfig` and
+/// `Qwen2Config` that matter; [`ModelType`] says which).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawConfig", into = "RawConfig")]
 pub struct LlamaConfig {
@@ -60,6 +62,8 @@ pub struct LlamaConfig {
     pub eos_token_id: Vec<u32>,
     /// Padding token id (used by the sequence-classification head).
     pub pad_token_id: Option<u32>,
+    /// The architecture (`model_type`): Llama, or Qwen2 with biases on q/k/v.
+    pub model_type: ModelType,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +140,8 @@ struct RawConfig {
     attention_bias: bool,
     #[serde(default)]
     mlp_bias: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    use_sliding_window: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     torch_dtype: Option<String>,
 }
@@ -150,8 +156,19 @@ impl TryFrom<RawConfig> for LlamaConfig {
                 raw.hidden_act
             ));
         }
-        if raw.attention_bias || raw.mlp_bias {
+        // No `model_type` (hand-written configs): Llama, as Kiln always read them.
+        let model_type = match raw.model_type.as_deref() {
+            None => ModelType::Llama,
+            Some(name) => ModelType::parse(name)?,
+        };
+        if model_type == ModelType::Llama && (raw.attention_bias || raw.mlp_bias) {
             return Err("attention_bias/mlp_bias = true is not supported".into());
+        }
+        if raw.use_sliding_window {
+            return Err(format!(
+                "use_sliding_window = true (sliding-window attention) is not supported for \
+                 model_type `{model_type}`"
+            ));
         }
         // transformers 5 `rope_parameters` wins over the legacy keys when both are present.
         let rope = raw.rope_parameters.clone().or(raw.rope_scaling.clone());
@@ -220,6 +237,7 @@ impl TryFrom<RawConfig> for LlamaConfig {
             bos_token_id: raw.bos_token_id,
             eos_token_id,
             pad_token_id: raw.pad_token_id,
+            model_type,
         };
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
@@ -237,8 +255,8 @@ impl From<LlamaConfig> for RawConfig {
             ..RawRope::default()
         });
         RawConfig {
-            architectures: Some(vec!["LlamaForCausalLM".into()]),
-            model_type: Some("llama".into()),
+            architectures: Some(vec![c.model_type.causal_lm_architecture().into()]),
+            model_type: Some(c.model_type.as_str().into()),
             vocab_size: c.vocab_size,
             hidden_size: c.hidden_size,
             intermediate_size: c.intermediate_size,
@@ -262,6 +280,7 @@ impl From<LlamaConfig> for RawConfig {
             hidden_act: "silu".into(),
             attention_bias: false,
             mlp_bias: false,
+            use_sliding_window: false,
             torch_dtype: None,
         }
     }
@@ -366,7 +385,18 @@ impl LlamaConfig {
             .checked_mul(2)?;
         let attn = d.checked_mul(h)?.checked_mul(heads)?;
         let mlp = d.checked_mul(self.intermediate_size)?.checked_mul(3)?;
-        let layer = attn.checked_add(mlp)?.checked_add(d.checked_mul(2)?)?;
+        let bias = if self.model_type.qkv_bias() {
+            h.checked_mul(
+                self.num_attention_heads
+                    .checked_add(self.num_key_value_heads.checked_mul(2)?)?,
+            )?
+        } else {
+            0
+        };
+        let layer = attn
+            .checked_add(mlp)?
+            .checked_add(d.checked_mul(2)?)?
+            .checked_add(bias)?;
         let embed = self.vocab_size.checked_mul(d)?;
         let head = if self.tie_word_embeddings { 0 } else { embed };
         embed
@@ -392,6 +422,7 @@ impl LlamaConfig {
             bos_token_id: Some(128_000),
             eos_token_id: vec![128_001],
             pad_token_id: None,
+            model_type: ModelType::Llama,
         }
     }
 
@@ -443,6 +474,7 @@ impl LlamaConfig {
             bos_token_id: Some(1),
             eos_token_id: vec![2],
             pad_token_id: Some(2),
+            model_type: ModelType::Llama,
         }
     }
 
@@ -492,6 +524,7 @@ impl LlamaConfig {
             bos_token_id: Some(1),
             eos_token_id: vec![2],
             pad_token_id: Some(0),
+            model_type: ModelType::Llama,
         }
     }
 }

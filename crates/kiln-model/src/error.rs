@@ -22,6 +22,23 @@ pub enum Error {
         /// What is wrong (serde_json messages include line and column).
         message: String,
     },
+    /// A checkpoint of another architecture than the type asked to load it.
+    #[error(
+        "{path}: model_type `{found}` checkpoint, but {loader} loads `{expected}`; load it with \
+         {suggested}"
+    )]
+    WrongModelType {
+        /// The `config.json` read.
+        path: PathBuf,
+        /// Its `model_type`.
+        found: crate::ModelType,
+        /// The type the loader implements.
+        expected: crate::ModelType,
+        /// The loading type (`LlamaForCausalLM`, ...).
+        loader: &'static str,
+        /// The type that loads `found`.
+        suggested: &'static str,
+    },
     /// A config built in code breaks an invariant of the model (see
     /// [`LlamaConfig::validate`](crate::LlamaConfig::validate)); a `config.json` that does is
     /// reported as [`Error::Config`] with its path.

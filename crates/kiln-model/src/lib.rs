@@ -1,4 +1,5 @@
-//! kiln-model: Llama-3 in burn, with Hugging Face checkpoint loading/saving and logit parity.
+//! kiln-model: Llama-3 (and Qwen2) in burn, with Hugging Face checkpoint loading/saving and logit
+//! parity.
 //!
 //! - [`LlamaConfig`]: HF `config.json` (old `rope_theta`/`rope_scaling` keys and transformers-5
 //!   `rope_parameters`), presets ([`LlamaConfig::llama3_8b`], [`LlamaConfig::llama3_1_8b`],
@@ -11,19 +12,22 @@
 //! - Padding: every forward takes an optional `[batch, len]` 0/1 attention mask (left or right
 //!   padding). Positions are `cumsum(mask) - 1`, so a left-padded row gives the same logits as
 //!   the unpadded sequence.
-//! - Generation: [`KvCache`] with [`LlamaForCausalLM::forward_cached`]; prefill once, then
+//! - Generation: [`KvCache`] with [`CausalLm::forward_cached`]; prefill once, then
 //!   [`KvCache::repeat_interleave`] for `K` samples per prompt.
 //! - Checkpoints: [`LlamaForCausalLM::from_pretrained`] /
 //!   [`LlamaForSequenceClassification::from_pretrained`] read `config.json` + `model.safetensors`
 //!   or sharded `model.safetensors.index.json` (f32/f16/bf16, memory-mapped, cast to the backend
 //!   float type); `save_pretrained` writes the same layout ([`SaveOptions`]: dtype, shard size),
 //!   which `transformers` loads with identical logits. Errors ([`Error`]) name file and tensor.
-//! - Log-probs for trainers (via `kiln_losses`): [`LlamaForCausalLM::next_token_logprobs`],
-//!   [`LlamaForCausalLM::label_logprobs`], [`LlamaForCausalLM::sequence_logprobs`] (chunked
+//! - Model traits ([`traits`]): [`CausalLm`] (hidden states with an optional cache, the LM
+//!   head's weight, vocabulary, context length, device, new cache; logits and `forward` follow)
+//!   and [`SequenceScorer`] (a score per sequence). Generation, every trainer and the reward
+//!   models are generic over them; Llama is the reference implementation.
+//! - Log-prob helpers for trainers, for every [`CausalLm`] ([`LogProbs`], via `kiln_losses`):
+//!   `next_token_logprobs`, `label_logprobs`, `sequence_logprobs` (chunked
 //!   `logit[label] - logsumexp` without autodiff: the `[batch, seq, vocab]` logits never exist),
-//!   [`LlamaForCausalLM::sequence_logprob_loss`] (training: the same chunked values with
-//!   gradients computed by hand, see [`ChunkedLogProbs`]), [`LlamaForCausalLM::hidden_states`]
-//!   and [`LlamaForCausalLM::lm_head_weight`] for custom heads of the computation.
+//!   `sequence_logprob_loss` (training: the same chunked values with gradients computed by
+//!   hand, see [`ChunkedLogProbs`]).
 //! - LoRA ([`lora`]): adapters on any of the seven projections ([`LoraTarget`]) with rank, alpha,
 //!   dropout and rsLoRA ([`LoraConfig`]); `with_lora` (PEFT init, base frozen through burn's
 //!   require-grad flag, so gradients and optimiser state exist only for the adapters and, on the
@@ -41,6 +45,7 @@
 //! ```
 //! use burn::backend::Flex;
 //! use burn::tensor::{Int, Tensor};
+//! use kiln_model::prelude::*;
 //! use kiln_model::{LlamaForCausalLM, LogProbReduction};
 //!
 //! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/model/untied-gqa");
@@ -65,7 +70,7 @@
 //! ```
 //! use burn::backend::Flex;
 //! use burn::tensor::{Int, Tensor};
-//! use kiln_model::{LlamaConfig, LlamaForCausalLM};
+//! use kiln_model::{CausalLm, LlamaConfig, LlamaForCausalLM};
 //!
 //! let device = Default::default();
 //! let model = LlamaForCausalLM::<Flex>::init(&LlamaConfig::tiny(64, 32), 0.1, &device);
@@ -93,7 +98,7 @@
 //! use burn::backend::{Autodiff, Flex};
 //! use burn::module::AutodiffModule;
 //! use burn::tensor::{Int, Tensor};
-//! use kiln_model::{LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
+//! use kiln_model::{CausalLm, LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
 //!
 //! type B = Autodiff<Flex>;
 //! let device = Default::default();
@@ -149,10 +154,18 @@ pub mod lora;
 pub mod mask;
 pub mod mlp;
 pub mod model;
+pub mod model_type;
 pub mod projection;
+pub mod qwen2;
 pub mod rms_norm;
 pub mod rope;
+pub mod traits;
 mod weights;
+
+/// The model traits, for `use kiln_model::prelude::*;`.
+pub mod prelude {
+    pub use crate::traits::{CausalLm, HfModel, LogProbs, SequenceScorer};
+}
 
 pub use cache::{KvCache, LayerKv};
 pub use causal_lm::LlamaForCausalLM;
@@ -167,3 +180,6 @@ pub use error::{Error, Result};
 pub use kiln_losses::{ChunkedLogProbs, LmHead, LogProbReduction, LogProbStrategy};
 pub use lora::{AdapterConfig, LoraConfig, LoraTarget, PeftTaskType};
 pub use model::LlamaModel;
+pub use model_type::ModelType;
+pub use qwen2::{Qwen2ForCausalLM, Qwen2ForSequenceClassification};
+pub use traits::{CausalLm, HfModel, LogProbs, SequenceScorer};

@@ -1,10 +1,10 @@
-//! Log-prob helpers on [`LlamaForCausalLM`] that trainers need (via `kiln_losses`).
+//! [`LogProbs`]: the log-prob helpers trainers need (via `kiln_losses`), for every [`CausalLm`].
 //!
 //! Without autodiff (reference log-probs, evaluation, scoring) they use
 //! [`kiln_losses::ChunkedLogProbs`] by default: the LM head is applied to at most
 //! `chunk_size` positions at once (only the counted ones for sequence log-probs), so the
 //! `[batch, seq, vocab]` logits never exist. On an autodiff backend the plain methods keep the
-//! differentiable full-logits path; trainers use [`LlamaForCausalLM::sequence_logprob_loss`],
+//! differentiable full-logits path; trainers use [`LogProbs::sequence_logprob_loss`],
 //! whose chunked strategy also bounds the memory of the backward pass.
 //!
 //! Every method returns [`Error::MaskShape`](crate::Error::MaskShape) for an attention mask that
@@ -14,8 +14,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 use kiln_losses::{ChunkedLogProbs, LogProbReduction, LogProbStrategy};
 
-use crate::causal_lm::LlamaForCausalLM;
 use crate::error::Result;
+use crate::traits::CausalLm;
 
 /// f16/bf16 logits upcast to f32 (HF's `logits.float()` before a loss); others unchanged.
 fn upcast<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
@@ -25,24 +25,27 @@ fn upcast<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
     }
 }
 
-impl<B: Backend> LlamaForCausalLM<B> {
-    fn inference_chunks(&self, device: &B::Device) -> Option<ChunkedLogProbs> {
-        (!B::ad_enabled(device)).then(ChunkedLogProbs::default)
-    }
+/// Chunked log-probs without autodiff, `None` (the differentiable full logits) with it.
+fn inference_chunks<B: Backend>(device: &B::Device) -> Option<ChunkedLogProbs> {
+    (!B::ad_enabled(device)).then(ChunkedLogProbs::default)
+}
 
+/// Log-prob helpers derived from [`CausalLm`]'s hidden states and LM head; implemented for every
+/// causal LM, so all architectures are scored by the same code.
+pub trait LogProbs<B: Backend>: CausalLm<B> {
     /// Log-probabilities of given labels at the same positions (no shift):
     /// `log_softmax(logits)[b, t, labels[b, t]]`, in f32 for a bf16/f16 model.
     ///
     /// # Shapes
     /// - `input_ids`, `labels`: `[batch, seq]`; `attention_mask`: `[batch, seq]` -> `[batch, seq]`
-    pub fn label_logprobs(
+    fn label_logprobs(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
         labels: Tensor<B, 2, Int>,
     ) -> Result<Tensor<B, 2>> {
         let hidden = self.hidden_states(input_ids, attention_mask)?;
-        Ok(match self.inference_chunks(&hidden.device()) {
+        Ok(match inference_chunks::<B>(&hidden.device()) {
             Some(c) => c.label_logprobs(hidden, &self.lm_head_weight(), labels),
             None => kiln_losses::gather_logprobs(upcast(self.logits(hidden)), labels),
         })
@@ -52,7 +55,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]` -> `[batch, seq - 1]`
-    pub fn next_token_logprobs(
+    fn next_token_logprobs(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
@@ -62,7 +65,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
             .hidden_states(input_ids.clone(), attention_mask)?
             .narrow(1, 0, t - 1);
         let labels = input_ids.narrow(1, 1, t - 1);
-        Ok(match self.inference_chunks(&hidden.device()) {
+        Ok(match inference_chunks::<B>(&hidden.device()) {
             Some(c) => c.label_logprobs(hidden, &self.lm_head_weight(), labels),
             None => kiln_losses::gather_logprobs(upcast(self.logits(hidden)), labels),
         })
@@ -76,7 +79,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]`; `target_mask`: `[batch, seq]` 0/1 float
     ///   -> `[batch]`
-    pub fn sequence_logprobs(
+    fn sequence_logprobs(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
@@ -84,7 +87,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
         reduction: LogProbReduction,
     ) -> Result<Tensor<B, 1>> {
         let device = input_ids.device();
-        let strategy = match self.inference_chunks(&device) {
+        let strategy = match inference_chunks::<B>(&device) {
             Some(c) => LogProbStrategy::Chunked(c),
             None => LogProbStrategy::Full,
         };
@@ -99,7 +102,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ///
     /// # Shapes
     /// - as [`Self::sequence_logprobs`]
-    pub fn sequence_logprobs_with(
+    fn sequence_logprobs_with(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
@@ -124,9 +127,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
             ),
         })
     }
-}
 
-impl<B: AutodiffBackend> LlamaForCausalLM<B> {
     /// A training loss on sequence log-probs: `loss_fn` receives the `[batch]` log-probs of
     /// [`Self::sequence_logprobs`] (f32 for a bf16/f16 model) and returns the scalar loss and
     /// anything else (metrics). The returned loss has that value and, on `backward()`, the exact
@@ -141,7 +142,7 @@ impl<B: AutodiffBackend> LlamaForCausalLM<B> {
     /// # Shapes
     /// - `input_ids`, `attention_mask`, `target_mask`: `[batch, seq]`; `loss_fn`: `[batch]` ->
     ///   `[1]`; output `[1]`
-    pub fn sequence_logprob_loss<T, F>(
+    fn sequence_logprob_loss<T, F>(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
@@ -151,6 +152,7 @@ impl<B: AutodiffBackend> LlamaForCausalLM<B> {
         loss_fn: F,
     ) -> Result<(Tensor<B, 1>, T)>
     where
+        B: AutodiffBackend,
         F: FnOnce(Tensor<B, 1>) -> (Tensor<B, 1>, T),
     {
         Ok(match strategy.chunked() {
@@ -175,3 +177,5 @@ impl<B: AutodiffBackend> LlamaForCausalLM<B> {
         })
     }
 }
+
+impl<B: Backend, M: CausalLm<B> + ?Sized> LogProbs<B> for M {}

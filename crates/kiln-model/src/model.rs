@@ -35,6 +35,11 @@ pub struct LlamaModel<B: Backend> {
 }
 
 impl<B: Backend> LlamaModel<B> {
+    /// The device holding the weights (that of `embed_tokens`).
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.weight.val().device()
+    }
+
     /// Final hidden states of the new tokens `input_ids`.
     ///
     /// `attention_mask` (1 = token, 0 = padding) covers the cached tokens followed by the new ones;

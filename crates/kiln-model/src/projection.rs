@@ -1,4 +1,5 @@
-//! [`Projection`]: a bias-free linear projection of a decoder layer with an optional LoRA adapter.
+//! [`Projection`]: a linear projection of a decoder layer (with a bias on Qwen2's q/k/v) and an
+//! optional LoRA adapter.
 
 use burn::module::Module;
 use burn::nn::Linear;

@@ -40,7 +40,7 @@ pub(crate) trait WeightSource<B: Backend> {
     }
 }
 
-/// Random initialisation: matrices `N(0, std)`, norm weights 1.
+/// Random initialisation: matrices `N(0, std)`, norm weights 1, biases 0.
 ///
 /// With `seed: None` the values come from the backend's global RNG (`B::seed`). With
 /// `Some(seed)` each tensor is drawn from its own stream, a function of the seed and the tensor's
@@ -61,6 +61,8 @@ impl<B: Backend> WeightSource<B> for RandomSource<'_, B> {
         shape: [usize; D],
     ) -> Result<Tensor<B, D>, Infallible> {
         Ok(match (D, self.seed) {
+            // Biases start at 0, as transformers initialises them.
+            (1, _) if name.ends_with(".bias") => Tensor::zeros(shape, self.device),
             (1, _) => Tensor::ones(shape, self.device),
             (_, None) => Tensor::random(shape, Distribution::Normal(0.0, self.std), self.device),
             (_, Some(seed)) => {
@@ -122,13 +124,21 @@ pub(crate) fn linear<B: Backend, S: WeightSource<B>>(
     })
 }
 
+/// A decoder projection; with `bias`, its `[d_out]` bias `{name}.bias` too (Qwen2's q/k/v).
 fn proj<B: Backend, S: WeightSource<B>>(
     src: &mut S,
     name: &str,
     d_in: usize,
     d_out: usize,
+    bias: bool,
 ) -> Result<Projection<B>, S::Error> {
-    Ok(Projection::new(linear(src, name, d_in, d_out)?))
+    let mut base = linear(src, name, d_in, d_out)?;
+    if bias {
+        base.bias = Some(Param::from_tensor(
+            src.get(&format!("{name}.bias"), [d_out])?,
+        ));
+    }
+    Ok(Projection::new(base))
 }
 
 fn norm<B: Backend, S: WeightSource<B>>(
@@ -152,6 +162,7 @@ pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
         c.num_attention_heads * c.head_dim,
         c.num_key_value_heads * c.head_dim,
     );
+    let qkv_bias = c.model_type.qkv_bias();
     let embed = src.get("model.embed_tokens.weight", [c.vocab_size, d])?;
     // Not `with_capacity(num_hidden_layers)`: the count comes from config.json, and a huge one
     // must fail at the first missing layer, not abort on an impossible allocation.
@@ -159,18 +170,36 @@ pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let self_attn = LlamaAttention {
-            q_proj: proj(src, &format!("{p}.self_attn.q_proj"), d, q_dim)?,
-            k_proj: proj(src, &format!("{p}.self_attn.k_proj"), d, kv_dim)?,
-            v_proj: proj(src, &format!("{p}.self_attn.v_proj"), d, kv_dim)?,
-            o_proj: proj(src, &format!("{p}.self_attn.o_proj"), q_dim, d)?,
+            q_proj: proj(src, &format!("{p}.self_attn.q_proj"), d, q_dim, qkv_bias)?,
+            k_proj: proj(src, &format!("{p}.self_attn.k_proj"), d, kv_dim, qkv_bias)?,
+            v_proj: proj(src, &format!("{p}.self_attn.v_proj"), d, kv_dim, qkv_bias)?,
+            o_proj: proj(src, &format!("{p}.self_attn.o_proj"), q_dim, d, false)?,
             num_heads: c.num_attention_heads,
             num_kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
         };
         let mlp = LlamaMlp {
-            gate_proj: proj(src, &format!("{p}.mlp.gate_proj"), d, c.intermediate_size)?,
-            up_proj: proj(src, &format!("{p}.mlp.up_proj"), d, c.intermediate_size)?,
-            down_proj: proj(src, &format!("{p}.mlp.down_proj"), c.intermediate_size, d)?,
+            gate_proj: proj(
+                src,
+                &format!("{p}.mlp.gate_proj"),
+                d,
+                c.intermediate_size,
+                false,
+            )?,
+            up_proj: proj(
+                src,
+                &format!("{p}.mlp.up_proj"),
+                d,
+                c.intermediate_size,
+                false,
+            )?,
+            down_proj: proj(
+                src,
+                &format!("{p}.mlp.down_proj"),
+                c.intermediate_size,
+                d,
+                false,
+            )?,
         };
         layers.push(LlamaDecoderLayer {
             input_layernorm: norm(src, &format!("{p}.input_layernorm"), c)?,

@@ -13,6 +13,7 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 use common::*;
+use kiln_model::prelude::*;
 use kiln_model::{
     Error, LlamaConfig, LlamaForCausalLM, LoadDtype, LoadOptions, LogProbReduction,
     LogProbStrategy, LoraConfig, LoraTarget, SaveDtype, SaveOptions,

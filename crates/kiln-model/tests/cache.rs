@@ -5,6 +5,7 @@ mod common;
 use burn::tensor::{Int, Tensor};
 use common::*;
 use kiln_model::LlamaForCausalLM;
+use kiln_model::prelude::*;
 
 fn model() -> LlamaForCausalLM<B> {
     LlamaForCausalLM::from_pretrained(fixture("untied-gqa"), &Default::default()).unwrap()

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor};
 use common::*;
+use kiln_model::prelude::*;
 use kiln_model::{
     Error, LlamaForCausalLM, LlamaForSequenceClassification, MissingScore, SaveDtype, SaveOptions,
 };

@@ -5,6 +5,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
+use kiln_model::prelude::*;
 use kiln_model::{
     LlamaConfig, LlamaForCausalLM, LogProbReduction, LogProbStrategy, LoraConfig, LoraTarget,
 };

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use kiln_model::prelude::*;
 use kiln_model::{LlamaForCausalLM, LlamaForSequenceClassification, MissingScore};
 
 const TOL: f32 = 1e-4;

@@ -4,6 +4,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Int, Tensor};
+use kiln_model::prelude::*;
 use kiln_model::{LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification};
 
 type A = Autodiff<Flex>;

@@ -2,10 +2,10 @@
 //!
 //! - [`RewardModel`]: score a batch of `(prompt, response)` items, one `f32` each
 //!   ([`Prompt`] = `kiln_data::Content`, text or chat messages).
-//! - [`LlamaRewardModel`]: Llama backbone + `score` head (HF `LlamaForSequenceClassification`),
-//!   the checkpoint's chat template, score read at the last real token; loads and saves HF
-//!   directories.
-//! - [`PairwisePreferenceModel`]: a causal LM asked `[CONTEXT] .. [RESPONSE A] .. [RESPONSE B] ..`,
+//! - [`ClassifierRewardModel`]: any sequence classifier (`kiln_model::SequenceScorer`: backbone +
+//!   `score` head) with the checkpoint's chat template, score read at the last real token; loads
+//!   and saves HF directories (adapters included). [`LlamaRewardModel`] is the Llama one.
+//! - [`PairwisePreferenceModel`]: any causal LM (`kiln_model::CausalLm`) asked `[CONTEXT] .. [RESPONSE A] .. [RESPONSE B] ..`,
 //!   `P(A)` from the `A`/`B` logits averaged over both orders; K responses scored by pairwise wins.
 //! - Rule-based rewards: every closure `Fn(&Prompt, &str) -> f32` is a [`RewardModel`];
 //!   [`rules::LengthPenalty`] subtracts `lambda * len` (characters or tokens).
@@ -41,14 +41,14 @@
 )]
 
 pub mod annotate;
+pub mod classifier;
 pub mod error;
-pub mod llama;
 pub mod model;
 pub mod normalize;
 pub mod pairwise;
 pub mod rules;
 
+pub use classifier::{ClassifierRewardModel, LlamaRewardModel, score_token_rows};
 pub use error::{Error, Result};
-pub use llama::{LlamaRewardModel, score_token_rows};
 pub use model::{Prompt, RewardModel};
 pub use pairwise::PairwisePreferenceModel;

@@ -16,15 +16,16 @@ use burn::tensor::{Int, Tensor};
 use kiln_data::collate::collate_generation;
 use kiln_data::truncate::keep_end;
 use kiln_data::{ChatTemplate, Message, Role, Tokenizer};
-use kiln_model::LlamaForCausalLM;
+use kiln_model::{CausalLm, HfModel, LlamaForCausalLM};
 
 use crate::error::{Error, Result};
 use crate::model::{Prompt, RewardModel};
 
-/// A pairwise preference model over a causal LM.
+/// A pairwise preference model over a causal LM (Llama by default).
 #[derive(Debug)]
-pub struct PairwisePreferenceModel<B: Backend> {
-    lm: LlamaForCausalLM<B>,
+pub struct PairwisePreferenceModel<B: Backend, M: CausalLm<B> = LlamaForCausalLM<B>> {
+    lm: M,
+    _backend: std::marker::PhantomData<B>,
     tokenizer: Tokenizer,
     template: ChatTemplate,
     a_id: u32,
@@ -67,13 +68,13 @@ pub fn judge_message(prompt: &Prompt, a: &str, b: &str) -> Message {
     )
 }
 
-impl<B: Backend> PairwisePreferenceModel<B> {
+impl<B: Backend, M: CausalLm<B>> PairwisePreferenceModel<B, M> {
     /// Wraps a causal LM and its tokenizer (`A` and `B` must be single tokens).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when `A`/`B` are not single tokens or the tokenizer lacks the
     /// chat-template tokens.
-    pub fn new(lm: LlamaForCausalLM<B>, tokenizer: Tokenizer) -> Result<Self> {
+    pub fn new(lm: M, tokenizer: Tokenizer) -> Result<Self> {
         let template = ChatTemplate::llama3(&tokenizer)?;
         Self::with_chat_template(lm, tokenizer, template)
     }
@@ -82,37 +83,21 @@ impl<B: Backend> PairwisePreferenceModel<B> {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when `A`/`B` are not single tokens or no pad id is known.
-    pub fn with_chat_template(
-        lm: LlamaForCausalLM<B>,
-        tokenizer: Tokenizer,
-        template: ChatTemplate,
-    ) -> Result<Self> {
+    pub fn with_chat_template(lm: M, tokenizer: Tokenizer, template: ChatTemplate) -> Result<Self> {
         Ok(Self {
             a_id: single_token(&tokenizer, "A")?,
             b_id: single_token(&tokenizer, "B")?,
-            pad_id: match (tokenizer.pad_id(), lm.config().pad_token_id) {
+            pad_id: match (tokenizer.pad_id(), lm.pad_token_id()) {
                 (Ok(id), _) => id,
                 (Err(_), Some(id)) => id,
                 (Err(e), None) => return Err(e.into()),
             },
             lm,
+            _backend: std::marker::PhantomData,
             tokenizer,
             template,
             max_len: 4096,
         })
-    }
-
-    /// Loads an HF causal-LM directory with its `tokenizer.json` and its own chat template.
-    ///
-    /// # Errors
-    /// Missing files or tensors (named), a directory without a chat template, `A`/`B` not single
-    /// tokens.
-    pub fn from_pretrained(dir: impl AsRef<std::path::Path>, device: &B::Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let tokenizer = Tokenizer::from_model_dir(dir)?;
-        let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
-        let lm = LlamaForCausalLM::from_pretrained(dir, device)?;
-        Self::with_chat_template(lm, tokenizer, template)
     }
 
     /// Renders the judge prompt with `template` (e.g. the checkpoint's own, see
@@ -141,14 +126,14 @@ impl<B: Backend> PairwisePreferenceModel<B> {
 
     /// `P_A` (one order, no debiasing) for each encoded question.
     fn prob_first(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
-        let device = self.lm.model.embed_tokens.weight.val().device();
+        let device = self.lm.device();
         let batch = collate_generation::<B>(rows, self.pad_id, &device)?;
         let [n, t] = batch.input_ids.dims();
         let logits = self
             .lm
             .forward(batch.input_ids, Some(batch.attention_mask))?
             .narrow(1, t - 1, 1)
-            .reshape([n, self.lm.config().vocab_size]);
+            .reshape([n, self.lm.vocab_size()]);
         let ids = Tensor::<B, 1, Int>::from_ints([self.a_id as i32, self.b_id as i32], &device);
         let ab = logits.select(1, ids);
         let p = softmax(ab, 1).narrow(1, 0, 1).reshape([n]);
@@ -189,7 +174,22 @@ impl<B: Backend> PairwisePreferenceModel<B> {
     }
 }
 
-impl<B: Backend> RewardModel for PairwisePreferenceModel<B> {
+impl<B: Backend, M: CausalLm<B> + HfModel<B>> PairwisePreferenceModel<B, M> {
+    /// Loads an HF causal-LM directory (PEFT adapters over the base included) with its `tokenizer.json` and its own chat template.
+    ///
+    /// # Errors
+    /// Missing files or tensors (named), a directory without a chat template, `A`/`B` not single
+    /// tokens.
+    pub fn from_pretrained(dir: impl AsRef<std::path::Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let tokenizer = Tokenizer::from_model_dir(dir)?;
+        let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
+        let lm = M::load_hf(dir, device)?;
+        Self::with_chat_template(lm, tokenizer, template)
+    }
+}
+
+impl<B: Backend, M: CausalLm<B>> RewardModel for PairwisePreferenceModel<B, M> {
     /// Items are grouped by equal prompts; each group is scored with
     /// [`RewardModel::score_responses`] (a lone response gets 0.5).
     fn score_batch(&self, items: &[(&Prompt, &str)]) -> Result<Vec<f32>> {

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_data::{Rng, Tokenizer};
-use kiln_model::{KvCache, LlamaForCausalLM};
+use kiln_model::{CausalLm, KvCache};
 
 use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
@@ -28,10 +28,10 @@ use crate::output::{FinishReason, Generation, GenerationOutput, GenerationStats,
 use crate::sampler::{Sampler, logits_to_host, non_finite_logits, row_rng};
 use crate::stop::StopCriteria;
 
-/// Generates responses with a causal LM. Cheap to build; borrows the model and tokenizer.
-#[derive(Debug)]
+/// Generates responses with any [`CausalLm`] (Llama, Qwen2, a user's own architecture). Cheap to
+/// build; borrows the model and tokenizer.
 pub struct Generator<'a, B: Backend> {
-    model: &'a LlamaForCausalLM<B>,
+    model: &'a (dyn CausalLm<B> + Sync),
     tokenizer: Option<&'a Tokenizer>,
     config: GenerationConfig,
     sampler: Sampler,
@@ -51,12 +51,22 @@ struct Row {
     finish: Option<FinishReason>,
 }
 
+impl<B: Backend> std::fmt::Debug for Generator<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator")
+            .field("vocab_size", &self.model.vocab_size())
+            .field("tokenizer", &self.tokenizer.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a, B: Backend> Generator<'a, B> {
     /// A generator for `model` with a validated `config`.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an invalid config.
-    pub fn new(model: &'a LlamaForCausalLM<B>, config: GenerationConfig) -> Result<Self> {
+    pub fn new(model: &'a (impl CausalLm<B> + Sync), config: GenerationConfig) -> Result<Self> {
         config.validate()?;
         let sampler = Sampler::new(config.sampler.clone())?;
         Ok(Self {
@@ -108,7 +118,7 @@ impl<'a, B: Backend> Generator<'a, B> {
                 streams.len()
             )));
         }
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model.vocab_size();
         for (i, p) in prompts.iter().enumerate() {
             if p.is_empty() {
                 return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
@@ -201,7 +211,7 @@ impl<'a, B: Backend> Generator<'a, B> {
     }
 
     fn device(&self) -> B::Device {
-        self.model.model.embed_tokens.weight.val().device()
+        self.model.device()
     }
 
     /// Last-position logits of `ids` (extending `cache` when given), downloaded to the host.
@@ -215,15 +225,12 @@ impl<'a, B: Backend> Generator<'a, B> {
         cache: Option<&mut KvCache<B>>,
     ) -> Result<Vec<f32>> {
         let [rows, new] = ids.dims();
-        let hidden = self.model.model.forward(ids, Some(mask), cache)?;
+        let hidden = self.model.hidden_states_cached(ids, Some(mask), cache)?;
         let [_, _, h] = hidden.dims();
         let last = hidden.narrow(1, new - 1, 1).reshape([rows, h]);
         // A 2-D matmul: burn's `Linear` on `[rows, 1, h]` runs `rows` separate vector-matrix
         // products over the whole head (memory bound, ~4x slower at 32 rows on flex).
-        let logits = match &self.model.lm_head {
-            Some(head) => last.matmul(head.weight.val()),
-            None => last.matmul(self.model.model.embed_tokens.weight.val().transpose()),
-        };
+        let logits = self.model.lm_head_weight().logits(last);
         logits_to_host(logits)
     }
 
@@ -240,7 +247,7 @@ impl<'a, B: Backend> Generator<'a, B> {
         let mut stats = GenerationStats::default();
         let k = self.config.num_responses;
         let device = self.device();
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model.vocab_size();
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let penalty = self.config.sampler.repetition_penalty != 1.0;
         let mut rows: Vec<Row> = Vec::with_capacity(prompts.len() * k);
@@ -267,7 +274,7 @@ impl<'a, B: Backend> Generator<'a, B> {
         }
         // New tokens are clamped to the model's context: rows stop (finish reason `length`) at
         // `max_position_embeddings` instead of running past the positions the model knows.
-        let max_pos = self.model.config().max_position_embeddings;
+        let max_pos = self.model.max_positions();
         if let Some((p, longest)) = prompts
             .iter()
             .map(Vec::len)

@@ -4,6 +4,7 @@
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_data::Tokenizer;
+use kiln_model::prelude::*;
 use kiln_model::{LlamaConfig, LlamaForCausalLM};
 use kiln_sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
 

@@ -1,12 +1,13 @@
 //! Greedy decoding equals Hugging Face `generate(do_sample=False)` token for token on the fixture
-//! checkpoints (raw and chat prompts, single and batched), with and without the KV cache.
+//! checkpoints (raw and chat prompts, single and batched), with and without the KV cache, for
+//! Llama and Qwen2.
 //! Expected ids: `tests/fixtures/sampling/greedy.json`, made by `scripts/make_sampling_fixtures.py`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use kiln_data::{ChatTemplate, Message, Tokenizer};
-use kiln_model::LlamaForCausalLM;
+use kiln_model::{CausalLm, LlamaForCausalLM, Qwen2ForCausalLM};
 use kiln_sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
 use serde_json::Value;
 
@@ -28,11 +29,14 @@ fn ids(v: &Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(root().join("tests/fixtures/sampling/greedy.json"))
-        .expect("greedy.json fixture");
+fn cases_in(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join(file)).expect("greedy fixture");
     let v: Value = serde_json::from_str(&text).unwrap();
     v["cases"].as_array().unwrap().clone()
+}
+
+fn cases() -> Vec<Value> {
+    cases_in("tests/fixtures/sampling/greedy.json")
 }
 
 fn config(case: &Value, use_cache: bool) -> GenerationConfig {
@@ -45,15 +49,12 @@ fn config(case: &Value, use_cache: bool) -> GenerationConfig {
         .with_use_cache(use_cache)
 }
 
-#[test]
-fn greedy_matches_transformers_single_and_batched() {
-    let device = Default::default();
-    let cases = cases();
-    assert_eq!(cases.len(), 4);
-    for case in &cases {
+/// Every case of `cases`, batched and alone, with and without the cache, on the model `load`
+/// gives for the case's checkpoint.
+fn check_greedy<M: CausalLm<Flex> + Sync>(cases: &[Value], load: impl Fn(&Path) -> M) {
+    for case in cases {
         let name = case["name"].as_str().unwrap();
-        let dir = root().join(case["checkpoint"].as_str().unwrap());
-        let model = LlamaForCausalLM::<Flex>::from_pretrained(&dir, &device).unwrap();
+        let model = load(&root().join(case["checkpoint"].as_str().unwrap()));
         let prompts = ids(&case["prompts"]);
         let expected = ids(&case["expected"]);
         let stop = config(case, true).stop_token_ids;
@@ -84,6 +85,27 @@ fn greedy_matches_transformers_single_and_batched() {
             }
         }
     }
+}
+
+#[test]
+fn greedy_matches_transformers_single_and_batched() {
+    let cases = cases();
+    assert_eq!(cases.len(), 4);
+    check_greedy(&cases, |dir| {
+        LlamaForCausalLM::<Flex>::from_pretrained(dir, &Default::default()).unwrap()
+    });
+}
+
+/// The second architecture through the same generator: Qwen2 (q/k/v biases; tied and untied
+/// heads) greedy ids equal transformers' (`tests/fixtures/qwen2/greedy.json`, made by
+/// `scripts/make_qwen2_fixtures.py`).
+#[test]
+fn qwen2_greedy_matches_transformers_single_and_batched() {
+    let cases = cases_in("tests/fixtures/qwen2/greedy.json");
+    assert_eq!(cases.len(), 2);
+    check_greedy(&cases, |dir| {
+        Qwen2ForCausalLM::<Flex>::from_pretrained(dir, &Default::default()).unwrap()
+    });
 }
 
 #[test]

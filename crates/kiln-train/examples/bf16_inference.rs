@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
+use kiln_model::prelude::*;
 use kiln_model::{LlamaForCausalLM, LoadDtype, LoadOptions, LogProbReduction};
 use peak_alloc::PeakAlloc;
 use safetensors::SafeTensors;

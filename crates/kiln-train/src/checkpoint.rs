@@ -21,9 +21,7 @@ use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_model::{
-    LlamaForCausalLM, LlamaForSequenceClassification, MissingScore, SaveDtype, SaveOptions,
-};
+use kiln_model::{HfModel, SaveDtype, SaveOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -35,61 +33,10 @@ pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 /// Base name of the optimiser record (the recorder adds `.mpk`).
 pub const OPTIMIZER_FILE: &str = "optimizer";
 
-/// A model that can be saved to and loaded from a Hugging Face checkpoint directory.
-pub trait HfModel<B: Backend>: Sized {
-    /// Writes `config.json` and safetensors (f32) into `dir`.
-    fn save_hf(&self, dir: &Path) -> Result<()>;
-    /// Loads the model from `dir`.
-    fn load_hf(dir: &Path, device: &B::Device) -> Result<Self>;
-}
-
 fn f32_options() -> SaveOptions {
     SaveOptions {
         dtype: SaveDtype::F32,
         ..SaveOptions::default()
-    }
-}
-
-/// A LoRA model's checkpoint holds the frozen base (`config.json` + safetensors, HF layout) and
-/// the adapters beside it in PEFT's format (`adapter_config.json` + `adapter_model.safetensors`);
-/// loading a directory with an `adapter_config.json` attaches them again (base frozen).
-const ADAPTER_CONFIG: &str = "adapter_config.json";
-
-impl<B: Backend> HfModel<B> for LlamaForCausalLM<B> {
-    fn save_hf(&self, dir: &Path) -> Result<()> {
-        if self.has_adapters() {
-            self.without_adapters()
-                .save_pretrained(dir, f32_options())?;
-            self.save_adapter(dir)?;
-            return Ok(());
-        }
-        Ok(self.save_pretrained(dir, f32_options())?)
-    }
-    fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let model = Self::from_pretrained(dir, device)?;
-        if dir.join(ADAPTER_CONFIG).exists() {
-            return Ok(model.load_adapter(dir, device)?);
-        }
-        Ok(model)
-    }
-}
-
-impl<B: Backend> HfModel<B> for LlamaForSequenceClassification<B> {
-    fn save_hf(&self, dir: &Path) -> Result<()> {
-        if self.has_adapters() {
-            self.without_adapters()
-                .save_pretrained(dir, f32_options())?;
-            self.save_adapter(dir)?;
-            return Ok(());
-        }
-        Ok(self.save_pretrained(dir, f32_options())?)
-    }
-    fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let model = Self::from_pretrained(dir, device, MissingScore::Error)?;
-        if dir.join(ADAPTER_CONFIG).exists() {
-            return Ok(model.load_adapter(dir, device)?);
-        }
-        Ok(model)
     }
 }
 
@@ -153,7 +100,7 @@ where
     /// Writes model, optimiser state and trainer state into the (fresh) directory `tmp`.
     fn write_checkpoint_files(&self, tmp: &Path) -> Result<()> {
         let model = self.model()?;
-        model.save_hf(tmp)?;
+        model.save_hf(tmp, f32_options())?;
 
         let ids = param_ids::<B, M>(model);
         let position: std::collections::HashMap<ParamId, u64> = ids
@@ -240,6 +187,7 @@ mod tests {
     use super::*;
     use crate::sft::train_sft;
     use crate::testutil::{TB, flat_params, tiny};
+    use kiln_model::LlamaForCausalLM;
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("kiln-train-{name}-{}", std::process::id()));

@@ -13,10 +13,9 @@ use kiln_data::Example;
 use kiln_data::PairBatch;
 use kiln_data::collate::collate_pairs;
 use kiln_losses::{Dpo, DpoConfig, DpoLoss, DpoMetrics, LogProbReduction, LogProbStrategy};
-use kiln_model::LlamaForCausalLM;
+use kiln_model::{CausalLm, LogProbs};
 
 use crate::error::{Error, Result};
-use crate::sft::device_of;
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
 
 /// DPO options (the optimiser settings live in the [`TrainConfig`](crate::TrainConfig)).
@@ -81,9 +80,9 @@ pub struct ReferenceLogps {
 }
 
 /// `(chosen, rejected)` sequence log-probs of a pair batch, `[N]` each
-/// ([`LlamaForCausalLM::sequence_logprobs`]: chunked without autodiff; f32 for a bf16 model).
-pub fn pair_logps<B: Backend>(
-    model: &LlamaForCausalLM<B>,
+/// ([`LogProbs::sequence_logprobs`](kiln_model::LogProbs::sequence_logprobs): chunked without autodiff; f32 for a bf16 model).
+pub fn pair_logps<B: Backend, M: CausalLm<B>>(
+    model: &M,
     batch: &PairBatch<B>,
     reduction: LogProbReduction,
 ) -> Result<(Tensor<B, 1>, Tensor<B, 1>)> {
@@ -105,14 +104,14 @@ fn split_pairs<B: Backend>(logps: Tensor<B, 1>, n: usize) -> (Tensor<B, 1>, Tens
 ///
 /// # Errors
 /// Collation errors.
-pub fn precompute_reference_logps<B: Backend>(
-    reference: &LlamaForCausalLM<B>,
+pub fn precompute_reference_logps<B: Backend, M: CausalLm<B>>(
+    reference: &M,
     pairs: &[(Example, Example)],
     pad_id: u32,
     batch_size: usize,
     reduction: LogProbReduction,
 ) -> Result<ReferenceLogps> {
-    let device = device_of(&reference.model);
+    let device = reference.device();
     let mut out = ReferenceLogps {
         chosen: Vec::with_capacity(pairs.len()),
         rejected: Vec::with_capacity(pairs.len()),
@@ -178,8 +177,8 @@ pub fn collate_dpo<B: Backend>(
 }
 
 /// The DPO-family loss of a micro-batch, with TRL-named metrics (chunked log-probs).
-pub fn dpo_loss<B: AutodiffBackend>(
-    model: &LlamaForCausalLM<B>,
+pub fn dpo_loss<B: AutodiffBackend, M: CausalLm<B>>(
+    model: &M,
     batch: &DpoBatch<B>,
     dpo: &Dpo,
     reduction: LogProbReduction,
@@ -195,10 +194,10 @@ pub fn dpo_loss<B: AutodiffBackend>(
 }
 
 /// [`dpo_loss`] with an explicit log-prob strategy
-/// ([`LlamaForCausalLM::sequence_logprob_loss`]) and NLL weight on the chosen responses
+/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)) and NLL weight on the chosen responses
 /// ([`DpoTrainConfig::nll_weight`]).
-pub fn dpo_loss_with<B: AutodiffBackend>(
-    model: &LlamaForCausalLM<B>,
+pub fn dpo_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
+    model: &M,
     batch: &DpoBatch<B>,
     dpo: &Dpo,
     reduction: LogProbReduction,
@@ -263,8 +262,8 @@ pub fn dpo_loss_with<B: AutodiffBackend>(
 /// # Errors
 /// [`Error::InvalidConfig`] when the reference was computed with another reduction; loss,
 /// collation and [`TrainLoop::fit`] errors.
-pub fn train_dpo<B: AutodiffBackend>(
-    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn train_dpo<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &mut TrainLoop<B, M>,
     pairs: &[(Example, Example)],
     reference: &ReferenceLogps,
     config: &DpoTrainConfig,
@@ -277,7 +276,7 @@ pub fn train_dpo<B: AutodiffBackend>(
         )));
     }
     let dpo = config.loss.init()?;
-    let device = device_of(&train.model()?.model);
+    let device = train.model()?.device();
     train.fit(
         pairs.len(),
         until_step,
@@ -299,15 +298,15 @@ pub fn train_dpo<B: AutodiffBackend>(
 ///
 /// # Errors
 /// Loss configuration and collation errors.
-pub fn evaluate_dpo<B: Backend>(
-    model: &LlamaForCausalLM<B>,
+pub fn evaluate_dpo<B: Backend, M: CausalLm<B>>(
+    model: &M,
     pairs: &[(Example, Example)],
     reference: &ReferenceLogps,
     config: &DpoTrainConfig,
     batch_size: usize,
 ) -> Result<DpoMetrics> {
     let dpo = config.loss.init()?;
-    let device = device_of(&model.model);
+    let device = model.device();
     let all: Vec<usize> = (0..pairs.len()).collect();
     let mut acc = [0.0f64; 6];
     for idx in all.chunks(batch_size.max(1)) {
@@ -332,13 +331,16 @@ pub fn evaluate_dpo<B: Backend>(
 }
 
 /// [`evaluate_dpo`] on the inference copy of a training loop's model.
-pub fn evaluate_dpo_of<B: AutodiffBackend>(
-    train: &TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn evaluate_dpo_of<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &TrainLoop<B, M>,
     pairs: &[(Example, Example)],
     reference: &ReferenceLogps,
     config: &DpoTrainConfig,
     batch_size: usize,
-) -> Result<DpoMetrics> {
+) -> Result<DpoMetrics>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
     evaluate_dpo(
         &train.model()?.valid(),
         pairs,
@@ -353,6 +355,7 @@ mod tests {
     use super::*;
     use crate::optim::TrainConfig;
     use crate::testutil::{TB, tiny};
+    use kiln_model::LlamaForCausalLM;
 
     /// `L = L_dpo + alpha * mean(-logp(y_w) / |y_w|)`: at policy == reference the DPO part is
     /// ln 2, so the loss is ln 2 + alpha * (the chosen per-token NLL computed independently).

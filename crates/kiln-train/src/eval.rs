@@ -16,24 +16,23 @@ use burn::tensor::backend::Backend;
 use kiln_data::Example;
 use kiln_data::Rng;
 use kiln_data::collate::pad_right;
-use kiln_model::{LlamaForCausalLM, LogProbReduction};
+use kiln_model::{CausalLm, LogProbReduction, LogProbs};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::sft::device_of;
 
 /// Summed log-probs of each example's loss-masked tokens (the completion) under `model`, by
 /// teacher forcing in batches of `batch_size`, in input order.
 ///
 /// # Errors
 /// Collation errors, or [`Error::InvalidInput`] when the values cannot be read back.
-pub fn completion_logprobs<B: Backend>(
-    model: &LlamaForCausalLM<B>,
+pub fn completion_logprobs<B: Backend, M: CausalLm<B>>(
+    model: &M,
     examples: &[Example],
     pad_id: u32,
     batch_size: usize,
 ) -> Result<Vec<f32>> {
-    let device = device_of(&model.model);
+    let device = model.device();
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch_size.max(1)) {
         let b = pad_right(chunk, pad_id)?.to_tensors::<B>(&device);

@@ -78,8 +78,9 @@ pub mod sft;
 pub mod stage;
 pub mod train_loop;
 
-pub use checkpoint::{HfModel, TrainerState};
+pub use checkpoint::TrainerState;
 pub use error::{Error, Result};
+pub use kiln_model::HfModel;
 pub use metrics::MetricsLog;
 pub use optim::TrainConfig;
 pub use order::DataOrder;

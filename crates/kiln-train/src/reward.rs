@@ -11,10 +11,9 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use kiln_data::collate::collate_pairs;
 use kiln_data::{Example, LmBatch};
 use kiln_losses::{BradleyTerry, BradleyTerryConfig};
-use kiln_model::LlamaForSequenceClassification;
+use kiln_model::SequenceScorer;
 
 use crate::error::Result;
-use crate::sft::device_of;
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
 
 /// One preference pair of reward-model inputs.
@@ -66,11 +65,11 @@ pub fn collate_reward<B: Backend>(
 ///
 /// # Shapes
 /// - `batch`: `[rows, T]` -> `[rows]`
-pub fn score_rows<B: Backend>(
-    model: &LlamaForSequenceClassification<B>,
+pub fn score_rows<B: Backend, M: SequenceScorer<B>>(
+    model: &M,
     batch: &LmBatch<B>,
 ) -> Result<Tensor<B, 1>> {
-    let all = model.forward_all(batch.input_ids.clone(), Some(batch.attention_mask.clone()))?;
+    let all = model.position_scores(batch.input_ids.clone(), Some(batch.attention_mask.clone()))?;
     let [rows, _] = all.dims();
     Ok(all
         .gather(1, batch.last_index.clone().reshape([rows, 1]))
@@ -78,8 +77,8 @@ pub fn score_rows<B: Backend>(
 }
 
 /// `(chosen, rejected)` scores of a reward batch, `[N]` each.
-pub fn pair_scores<B: Backend>(
-    model: &LlamaForSequenceClassification<B>,
+pub fn pair_scores<B: Backend, M: SequenceScorer<B>>(
+    model: &M,
     batch: &RewardBatch<B>,
 ) -> Result<(Tensor<B, 1>, Tensor<B, 1>)> {
     let scores = score_rows(model, &batch.batch)?;
@@ -88,8 +87,8 @@ pub fn pair_scores<B: Backend>(
 }
 
 /// The Bradley-Terry loss of a micro-batch, with metrics `accuracy` and `margin`.
-pub fn reward_loss<B: AutodiffBackend>(
-    model: &LlamaForSequenceClassification<B>,
+pub fn reward_loss<B: AutodiffBackend, M: SequenceScorer<B>>(
+    model: &M,
     batch: &RewardBatch<B>,
     loss: &BradleyTerry,
 ) -> Result<StepLoss<B>> {
@@ -117,14 +116,14 @@ pub struct RewardTrainConfig {
 ///
 /// # Errors
 /// Loss configuration, collation and [`TrainLoop::fit`] errors.
-pub fn train_reward_model<B: AutodiffBackend>(
-    train: &mut TrainLoop<B, LlamaForSequenceClassification<B>>,
+pub fn train_reward_model<B: AutodiffBackend, M: SequenceScorer<B> + AutodiffModule<B>>(
+    train: &mut TrainLoop<B, M>,
     pairs: &[RewardPair],
     config: &RewardTrainConfig,
     until_step: usize,
 ) -> Result<Vec<StepStats>> {
     let loss = config.loss.init()?;
-    let device = device_of(&train.model()?.model);
+    let device = train.model()?.device();
     train.fit(
         pairs.len(),
         until_step,
@@ -141,13 +140,13 @@ pub fn train_reward_model<B: AutodiffBackend>(
 ///
 /// # Errors
 /// Collation errors; an empty `pairs` gives `(0, 0)`.
-pub fn pairwise_accuracy<B: Backend>(
-    model: &LlamaForSequenceClassification<B>,
+pub fn pairwise_accuracy<B: Backend, M: SequenceScorer<B>>(
+    model: &M,
     pairs: &[RewardPair],
     pad_id: u32,
     batch_size: usize,
 ) -> Result<(f64, f64)> {
-    let device = device_of(&model.model);
+    let device = model.device();
     let (mut correct, mut margin) = (0.0, 0.0);
     for chunk in pairs.chunks(batch_size.max(1)) {
         let batch = collate_reward::<B>(chunk, pad_id, false, &device)?;
@@ -167,12 +166,15 @@ pub fn pairwise_accuracy<B: Backend>(
 }
 
 /// [`pairwise_accuracy`] on the inference copy of a training loop's model.
-pub fn pairwise_accuracy_of<B: AutodiffBackend>(
-    train: &TrainLoop<B, LlamaForSequenceClassification<B>>,
+pub fn pairwise_accuracy_of<B: AutodiffBackend, M: SequenceScorer<B> + AutodiffModule<B>>(
+    train: &TrainLoop<B, M>,
     pairs: &[RewardPair],
     pad_id: u32,
     batch_size: usize,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64)>
+where
+    M::InnerModule: SequenceScorer<B::InnerBackend>,
+{
     pairwise_accuracy(&train.model()?.valid(), pairs, pad_id, batch_size)
 }
 
@@ -181,6 +183,7 @@ mod tests {
     use super::*;
     use crate::optim::TrainConfig;
     use crate::testutil::{TB, prompt, tiny};
+    use kiln_model::LlamaForSequenceClassification;
 
     #[test]
     fn reward_training_raises_pairwise_accuracy() {

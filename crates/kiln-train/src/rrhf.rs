@@ -11,10 +11,9 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use kiln_data::collate::collate_sft;
 use kiln_data::{Example, LmBatch};
 use kiln_losses::{LogProbReduction, LogProbStrategy, Rrhf, RrhfConfig};
-use kiln_model::LlamaForCausalLM;
+use kiln_model::{CausalLm, LogProbs};
 
 use crate::error::{Error, Result};
-use crate::sft::device_of;
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
 
 /// One prompt's K encoded responses (prompt + response tokens, response mask) and their rewards.
@@ -79,9 +78,9 @@ pub fn collate_rrhf<B: Backend>(
 }
 
 /// `[P, K]` summed response log-probs of a batch
-/// ([`LlamaForCausalLM::sequence_logprobs`]: chunked without autodiff).
-pub fn response_logps<B: Backend>(
-    model: &LlamaForCausalLM<B>,
+/// ([`LogProbs::sequence_logprobs`](kiln_model::LogProbs::sequence_logprobs): chunked without autodiff).
+pub fn response_logps<B: Backend, M: CausalLm<B>>(
+    model: &M,
     batch: &RrhfBatch<B>,
 ) -> Result<Tensor<B, 2>> {
     let b = &batch.batch;
@@ -97,8 +96,8 @@ pub fn response_logps<B: Backend>(
 
 /// The RRHF loss of a micro-batch, with metrics `rank_loss` and `sft_loss` (chunked
 /// log-probs).
-pub fn rrhf_loss<B: AutodiffBackend>(
-    model: &LlamaForCausalLM<B>,
+pub fn rrhf_loss<B: AutodiffBackend, M: CausalLm<B>>(
+    model: &M,
     batch: &RrhfBatch<B>,
     rrhf: &Rrhf,
 ) -> Result<StepLoss<B>> {
@@ -106,9 +105,9 @@ pub fn rrhf_loss<B: AutodiffBackend>(
 }
 
 /// [`rrhf_loss`] with an explicit log-prob strategy
-/// ([`LlamaForCausalLM::sequence_logprob_loss`]).
-pub fn rrhf_loss_with<B: AutodiffBackend>(
-    model: &LlamaForCausalLM<B>,
+/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)).
+pub fn rrhf_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
+    model: &M,
     batch: &RrhfBatch<B>,
     rrhf: &Rrhf,
     logprobs: LogProbStrategy,
@@ -138,8 +137,8 @@ pub fn rrhf_loss_with<B: AutodiffBackend>(
 ///
 /// # Errors
 /// Loss configuration, collation and [`TrainLoop::fit`] errors.
-pub fn train_rrhf<B: AutodiffBackend>(
-    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn train_rrhf<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &mut TrainLoop<B, M>,
     items: &[RankedExamples],
     config: &RrhfConfig,
     pad_id: u32,
@@ -159,8 +158,8 @@ pub fn train_rrhf<B: AutodiffBackend>(
 ///
 /// # Errors
 /// Loss configuration, collation and [`TrainLoop::fit`] errors.
-pub fn train_rrhf_with<B: AutodiffBackend>(
-    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn train_rrhf_with<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &mut TrainLoop<B, M>,
     items: &[RankedExamples],
     config: &RrhfConfig,
     pad_id: u32,
@@ -168,7 +167,7 @@ pub fn train_rrhf_with<B: AutodiffBackend>(
     logprobs: LogProbStrategy,
 ) -> Result<Vec<StepStats>> {
     let rrhf = config.init()?;
-    let device = device_of(&train.model()?.model);
+    let device = train.model()?.device();
     train.fit(
         items.len(),
         until_step,
@@ -184,14 +183,14 @@ pub fn train_rrhf_with<B: AutodiffBackend>(
 ///
 /// # Errors
 /// Loss configuration and collation errors.
-pub fn rrhf_scores<B: Backend>(
-    model: &LlamaForCausalLM<B>,
+pub fn rrhf_scores<B: Backend, M: CausalLm<B>>(
+    model: &M,
     items: &[RankedExamples],
     config: &RrhfConfig,
     pad_id: u32,
 ) -> Result<Vec<Vec<f32>>> {
     let rrhf = config.init()?;
-    let device = device_of(&model.model);
+    let device = model.device();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let batch = collate_rrhf::<B>(std::slice::from_ref(item), pad_id, &device)?;
@@ -207,12 +206,15 @@ pub fn rrhf_scores<B: Backend>(
 }
 
 /// [`rrhf_scores`] on the inference copy of a training loop's model.
-pub fn rrhf_scores_of<B: AutodiffBackend>(
-    train: &TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn rrhf_scores_of<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &TrainLoop<B, M>,
     items: &[RankedExamples],
     config: &RrhfConfig,
     pad_id: u32,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Vec<Vec<f32>>>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
     rrhf_scores(&train.model()?.valid(), items, config, pad_id)
 }
 
@@ -223,6 +225,7 @@ mod tests {
     use crate::testutil::{TB, prompt, tiny};
     use kiln_data::examples::encode_prompt_completion;
     use kiln_data::{Content, TruncationConfig};
+    use kiln_model::LlamaForCausalLM;
 
     fn best_stats(scores: &[Vec<f32>], items: &[RankedExamples]) -> (f64, f64) {
         let (mut top, mut best_score) = (0.0, 0.0);

@@ -2,7 +2,7 @@
 //!
 //! Examples come from `kiln_data::examples::encode_sft` (loss mask = assistant content and its
 //! `<|eot_id|>`). The loss of a micro-batch is the mean NLL over its counted tokens (HF's
-//! token-averaged cross-entropy), computed with `LlamaForCausalLM::sequence_logprob_loss`
+//! token-averaged cross-entropy), computed with `LogProbs::sequence_logprob_loss`
 //! (chunked by default: no `[batch, seq, vocab]` logits in the forward or backward pass).
 
 use burn::module::AutodiffModule;
@@ -11,15 +11,10 @@ use burn::tensor::{ElementConversion, Tensor};
 use kiln_data::collate::collate_sft;
 use kiln_data::{Example, LmBatch};
 use kiln_losses::{LogProbReduction, LogProbStrategy};
-use kiln_model::LlamaForCausalLM;
+use kiln_model::{CausalLm, LogProbs};
 
 use crate::error::{Error, Result};
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
-
-/// The device a Llama model's weights live on.
-pub(crate) fn device_of<B: Backend>(model: &kiln_model::LlamaModel<B>) -> B::Device {
-    model.embed_tokens.weight.val().device()
-}
 
 /// Number of counted (shifted) tokens of a batch.
 fn counted_tokens<B: Backend>(batch: &LmBatch<B>) -> f64 {
@@ -34,12 +29,12 @@ fn counted_tokens<B: Backend>(batch: &LmBatch<B>) -> f64 {
 }
 
 /// Sum of the masked log-probs and the number of counted tokens of a batch
-/// ([`LlamaForCausalLM::sequence_logprobs`]: chunked without autodiff).
+/// ([`LogProbs::sequence_logprobs`](kiln_model::LogProbs::sequence_logprobs): chunked without autodiff).
 ///
 /// # Shapes
 /// - `batch`: `[B, T]` tensors; output: (`[1]` sum of log-probs, counted tokens)
-pub fn masked_logprob_sum<B: Backend>(
-    model: &LlamaForCausalLM<B>,
+pub fn masked_logprob_sum<B: Backend, M: CausalLm<B>>(
+    model: &M,
     batch: &LmBatch<B>,
 ) -> Result<(Tensor<B, 1>, f64)> {
     let sum = model
@@ -58,20 +53,20 @@ pub fn masked_logprob_sum<B: Backend>(
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the batch has no counted token.
-pub fn sft_loss<B: AutodiffBackend>(
-    model: &LlamaForCausalLM<B>,
+pub fn sft_loss<B: AutodiffBackend, M: CausalLm<B>>(
+    model: &M,
     batch: &LmBatch<B>,
 ) -> Result<StepLoss<B>> {
     sft_loss_with(model, batch, LogProbStrategy::default())
 }
 
 /// [`sft_loss`] with an explicit log-prob strategy
-/// ([`LlamaForCausalLM::sequence_logprob_loss`]).
+/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the batch has no counted token.
-pub fn sft_loss_with<B: AutodiffBackend>(
-    model: &LlamaForCausalLM<B>,
+pub fn sft_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
+    model: &M,
     batch: &LmBatch<B>,
     logprobs: LogProbStrategy,
 ) -> Result<StepLoss<B>> {
@@ -100,8 +95,8 @@ pub fn sft_loss_with<B: AutodiffBackend>(
 ///
 /// # Errors
 /// Those of [`TrainLoop::fit`] and collation.
-pub fn train_sft<B: AutodiffBackend>(
-    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn train_sft<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &mut TrainLoop<B, M>,
     examples: &[Example],
     pad_id: u32,
     until_step: usize,
@@ -119,14 +114,14 @@ pub fn train_sft<B: AutodiffBackend>(
 ///
 /// # Errors
 /// Those of [`TrainLoop::fit`] and collation.
-pub fn train_sft_with<B: AutodiffBackend>(
-    train: &mut TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn train_sft_with<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &mut TrainLoop<B, M>,
     examples: &[Example],
     pad_id: u32,
     until_step: usize,
     logprobs: LogProbStrategy,
 ) -> Result<Vec<StepStats>> {
-    let device = device_of(&train.model()?.model);
+    let device = train.model()?.device();
     train.fit(
         examples.len(),
         until_step,
@@ -143,13 +138,13 @@ pub fn train_sft_with<B: AutodiffBackend>(
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when no example has a counted token; collation errors.
-pub fn eval_nll<B: Backend>(
-    model: &LlamaForCausalLM<B>,
+pub fn eval_nll<B: Backend, M: CausalLm<B>>(
+    model: &M,
     examples: &[Example],
     pad_id: u32,
     batch_size: usize,
 ) -> Result<f64> {
-    let device = device_of(&model.model);
+    let device = model.device();
     let (mut total, mut count) = (0.0, 0.0);
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch = collate_sft::<B>(chunk, pad_id, &device)?;
@@ -166,12 +161,15 @@ pub fn eval_nll<B: Backend>(
 }
 
 /// [`eval_nll`] on the inference copy of a training loop's model.
-pub fn eval_nll_of<B: AutodiffBackend>(
-    train: &TrainLoop<B, LlamaForCausalLM<B>>,
+pub fn eval_nll_of<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
+    train: &TrainLoop<B, M>,
     examples: &[Example],
     pad_id: u32,
     batch_size: usize,
-) -> Result<f64> {
+) -> Result<f64>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
     eval_nll(&train.model()?.valid(), examples, pad_id, batch_size)
 }
 
@@ -180,6 +178,7 @@ mod tests {
     use super::*;
     use crate::optim::TrainConfig;
     use crate::testutil::{TB, tiny};
+    use kiln_model::LlamaForCausalLM;
 
     #[test]
     fn chunked_and_full_logprobs_train_identically() {

@@ -9,6 +9,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::Optimizer;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use kiln_model::prelude::*;
 use kiln_model::{
     LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LogProbReduction, LoraConfig,
     LoraTarget,

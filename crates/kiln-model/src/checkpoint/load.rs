@@ -18,6 +18,7 @@ use crate::causal_lm::LlamaForCausalLM;
 use crate::classifier::LlamaForSequenceClassification;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
+use crate::model_type::ModelType;
 use crate::weights::{RandomSource, WeightSource};
 
 /// What to do when a reward-model checkpoint has no `score.weight` (e.g. an SFT checkpoint).
@@ -376,6 +377,38 @@ fn read_config(dir: &Path) -> Result<LlamaConfig> {
     LlamaConfig::from_file(dir.join("config.json"))
 }
 
+/// The Rust types that load each `model_type`: (causal LM, sequence classifier).
+fn loaders(t: ModelType) -> (&'static str, &'static str) {
+    match t {
+        ModelType::Llama => ("LlamaForCausalLM", "LlamaForSequenceClassification"),
+        ModelType::Qwen2 => ("Qwen2ForCausalLM", "Qwen2ForSequenceClassification"),
+    }
+}
+
+/// `dir`'s config, which must be of `expected` type (`classifier`: the loader is a sequence
+/// classifier).
+pub(crate) fn read_config_of(
+    dir: &Path,
+    expected: ModelType,
+    classifier: bool,
+) -> Result<LlamaConfig> {
+    let config = read_config(dir)?;
+    if config.model_type != expected {
+        let pick = |t| {
+            let (lm, cls) = loaders(t);
+            if classifier { cls } else { lm }
+        };
+        return Err(Error::WrongModelType {
+            path: dir.join("config.json"),
+            found: config.model_type,
+            expected,
+            loader: pick(expected),
+            suggested: pick(config.model_type),
+        });
+    }
+    Ok(config)
+}
+
 impl<B: Backend> LlamaForCausalLM<B> {
     /// Loads a Hugging Face `LlamaForCausalLM` directory with its weights in f32 (f16/bf16
     /// checkpoints are widened); see [`Self::from_pretrained_with`].
@@ -399,8 +432,17 @@ impl<B: Backend> LlamaForCausalLM<B> {
         device: &B::Device,
         options: LoadOptions,
     ) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = read_config(dir)?;
+        Self::load_as(dir.as_ref(), device, options, ModelType::Llama)
+    }
+
+    /// Loads `dir`, whose `model_type` must be `expected`.
+    pub(crate) fn load_as(
+        dir: &Path,
+        device: &B::Device,
+        options: LoadOptions,
+        expected: ModelType,
+    ) -> Result<Self> {
+        let config = read_config_of(dir, expected, false)?;
         let mut reader = CheckpointReader::open(dir)?;
         if options.allow_non_finite {
             reader = reader.allow_non_finite(true);
@@ -420,7 +462,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
             &[]
         };
         reader.check_all_used(ignored)?;
-        tracing::info!(dir = %dir.display(), params = config.num_parameters(), ?dtype, "loaded LlamaForCausalLM");
+        tracing::info!(dir = %dir.display(), model_type = %expected, params = config.num_parameters(), ?dtype, "loaded causal LM");
         Ok(model)
     }
 }
@@ -448,8 +490,24 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         missing_score: MissingScore,
         options: LoadOptions,
     ) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = read_config(dir)?;
+        Self::load_as(
+            dir.as_ref(),
+            device,
+            missing_score,
+            options,
+            ModelType::Llama,
+        )
+    }
+
+    /// Loads `dir`, whose `model_type` must be `expected`.
+    pub(crate) fn load_as(
+        dir: &Path,
+        device: &B::Device,
+        missing_score: MissingScore,
+        options: LoadOptions,
+        expected: ModelType,
+    ) -> Result<Self> {
+        let config = read_config_of(dir, expected, true)?;
         let mut reader = CheckpointReader::open(dir)?;
         if options.allow_non_finite {
             reader = reader.allow_non_finite(true);

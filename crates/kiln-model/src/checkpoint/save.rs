@@ -92,7 +92,16 @@ pub(crate) fn hf_linear<B: Backend>(
     name: String,
     l: &burn::nn::Linear<B>,
 ) {
-    out.push((name, HfTensor::Matrix(l.weight.val().transpose())));
+    if let Some(bias) = &l.bias {
+        let bias_name = match name.strip_suffix(".weight") {
+            Some(stem) => format!("{stem}.bias"),
+            None => format!("{name}.bias"),
+        };
+        out.push((name, HfTensor::Matrix(l.weight.val().transpose())));
+        out.push((bias_name, HfTensor::Vector(bias.val())));
+    } else {
+        out.push((name, HfTensor::Matrix(l.weight.val().transpose())));
+    }
 }
 
 fn model_tensors<B: Backend>(m: &LlamaModel<B>) -> Vec<(String, HfTensor<B>)> {
@@ -299,7 +308,8 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         let mut cfg: serde_json::Value =
             serde_json::from_str(&self.config().to_hf_json(opts.dtype.torch_name()))
                 .unwrap_or_default();
-        cfg["architectures"] = serde_json::json!(["LlamaForSequenceClassification"]);
+        cfg["architectures"] =
+            serde_json::json!([self.config().model_type.classifier_architecture()]);
         cfg["id2label"] = serde_json::json!({"0": "LABEL_0"});
         cfg["label2id"] = serde_json::json!({"LABEL_0": 0});
         let text = serde_json::to_string_pretty(&cfg).unwrap_or_default();

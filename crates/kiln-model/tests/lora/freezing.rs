@@ -1,6 +1,7 @@
 //! Step 0 equals the base, gradients reach only the adapters (and the score head), freezing.
 
 use super::*;
+use kiln_model::prelude::*;
 
 #[test]
 fn step_zero_equals_the_base_bit_for_bit() {

@@ -1,6 +1,7 @@
 //! Kiln -> PEFT: the committed Kiln-made adapters must be exactly what Kiln writes today.
 
 use super::*;
+use kiln_model::prelude::*;
 
 /// Sets every adapter (and, with `score`, the score head) to deterministic values.
 fn deterministic_adapters<Bk: Backend>(m: &mut kiln_model::LlamaModel<Bk>, cfg: &LoraConfig) {

@@ -1,6 +1,7 @@
 //! PEFT -> Kiln: adapters made by `peft` give PEFT's logits and scores.
 
 use super::*;
+use kiln_model::prelude::*;
 
 #[test]
 fn peft_made_causal_lm_adapter_gives_peft_logits() {

@@ -1,6 +1,7 @@
 //! Round trips, merging and save rules on random tiny models; bad adapters get clear errors.
 
 use super::*;
+use kiln_model::prelude::*;
 
 #[test]
 fn random_adapter_round_trip_merge_and_save_rules() {

@@ -1,5 +1,5 @@
-//! [`LlamaRewardModel`]: a Llama backbone with a `score` head (HF
-//! `LlamaForSequenceClassification`, one label) behind the Llama-3 chat template.
+//! [`ClassifierRewardModel`]: any [`SequenceScorer`] (HF `*ForSequenceClassification`, one
+//! label) behind its checkpoint's chat template; [`LlamaRewardModel`] is the Llama one.
 //!
 //! The input is `chat_template(prompt + [assistant response])` (no generation prompt), truncated
 //! from the left to `max_len` tokens so the final `<|eot_id|>` is kept; the score is read at the
@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use kiln_data::collate::pad_right;
 use kiln_data::examples::encode_reward_input;
 use kiln_data::{ChatTemplate, Example, Tokenizer};
-use kiln_model::{LlamaForSequenceClassification, MissingScore, SaveOptions};
+use kiln_model::{HfModel, LlamaForSequenceClassification, SaveOptions, SequenceScorer};
 
 use crate::error::{Error, Result};
 use crate::model::{Prompt, RewardModel};
@@ -24,13 +24,13 @@ use crate::model::{Prompt, RewardModel};
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for an empty row or an id outside the model's vocabulary.
-pub fn score_token_rows<B: Backend>(
-    model: &LlamaForSequenceClassification<B>,
+pub fn score_token_rows<B: Backend, M: SequenceScorer<B>>(
+    model: &M,
     rows: &[Vec<u32>],
     pad_id: u32,
     batch_size: usize,
 ) -> Result<Vec<f32>> {
-    let vocab = model.config().vocab_size;
+    let vocab = model.vocab_size();
     for (i, r) in rows.iter().enumerate() {
         if r.is_empty() {
             return Err(Error::InvalidInput(format!("row {i} has no tokens")));
@@ -41,7 +41,7 @@ pub fn score_token_rows<B: Backend>(
             )));
         }
     }
-    let device = model.model.embed_tokens.weight.val().device();
+    let device = model.device();
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(batch_size.max(1)) {
         let examples: Vec<Example> = chunk
@@ -52,7 +52,7 @@ pub fn score_token_rows<B: Backend>(
             })
             .collect();
         let batch = pad_right(&examples, pad_id)?.to_tensors::<B>(&device);
-        let all = model.forward_all(batch.input_ids, Some(batch.attention_mask))?;
+        let all = model.position_scores(batch.input_ids, Some(batch.attention_mask))?;
         let n = chunk.len();
         let scores: Tensor<B, 1> = all.gather(1, batch.last_index.reshape([n, 1])).reshape([n]);
         let v = scores
@@ -65,10 +65,12 @@ pub fn score_token_rows<B: Backend>(
     Ok(out)
 }
 
-/// A Bradley-Terry reward model: Llama + `score` head + tokenizer + chat template.
+/// A Bradley-Terry reward model: a sequence classifier (backbone + `score` head) + tokenizer +
+/// chat template.
 #[derive(Debug)]
-pub struct LlamaRewardModel<B: Backend> {
-    model: LlamaForSequenceClassification<B>,
+pub struct ClassifierRewardModel<B: Backend, M: SequenceScorer<B>> {
+    model: M,
+    _backend: std::marker::PhantomData<B>,
     tokenizer: Tokenizer,
     template: ChatTemplate,
     pad_id: u32,
@@ -76,14 +78,17 @@ pub struct LlamaRewardModel<B: Backend> {
     batch_size: usize,
 }
 
-impl<B: Backend> LlamaRewardModel<B> {
+/// The Llama reward model (HF `LlamaForSequenceClassification`).
+pub type LlamaRewardModel<B> = ClassifierRewardModel<B, LlamaForSequenceClassification<B>>;
+
+impl<B: Backend, M: SequenceScorer<B>> ClassifierRewardModel<B, M> {
     /// Wraps a model and its tokenizer (max length 4096, batches of 8), with Kiln's built-in
     /// Llama-3.0 chat template (for the built-in tokenizer; see [`Self::with_template`]).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the tokenizer's vocabulary is larger than the model's or the
     /// tokenizer lacks the chat-template tokens.
-    pub fn new(model: LlamaForSequenceClassification<B>, tokenizer: Tokenizer) -> Result<Self> {
+    pub fn new(model: M, tokenizer: Tokenizer) -> Result<Self> {
         let template = ChatTemplate::llama3(&tokenizer)?;
         Self::with_chat_template(model, tokenizer, template)
     }
@@ -95,26 +100,26 @@ impl<B: Backend> LlamaRewardModel<B> {
     /// [`Error::InvalidInput`] when the tokenizer's vocabulary is larger than the model's or no pad
     /// id is known (tokenizer or `pad_token_id`).
     pub fn with_chat_template(
-        model: LlamaForSequenceClassification<B>,
+        model: M,
         tokenizer: Tokenizer,
         template: ChatTemplate,
     ) -> Result<Self> {
         // The tokenizer's pad, else the checkpoint's `pad_token_id` (e.g. SmolLM2: `<|im_end|>`).
-        let pad_id = match (tokenizer.pad_id(), model.config().pad_token_id) {
+        let pad_id = match (tokenizer.pad_id(), model.pad_token_id()) {
             (Ok(id), _) => id,
             (Err(_), Some(id)) => id,
             (Err(e), None) => return Err(e.into()),
         };
-        let vocab = model.config().vocab_size;
+        let vocab = model.vocab_size();
         if tokenizer.vocab_size() > vocab {
             return Err(Error::InvalidInput(format!(
                 "tokenizer has {} tokens but the model's vocabulary is {vocab}",
                 tokenizer.vocab_size()
             )));
         }
-        if model.config().pad_token_id != Some(pad_id) {
+        if model.pad_token_id() != Some(pad_id) {
             tracing::warn!(
-                config_pad = ?model.config().pad_token_id,
+                config_pad = ?model.pad_token_id(),
                 tokenizer_pad = pad_id,
                 "reward model config pad_token_id differs from the tokenizer's pad id; scores are \
                  read at the last attended token, transformers would read at the last non-pad id"
@@ -122,40 +127,13 @@ impl<B: Backend> LlamaRewardModel<B> {
         }
         Ok(Self {
             model,
+            _backend: std::marker::PhantomData,
             tokenizer,
             template,
             pad_id,
             max_len: 4096,
             batch_size: 8,
         })
-    }
-
-    /// Loads an HF `LlamaForSequenceClassification` directory with its `tokenizer.json` and its
-    /// own chat template (`chat_template.jinja` or `tokenizer_config.json`).
-    ///
-    /// # Errors
-    /// Missing files or tensors (named), a tokenizer that does not fit the model, a directory
-    /// without a chat template (naming the files looked at).
-    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let tokenizer = Tokenizer::from_model_dir(dir)?;
-        let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
-        Self::from_pretrained_with_tokenizer(dir, tokenizer, template, device)
-    }
-
-    /// Loads the weights from `dir` and uses the given tokenizer and chat template.
-    ///
-    /// # Errors
-    /// As [`Self::from_pretrained`].
-    pub fn from_pretrained_with_tokenizer(
-        dir: impl AsRef<Path>,
-        tokenizer: Tokenizer,
-        template: ChatTemplate,
-        device: &B::Device,
-    ) -> Result<Self> {
-        let model =
-            LlamaForSequenceClassification::from_pretrained(dir, device, MissingScore::Error)?;
-        Self::with_chat_template(model, tokenizer, template)
     }
 
     /// Renders inputs with `template` instead (e.g. the checkpoint's own, see
@@ -168,20 +146,6 @@ impl<B: Backend> LlamaRewardModel<B> {
     /// The chat template inputs are rendered with.
     pub fn template(&self) -> &ChatTemplate {
         &self.template
-    }
-
-    /// Saves weights (HF layout), `tokenizer.json` and the chat template into `dir`.
-    ///
-    /// # Errors
-    /// I/O errors naming the file.
-    pub fn save_pretrained(&self, dir: impl AsRef<Path>, options: SaveOptions) -> Result<()> {
-        let dir = dir.as_ref();
-        self.model.save_pretrained(dir, options)?;
-        let path = dir.join("tokenizer.json");
-        let json = self.tokenizer.to_json(false)?;
-        std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
-        self.template.save_files(dir)?;
-        Ok(())
     }
 
     /// Maximum tokens per input (left truncation keeps the end).
@@ -197,7 +161,7 @@ impl<B: Backend> LlamaRewardModel<B> {
     }
 
     /// The wrapped model.
-    pub fn model(&self) -> &LlamaForSequenceClassification<B> {
+    pub fn model(&self) -> &M {
         &self.model
     }
 
@@ -229,7 +193,50 @@ impl<B: Backend> LlamaRewardModel<B> {
     }
 }
 
-impl<B: Backend> RewardModel for LlamaRewardModel<B> {
+impl<B: Backend, M: SequenceScorer<B> + HfModel<B>> ClassifierRewardModel<B, M> {
+    /// Loads an HF sequence-classification directory (PEFT adapters over the base included) with its `tokenizer.json` and its
+    /// own chat template (`chat_template.jinja` or `tokenizer_config.json`).
+    ///
+    /// # Errors
+    /// Missing files or tensors (named), a tokenizer that does not fit the model, a directory
+    /// without a chat template (naming the files looked at).
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let tokenizer = Tokenizer::from_model_dir(dir)?;
+        let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
+        Self::from_pretrained_with_tokenizer(dir, tokenizer, template, device)
+    }
+
+    /// Loads the weights from `dir` and uses the given tokenizer and chat template.
+    ///
+    /// # Errors
+    /// As [`Self::from_pretrained`].
+    pub fn from_pretrained_with_tokenizer(
+        dir: impl AsRef<Path>,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let model = M::load_hf(dir.as_ref(), device)?;
+        Self::with_chat_template(model, tokenizer, template)
+    }
+
+    /// Saves weights (HF layout), `tokenizer.json` and the chat template into `dir`.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>, options: SaveOptions) -> Result<()> {
+        let dir = dir.as_ref();
+        self.model.save_hf(dir, options)?;
+        let path = dir.join("tokenizer.json");
+        let json = self.tokenizer.to_json(false)?;
+        std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
+        self.template.save_files(dir)?;
+        Ok(())
+    }
+}
+
+impl<B: Backend, M: SequenceScorer<B>> RewardModel for ClassifierRewardModel<B, M> {
     fn score_batch(&self, items: &[(&Prompt, &str)]) -> Result<Vec<f32>> {
         let rows = items
             .iter()
@@ -243,7 +250,7 @@ impl<B: Backend> RewardModel for LlamaRewardModel<B> {
 mod tests {
     use super::*;
     use burn::backend::Flex;
-    use kiln_model::LlamaConfig;
+    use kiln_model::{LlamaConfig, MissingScore};
 
     const FIXTURE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),

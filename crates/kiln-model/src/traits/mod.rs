@@ -1,0 +1,24 @@
+//! What a model must offer to be generated from, trained and used as a reward model.
+//!
+//! Generation (`kiln-sampling`), every trainer (`kiln-train`) and the reward models
+//! (`kiln-reward`) are generic over these traits, not over Llama's types: a second architecture
+//! plugs in by implementing them (see [`Qwen2ForCausalLM`](crate::Qwen2ForCausalLM)), without
+//! forking the crates. Llama is the reference implementation.
+//!
+//! - [`CausalLm`]: final hidden states with an optional KV cache, the LM head's weight, the
+//!   vocabulary, the context length, the device and a new cache. Logits and `forward` follow.
+//! - [`LogProbs`] (implemented for every [`CausalLm`]): the log-prob helpers the trainers use,
+//!   chunked so the `[batch, seq, vocab]` logits never exist.
+//! - [`SequenceScorer`]: a score per position and, from it, one per sequence read at the last
+//!   non-pad token (a reward model).
+//! - [`HfModel`]: loading and saving Hugging Face directories, PEFT adapters included.
+
+mod causal_lm;
+mod hf_model;
+mod scorer;
+
+pub use causal_lm::CausalLm;
+pub use hf_model::{ADAPTER_CONFIG, HfModel, has_adapter_files};
+pub use scorer::SequenceScorer;
+
+pub use crate::logprobs::LogProbs;
