@@ -19,8 +19,6 @@ mod builtin;
 pub mod cli;
 #[path = "iterative_dpo/config.rs"]
 mod config;
-#[path = "iterative_dpo/eval.rs"]
-mod eval;
 #[path = "iterative_dpo/models.rs"]
 mod models;
 #[path = "iterative_dpo/pipeline.rs"]
@@ -34,7 +32,7 @@ mod stages;
 #[path = "iterative_dpo/task.rs"]
 mod task;
 
-pub use config::{Algorithm, Annotator, LoopConfig, Reference};
+pub use config::{Algorithm, AnnotatorKind, LoopConfig, ReferenceChoice};
 pub use pipeline::{run, run_with};
 pub use report::{Evaluation, Summary, table, verdict};
 

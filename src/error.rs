@@ -42,6 +42,9 @@ pub enum Error {
     /// From `kiln-train`: trainers, the optimiser loop, stages, checkpoints.
     #[error(transparent)]
     Train(#[from] kiln_train::Error),
+    /// kiln-online (the loop's parts).
+    #[error(transparent)]
+    Online(#[from] kiln_online::Error),
     /// A file-system error outside the crates (the path is not known here).
     #[error(transparent)]
     Io(#[from] std::io::Error),

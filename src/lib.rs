@@ -59,6 +59,7 @@ pub use burn;
 pub use kiln_data as data;
 pub use kiln_losses as losses;
 pub use kiln_model as model;
+pub use kiln_online as online;
 pub use kiln_reward as reward;
 pub use kiln_sampling as sampling;
 pub use kiln_train as train;

@@ -7,7 +7,7 @@
 #[allow(dead_code, unused_imports)]
 mod iterative_dpo;
 
-use iterative_dpo::{Algorithm, Annotator, LoopConfig, Summary, run, run_with};
+use iterative_dpo::{Algorithm, AnnotatorKind, LoopConfig, Summary, run, run_with};
 use kiln::data::{
     AnnotatedRecord, GenerationRecord, JsonlReader, PairRecord, PromptRecord, RankedRecord,
     SftRecord,
@@ -265,7 +265,7 @@ fn rrhf_and_the_pairwise_annotator_run_on_the_builtin_task() {
     let out = scratch("loop-rrhf-pairwise");
     let cfg = LoopConfig {
         algorithm: Algorithm::Rrhf,
-        annotator: Annotator::Pairwise,
+        annotator: AnnotatorKind::Pairwise,
         ..small(out.clone())
     };
     let summary = run(&cfg).expect("RRHF with the pairwise annotator runs");
@@ -373,7 +373,7 @@ fn real_model_mode_runs_on_hf_directories() {
     // The pairwise annotator from an HF causal-LM directory (here the policy fixture itself).
     let out = scratch("loop-real-pairwise");
     let cfg = LoopConfig {
-        annotator: Annotator::Pairwise,
+        annotator: AnnotatorKind::Pairwise,
         annotator_model: Some(fixtures().join("sampling/tiny-chat")),
         offline: false,
         ..real(out.clone())

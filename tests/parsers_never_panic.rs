@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use iterative_dpo::cli::parse;
-use iterative_dpo::{Algorithm, Annotator, Evaluation, LoopConfig, Reference};
+use iterative_dpo::{Algorithm, AnnotatorKind, Evaluation, LoopConfig, ReferenceChoice};
 use kiln::data::atomic::read_json;
 use kiln::data::{LengthUnit, SelectionStrategy, TemplateChoice};
 use kiln::losses::DpoLoss;
@@ -151,14 +151,14 @@ fn valid_configs() -> &'static [String] {
                     lambda: 0.05,
                     unit: LengthUnit::Chars,
                 },
-                reference: Reference::Previous,
+                reference: ReferenceChoice::Previous,
                 lora_rank: 4,
                 lora_targets: vec![LoraTarget::Q, LoraTarget::V],
                 template_date: Some("2024-07-26".into()),
                 ..base.clone()
             },
             LoopConfig {
-                annotator: Annotator::Pairwise,
+                annotator: AnnotatorKind::Pairwise,
                 policy: Some(PathBuf::from("models/policy")),
                 reward_model: Some(PathBuf::from("models/rm")),
                 prompts: Some(PathBuf::from("prompts.jsonl")),

@@ -7,9 +7,9 @@
 //! model's pairs come from pi_0's own samples on training questions, gold-labelled with the same
 //! label noise; the reward model is pi_0's backbone with LoRA adapters and a score head.
 
-use super::models::{B, I, Res, decode_concurrency, save_options};
+use super::models::{B, I, Res, save_options};
 use super::pipeline::{Ctx, Setup, stage_seed};
-use super::progress::{Bar, monitored};
+use super::progress::Console;
 use super::task::{self, GoldJudge};
 use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
@@ -20,14 +20,15 @@ use kiln::model::{
     LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
     MissingScore,
 };
+use kiln::online::{monitored, sample};
 use kiln::reward::pairwise::judge_message;
-use kiln::sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
+use kiln::sampling::FinishReason;
 use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
 use kiln::train::sft::train_sft;
 use kiln::train::{StageRunner, TrainConfig};
 use std::path::{Path, PathBuf};
 
-use super::config::Annotator;
+use super::config::AnnotatorKind;
 
 /// Data, SFT and the proxy annotator; returns what the loop needs.
 pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup> {
@@ -85,15 +86,15 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[1]))?;
     let annotator = match (cfg.annotator, &cfg.annotator_model) {
-        (Annotator::Pairwise, Some(dir)) => dir.clone(),
-        (Annotator::Pairwise, None) => {
+        (AnnotatorKind::Pairwise, Some(dir)) => dir.clone(),
+        (AnnotatorKind::Pairwise, None) => {
             let metrics = root.path("pairwise_model_metrics.jsonl");
             root.run("pairwise_model", &["pairwise_model"], |out| {
                 train_pairwise_stage(ctx, &pairs, &sft_dir, out.path("pairwise_model")?, &metrics)
             })?;
             root.path("pairwise_model")
         }
-        (Annotator::Bt, _) => {
+        (AnnotatorKind::Bt, _) => {
             let metrics = root.path("reward_model_metrics.jsonl");
             root.run("reward_model", &["reward_model"], |out| {
                 train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model")?, &metrics)
@@ -125,7 +126,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[0]))?;
     let annotator = match (cfg.annotator, &cfg.annotator_model) {
-        (Annotator::Pairwise, Some(dir)) => dir.clone(),
+        (AnnotatorKind::Pairwise, Some(dir)) => dir.clone(),
         _ => {
             let metrics = root.path("reward_model_metrics.jsonl");
             root.run("reward_model", &["reward_model"], |out| {
@@ -188,27 +189,17 @@ fn sample_pairs(
         .iter()
         .map(|q| Content::Text(q.text.clone()))
         .collect();
-    let ids = prompts
-        .iter()
-        .map(|p| enc.generation_prompt(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let gc = GenerationConfig::new()
-        .with_sampler(
-            SamplerConfig::new()
-                .with_temperature(cfg.temperature)
-                .with_seed(stage_seed(cfg.seed, 3)),
-        )
-        .with_max_new_tokens(cfg.max_new_tokens)
-        .with_num_responses(cfg.rm_samples)
-        .with_stop_token_ids(enc.stop_ids())
-        .with_pad_token_id(enc.pad_id)
-        .with_prompt_batch_size(16)
-        .with_concurrent_batches(decode_concurrency());
-    let generator = Generator::new(&model, gc)?.with_tokenizer(&enc.tokenizer);
-    let bar = Bar::new("reward-model samples", ids.len() * cfg.rm_samples);
-    let streams: Vec<u64> = (0..ids.len() as u64).collect();
-    let out = generator.generate_with(&ids, &streams, |p| bar.set(p.finished_responses))?;
-    bar.finish();
+    let settings = cfg.sampling(cfg.rm_samples, cfg.temperature, 16);
+    let seed = stage_seed(cfg.seed, 3);
+    let out = sample(
+        &model,
+        enc,
+        &prompts,
+        &settings,
+        seed,
+        "reward-model samples",
+        &Console,
+    )?;
     let mut pairs = Vec::new();
     for (q, gens) in questions.iter().zip(&out.responses) {
         let gold: Vec<f32> = gens
@@ -258,11 +249,6 @@ fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
     c
 }
 
-/// The progress bar's status: `metric` of the last step (the loss when the trainer has none).
-fn show(metric: &'static str) -> impl Fn(&kiln::train::StepStats) -> String + 'static {
-    move |s| format!("{metric} {:.3}", s.metric(metric).unwrap_or(s.loss))
-}
-
 /// SFT of the tiny policy from scratch; every step is written to `metrics`.
 fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()> {
     let cfg = &ctx.cfg;
@@ -281,7 +267,7 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
         .with_weight_decay(0.01)
         .with_seed(stage_seed(cfg.seed, 11))
         .with_log_every(0);
-    let (mut train, monitor) = monitored(model, tc, "SFT", metrics, show("nll"))?;
+    let (mut train, monitor) = monitored(model, tc, "SFT", "nll", metrics, &Console)?;
     train_sft(&mut train, &examples, ctx.enc.pad_id, cfg.sft_steps)?;
     monitor.finish()?;
     Ok(train.model()?.save_pretrained(out, save_options())?)
@@ -364,7 +350,7 @@ fn train_bt(
         use_margin: false,
         pad_id: enc.pad_id,
     };
-    let (mut train, monitor) = monitored(model, tc, "reward model", metrics, show("accuracy"))?;
+    let (mut train, monitor) = monitored(model, tc, "reward model", "accuracy", metrics, &Console)?;
     train_reward_model(&mut train, &pairs, &rtc, cfg.rm_steps)?;
     monitor.finish()?;
     let (acc, margin) = pairwise_accuracy(&train.model()?.valid(), &held_out, enc.pad_id, 64)?;
@@ -402,7 +388,7 @@ fn train_pairwise_stage(
         .with_micro_batch_size(cfg.batch_size)
         .with_seed(stage_seed(cfg.seed, 31))
         .with_log_every(0);
-    let (mut train, monitor) = monitored(model, tc, "pairwise model", metrics, show("nll"))?;
+    let (mut train, monitor) = monitored(model, tc, "pairwise model", "nll", metrics, &Console)?;
     train_sft(&mut train, &examples, enc.pad_id, cfg.rm_steps)?;
     monitor.finish()?;
     Ok(train.model()?.save_pretrained(out, save_options())?)

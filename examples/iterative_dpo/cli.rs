@@ -1,7 +1,7 @@
 //! The command line (clap): every [`LoopConfig`] field is a flag; `--config FILE.json` supplies a
 //! base configuration, and flags given anywhere on the line override it.
 
-use super::config::{Algorithm, Annotator, LoopConfig, Reference};
+use super::config::{Algorithm, AnnotatorKind, LoopConfig, ReferenceChoice};
 use clap::Parser;
 use kiln::data::{SelectionStrategy, TemplateChoice};
 use kiln::losses::DpoLoss;
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
     /// dpo | rrhf [default: dpo].
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "ALGORITHM")]
     pub algorithm: Option<Algorithm>,
     /// Online iterations T [default: 3].
     #[arg(long)]
@@ -78,8 +78,8 @@ pub struct Args {
     #[arg(long, value_name = "STRATEGY")]
     pub choose: Option<SelectionStrategy>,
     /// sft | previous [default: sft].
-    #[arg(long, value_enum)]
-    pub reference: Option<Reference>,
+    #[arg(long, value_name = "REFERENCE")]
+    pub reference: Option<ReferenceChoice>,
     /// Epochs over each iteration's pairs / ranked lists [default: 4].
     #[arg(long)]
     pub policy_epochs: Option<usize>,
@@ -108,8 +108,8 @@ pub struct Args {
     #[arg(long, overrides_with = "offline")]
     pub no_offline: bool,
     /// bt | pairwise [default: bt].
-    #[arg(long, value_enum)]
-    pub annotator: Option<Annotator>,
+    #[arg(long, value_name = "ANNOTATOR")]
+    pub annotator: Option<AnnotatorKind>,
     /// Pairwise preference model (HF causal-LM directory) for --annotator pairwise.
     #[arg(long, value_name = "DIR")]
     pub annotator_model: Option<PathBuf>,

@@ -3,40 +3,11 @@
 use kiln::data::{DateTime, SelectionStrategy, TemplateChoice, TemplateClock};
 use kiln::losses::DpoLoss;
 use kiln::model::{LoraConfig, LoraTarget};
+pub use kiln::online::{Algorithm, ReferenceChoice};
+use kiln::online::{DpoSettings, IterationConfig, RrhfSettings, SamplingSettings};
+pub use kiln::reward::AnnotatorKind;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// Which model DPO measures the policy against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Reference {
-    /// The SFT policy pi_0 for every iteration (the paper).
-    Sft,
-    /// The previous iteration's policy (later RLHFlow scripts).
-    Previous,
-}
-
-/// What trains the policy on each iteration's annotated responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    /// DPO on one selected pair per prompt (`--choose`), against the reference model.
-    Dpo,
-    /// RRHF on all K ranked responses per prompt: length-normalised ranking loss plus the NLL of
-    /// the best response; no reference model.
-    Rrhf,
-}
-
-/// Who scores the K responses of a prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Annotator {
-    /// A Bradley-Terry reward model: one scalar per response (K forward rows per prompt).
-    Bt,
-    /// RLHFlow's pairwise preference model: each response's mean win probability against the
-    /// other K-1 (both orders of every pair: K(K-1) forward rows per prompt).
-    Pairwise,
-}
 
 /// What the loop runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +58,7 @@ pub struct LoopConfig {
     /// Pair selection strategy (DPO).
     pub choose: SelectionStrategy,
     /// Reference model for DPO.
-    pub reference: Reference,
+    pub reference: ReferenceChoice,
     /// Epochs over each iteration's pairs (DPO) or ranked lists (RRHF).
     pub policy_epochs: usize,
     /// DPO micro-batch size (pairs).
@@ -106,7 +77,7 @@ pub struct LoopConfig {
     /// Run the offline baseline (same algorithm, pairs and steps, on SFT samples only).
     pub offline: bool,
     /// Who scores the responses.
-    pub annotator: Annotator,
+    pub annotator: AnnotatorKind,
     /// The pairwise preference model (HF causal-LM directory) for `annotator = pairwise`; the
     /// built-in task trains one on its preference pairs when absent.
     pub annotator_model: Option<PathBuf>,
@@ -180,7 +151,7 @@ impl Default for LoopConfig {
             lr: 3e-4,
             loss: DpoLoss::SIGMOID,
             choose: SelectionStrategy::MaxMin,
-            reference: Reference::Sft,
+            reference: ReferenceChoice::Sft,
             policy_epochs: 4,
             dpo_batch_size: 16,
             dpo_nll_weight: 0.0,
@@ -189,7 +160,7 @@ impl Default for LoopConfig {
             rrhf_length_alpha: 1.0,
             rrhf_rank_weight: 1.0,
             offline: true,
-            annotator: Annotator::Bt,
+            annotator: AnnotatorKind::Bt,
             annotator_model: None,
             lora_rank: 0,
             lora_alpha: 16.0,
@@ -219,6 +190,41 @@ impl Default for LoopConfig {
 }
 
 impl LoopConfig {
+    /// How the online iterations sample, select and train.
+    pub fn iteration_config(&self) -> IterationConfig {
+        IterationConfig {
+            algorithm: self.algorithm,
+            sampling: self.sampling(self.k, self.temperature, 32),
+            choose: self.choose,
+            epochs: self.policy_epochs,
+            dpo: DpoSettings {
+                beta: self.beta,
+                loss: self.loss,
+                lr: self.lr,
+                batch_size: self.dpo_batch_size,
+                nll_weight: self.dpo_nll_weight,
+            },
+            rrhf: RrhfSettings {
+                lr: self.rrhf_lr,
+                batch_size: self.rrhf_batch_size,
+                length_alpha: self.rrhf_length_alpha,
+                rank_weight: self.rrhf_rank_weight,
+            },
+        }
+    }
+
+    /// `k` responses per prompt at `temperature`, up to `max_new_tokens`, `batch` prompts per
+    /// decoding batch, as many batches at a time as the backend wants.
+    pub fn sampling(&self, k: usize, temperature: f64, batch: usize) -> SamplingSettings {
+        SamplingSettings {
+            k,
+            temperature,
+            max_new_tokens: self.max_new_tokens,
+            prompt_batch_size: batch,
+            concurrent_batches: kiln::backend::decode_concurrency(),
+        }
+    }
+
     /// What the loop runs on.
     pub fn mode(&self) -> Mode {
         match (&self.policy, &self.reward_model) {
@@ -299,7 +305,7 @@ impl LoopConfig {
                 );
             }
         }
-        if self.annotator == Annotator::Pairwise
+        if self.annotator == AnnotatorKind::Pairwise
             && self.mode() != Mode::Builtin
             && self.annotator_model.is_none()
         {

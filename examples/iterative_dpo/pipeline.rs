@@ -5,24 +5,16 @@
 //! would.
 
 use super::builtin;
-use super::config::{Algorithm, Annotator, LoopConfig, Mode, Reference};
-use super::eval::EvalRecord;
-use super::models::{Annotation, B, PolicyStore, Res, load_bt, load_pairwise};
-use super::progress::Bar;
+use super::config::{LoopConfig, Mode};
+use super::models::{Annotation, B, Res, Store};
+use super::progress::Console;
 use super::report::{Evaluation, Summary, reward_plot_svg};
-use super::stages::{
-    cached_eval, generate, prompts_stage, real_setup, report_gold_agreement, train_dpo_stage,
-    train_rrhf_stage,
-};
+use super::stages::{cached_eval, prompts_stage, real_setup, report_gold_agreement};
 use super::task::GoldJudge;
 use kiln::burn::prelude::Backend;
 use kiln::data::atomic::{read_json, write_bytes, write_json};
-use kiln::data::pairs::{rank_records, select_pairs_file};
-use kiln::data::{
-    ChatEncoder, Content, GenerationRecord, SelectionConfig, SelectionStats, TruncationConfig,
-    read_jsonl, write_jsonl,
-};
-use kiln::reward::annotate::annotate_with;
+use kiln::data::{ChatEncoder, Content, SelectionStats, TruncationConfig};
+use kiln::online::{EvalRecord, Iteration, IterationConfig, IterationOutcome};
 use kiln::train::{StageHook, StageRunner};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -98,11 +90,10 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         (Mode::BuiltinOnPolicy, Some(judge)) => builtin::setup_on_policy(&ctx, judge, &mut root)?,
         _ => real_setup(cfg)?,
     };
-    let annotation = match cfg.annotator {
-        Annotator::Bt => Annotation::Bt(load_bt(&setup.annotator, &ctx.enc)?),
-        Annotator::Pairwise => Annotation::Pairwise(load_pairwise(&setup.annotator, &ctx.enc)?),
-    };
-    let store = PolicyStore::new(&setup.sft, cfg.lora())?;
+    let device = Default::default();
+    let annotation = Annotation::load(cfg.annotator, &setup.annotator, &ctx.enc, &device)?;
+    let store = Store::new(&setup.sft, cfg.lora(), device)?;
+    let icfg = cfg.iteration_config();
     let eval = |stages: &mut StageRunner, name: &str, dir: &Path, reference: &Path, sft| {
         cached_eval(
             &ctx,
@@ -132,23 +123,21 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         let mut stages = root.child(&format!("iter_{t}"))?;
         let n = cfg.prompts_per_iteration;
         let prompts = prompts_stage(&ctx, &mut stages, &setup.pool, n, t)?;
-        let reference = match cfg.reference {
-            Reference::Sft => setup.sft.clone(),
-            Reference::Previous => previous.clone(),
-        };
+        let reference = cfg.reference.dir(&setup.sft, &previous).to_path_buf();
         let seed = stage_seed(cfg.seed, 200 + t as u64);
-        let (stats, steps) = iteration(
+        let models = (&annotation, &store);
+        let outcome = iteration(
             &ctx,
+            &icfg,
             &mut stages,
             &prompts,
-            &annotation,
-            &store,
-            &previous,
-            &reference,
+            models,
+            (&previous, &reference),
             None,
             seed,
         )?;
-        online_steps += steps;
+        let stats = outcome.stats;
+        online_steps += outcome.steps;
         let policy = stages.path("policy");
         let rec = eval(&mut stages, "eval", &policy, &reference, Some(&sft_eval))?;
         summary
@@ -163,17 +152,19 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         let n = cfg.prompts_per_iteration * cfg.iterations;
         let prompts = prompts_stage(&ctx, &mut stages, &setup.pool, n, 0)?;
         let seed = stage_seed(cfg.seed, 301);
-        let (stats, _) = iteration(
+        let models = (&annotation, &store);
+        let dirs = (setup.sft.as_path(), setup.sft.as_path());
+        let stats = iteration(
             &ctx,
+            &icfg,
             &mut stages,
             &prompts,
-            &annotation,
-            &store,
-            &setup.sft,
-            &setup.sft,
+            models,
+            dirs,
             Some(online_steps),
             seed,
-        )?;
+        )?
+        .stats;
         let policy = stages.path("policy");
         let rec = eval(&mut stages, "eval", &policy, &setup.sft, Some(&sft_eval))?;
         summary.offline_dpo = Some(row(rec.evaluation, -1, &stats, &stages));
@@ -214,105 +205,40 @@ fn print_stage_times(what: &str, stages: &StageRunner) {
     eprintln!("   {what}: {}", parts.join(", "));
 }
 
-/// generate -> annotate -> pairs (DPO) or ranked lists (RRHF) -> train, for one iteration (or
-/// the offline baseline, with a fixed number of steps). Returns the selection statistics and the
-/// optimiser steps taken.
+/// One iteration (or the offline baseline, with a fixed step count) of the library's loop from
+/// the policy in `policy_dir` against `reference_dir`, then the gold judge's report on its data
+/// (built-in task).
 #[allow(clippy::too_many_arguments)]
 fn iteration(
     ctx: &Ctx,
+    config: &IterationConfig,
     stages: &mut StageRunner,
     prompts: &[Content],
-    annotation: &Annotation,
-    store: &PolicyStore,
-    policy_dir: &Path,
-    reference_dir: &Path,
+    (annotation, store): (&Annotation, &Store),
+    (policy_dir, reference_dir): (&Path, &Path),
     fixed_steps: Option<usize>,
     seed: u64,
-) -> Res<(SelectionStats, usize)> {
-    let cfg = &ctx.cfg;
-    stages.run("generate", &["generations.jsonl"], |out| -> Res<()> {
-        let records = generate(ctx, &store.load(policy_dir)?, prompts, seed)?;
-        write_jsonl(out.path("generations.jsonl")?, &records)?;
-        Ok(())
-    })?;
-    let (generations, annotated) = (
-        stages.path("generations.jsonl"),
-        stages.path("annotated.jsonl"),
-    );
-    stages.run("annotate", &["annotated.jsonl"], |out| -> Res<()> {
-        let records: Vec<GenerationRecord> = read_jsonl(&generations)?;
-        let rm = annotation.reward_model();
-        let rows = rm.rows_per_prompt(cfg.k);
-        let bar = Bar::new(format!("annotate ({rows} rows/prompt)"), records.len());
-        let annotated = annotate_with(rm, &records, |done, _| bar.set(done))?;
-        bar.finish();
-        write_jsonl(out.path("annotated.jsonl")?, &annotated)?;
-        Ok(())
-    })?;
-    let (data, stats_file) = match cfg.algorithm {
-        Algorithm::Dpo => ("pairs.jsonl", "pairs_stats.json"),
-        Algorithm::Rrhf => ("ranked.jsonl", "ranked_stats.json"),
-    };
-    stages.run("select", &[data, stats_file], |out| -> Res<()> {
-        let stats = match cfg.algorithm {
-            Algorithm::Dpo => {
-                let sc = SelectionConfig {
-                    strategy: cfg.choose,
-                    min_responses: cfg.k,
-                    seed,
-                };
-                select_pairs_file(&annotated, out.path(data)?, sc, Some(&ctx.enc.tokenizer))?
-            }
-            Algorithm::Rrhf => {
-                let (ranked, stats) = rank_records(&read_jsonl(&annotated)?, cfg.k);
-                write_jsonl(out.path(data)?, &ranked)?;
-                stats
-            }
-        };
-        Ok(write_json(out.path(stats_file)?, &stats)?)
-    })?;
-    let stats: SelectionStats = read_json(stages.path(stats_file))?;
-    eprintln!(
-        "   proxy reward: mean {:.3}, best-of-{} {:.3}; {} {}, {} ties dropped",
-        stats.mean_reward,
-        cfg.k,
-        stats.mean_best_reward,
-        stats.emitted,
-        if cfg.algorithm == Algorithm::Dpo {
-            "pairs"
-        } else {
-            "ranked prompts"
-        },
-        stats.ties_dropped
-    );
-    if let Some(judge) = &ctx.judge {
-        report_gold_agreement(judge, &generations, &annotated, &stages.path(data))?;
+) -> Res<IterationOutcome> {
+    let outcome = Iteration {
+        config,
+        enc: &ctx.enc,
+        prompts,
+        annotator: annotation.reward_model(),
+        store,
+        policy_dir,
+        reference_dir,
+        fixed_steps,
+        seed,
+        observer: &Console,
     }
-    let batch = match cfg.algorithm {
-        Algorithm::Dpo => cfg.dpo_batch_size,
-        Algorithm::Rrhf => cfg.rrhf_batch_size,
-    };
-    let steps = fixed_steps
-        .unwrap_or_else(|| (stats.emitted * cfg.policy_epochs).div_ceil(batch))
-        .max(usize::from(stats.emitted > 0));
-    let data = stages.path(data);
-    stages.run("train", &["policy"], |out| -> Res<()> {
-        let dst = out.path("policy")?;
-        if stats.emitted == 0 {
-            eprintln!(
-                "   no {} to train on (every prompt's rewards tied): the policy is carried over unchanged",
-                if cfg.algorithm == Algorithm::Dpo { "pair" } else { "ranking" }
-            );
-            return PolicyStore::carry_over(policy_dir, dst);
-        }
-        let model = match cfg.algorithm {
-            Algorithm::Dpo => {
-                train_dpo_stage(ctx, store, &data, policy_dir, reference_dir, steps, seed)?
-            }
-            Algorithm::Rrhf => train_rrhf_stage(ctx, store, &data, policy_dir, steps, seed)?,
-        };
-        store.save(&model, dst)
-    })?;
-    let taken = if stats.emitted == 0 { 0 } else { steps };
-    Ok((stats, taken))
+    .run(stages)?;
+    if let Some(judge) = &ctx.judge {
+        report_gold_agreement(
+            judge,
+            &outcome.generations,
+            &outcome.annotated,
+            &outcome.data,
+        )?;
+    }
+    Ok(outcome)
 }

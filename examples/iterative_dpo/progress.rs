@@ -1,15 +1,12 @@
 //! Progress bars (indicatif) for the loop's long stages: drawn in place on a terminal; elsewhere
 //! (CI logs, SLURM files, pipes) a progress line every `KILN_PROGRESS_SECS` seconds (default 30;
 //! 0 = none) while the stage advances, and one summary line per finished stage. Training stages
-//! also write every optimiser step to a metrics file ([`monitored`]).
+//! also write every optimiser step to a metrics file (`kiln::online::monitored`). [`Console`] is
+//! the loop's `kiln::online::Observer`.
 
-use super::models::{B, Res};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln::burn::module::AutodiffModule;
-use kiln::train::{MetricsLog, StepStats, TrainConfig, TrainLoop};
+use indicatif::{ProgressDrawTarget, ProgressStyle};
+use kiln::online::{Observer, ProgressBar};
 use std::io::IsTerminal;
-use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,7 +40,7 @@ fn interval() -> Option<Duration> {
 /// terminal shows the status of the position it reports.
 #[derive(Clone)]
 pub struct Bar {
-    bar: ProgressBar,
+    bar: indicatif::ProgressBar,
     label: String,
     tty: bool,
     /// Off a terminal: the interval of progress lines and the elapsed time of the last one.
@@ -55,7 +52,7 @@ impl Bar {
     pub fn new(label: impl Into<String>, total: usize) -> Self {
         let label = label.into();
         let tty = std::io::stderr().is_terminal();
-        let bar = ProgressBar::with_draw_target(
+        let bar = indicatif::ProgressBar::with_draw_target(
             Some(total as u64),
             if tty {
                 ProgressDrawTarget::stderr()
@@ -151,40 +148,30 @@ fn clock(d: Duration) -> String {
     }
 }
 
-/// A training stage's progress bar and per-step metrics log.
-pub struct Monitor {
-    bar: Bar,
-    log: MetricsLog,
-}
+/// The loop's observer: a [`Bar`] per long stage, notes on stderr.
+pub struct Console;
 
-impl Monitor {
-    /// Ends the bar and returns the metrics log's error if writing it failed (training stopped
-    /// at that step, so the stage must fail rather than save its model).
-    pub fn finish(&self) -> Res<()> {
-        self.bar.finish();
-        Ok(self.log.finish()?)
+impl Observer for Console {
+    fn bar(&self, label: &str, total: usize) -> Arc<dyn ProgressBar> {
+        Arc::new(Bar::new(label, total))
+    }
+
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
     }
 }
 
-/// A training loop over `model` whose per-step callback appends the step to the metrics log
-/// `metrics` (`kiln::train::MetricsLog`; opened fresh, since a killed stage restarts from step 0)
-/// and shows `status(step)` on a progress bar labelled `label`. Call [`Monitor::finish`] after
-/// training, before saving.
-pub fn monitored<M: AutodiffModule<B>>(
-    model: M,
-    tc: TrainConfig,
-    label: impl Into<String>,
-    metrics: &Path,
-    status: impl Fn(&StepStats) -> String + 'static,
-) -> Res<(TrainLoop<B, M>, Monitor)> {
-    let bar = Bar::new(label, tc.total_steps);
-    let log = MetricsLog::open(metrics, 0)?;
-    let mut train = TrainLoop::new(model, tc)?;
-    let shown = bar.clone();
-    train.on_step(log.callback_then(move |s| {
-        shown.message(status(s));
-        shown.inc(1);
-        ControlFlow::Continue(())
-    }));
-    Ok((train, Monitor { bar, log }))
+impl ProgressBar for Bar {
+    fn set(&self, done: usize) {
+        Bar::set(self, done);
+    }
+    fn inc(&self, n: usize) {
+        Bar::inc(self, n);
+    }
+    fn message(&self, message: String) {
+        Bar::message(self, message);
+    }
+    fn finish(&self) {
+        Bar::finish(self);
+    }
 }

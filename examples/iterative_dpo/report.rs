@@ -4,57 +4,8 @@ use kiln::train::eval::Interval;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-/// serde for `f64` metrics that may be NaN or infinite: written as `null` (JSON has no NaN) and
-/// read back as NaN, so a resumed run can always read what an earlier one wrote.
-pub mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes finite values as numbers, anything else as `null`.
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_f64(*v)
-        } else {
-            s.serialize_none()
-        }
-    }
-
-    /// Reads a number, or `null` as NaN.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-    }
-}
-
-/// One evaluation of a policy on the held-out prompts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct Evaluation {
-    /// 0 = the SFT policy, t = after online iteration t; -1 = the offline baseline.
-    pub iteration: i64,
-    /// Mean gold-judge reward (absent with real models).
-    pub gold_reward_mean: Option<f64>,
-    /// Mean proxy reward: the BT score, or the pairwise model's preference over SFT's response.
-    #[serde(with = "nan_as_null")]
-    pub proxy_reward_mean: f64,
-    /// Gold win rate against the SFT policy on the same prompts and samples (ties count one half).
-    pub win_rate_vs_sft: Option<f64>,
-    /// 95 % paired-bootstrap interval (over evaluation prompts) of the gold gain over SFT.
-    pub gold_gain_ci: Option<Interval>,
-    /// 95 % paired-bootstrap interval of the win rate against SFT.
-    pub win_rate_ci: Option<Interval>,
-    /// Mean response length in tokens.
-    #[serde(with = "nan_as_null")]
-    pub mean_response_tokens: f64,
-    /// Sampled estimate of KL(policy || reference): mean of `logp_pi(y) - logp_ref(y)`, `y ~ pi`.
-    #[serde(with = "nan_as_null")]
-    pub kl_to_reference: f64,
-    /// Pairs (DPO) or ranked prompts (RRHF) trained on to produce this policy (0 for SFT).
-    pub pairs: usize,
-    /// Prompts dropped because their rewards tied.
-    pub ties_dropped: usize,
-    /// Wall time of the stages that produced this policy and its evaluation, seconds.
-    #[serde(with = "nan_as_null")]
-    pub seconds: f64,
-}
+pub use kiln::online::Evaluation;
+use kiln::online::evaluate::nan_as_null;
 
 /// Everything `summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

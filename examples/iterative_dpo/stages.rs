@@ -1,26 +1,19 @@
-//! The loop's stages: evaluation, prompt drawing, generation, and DPO / RRHF training of one
-//! iteration's policy, each built from Kiln's library parts.
+//! The example's own stages around the library's iteration: cached evaluation, the real-model
+//! setup, prompt drawing and the gold judge's report on an iteration's data.
 
-use super::config::{Annotator, LoopConfig};
-use super::eval::{EvalRecord, EvalSetup, evaluate};
-use super::models::{Annotation, B, I, PolicyStore, Res, decode_concurrency};
+use super::config::{AnnotatorKind, LoopConfig};
+use super::models::{Annotation, Res, Store};
 use super::pipeline::{Ctx, Setup, stage_seed};
-use super::progress::{Bar, Monitor, monitored};
+use super::progress::Console;
 use super::task::{self, GoldJudge};
-use kiln::burn::module::AutodiffModule;
-use kiln::burn::prelude::Backend;
 use kiln::data::atomic::{read_json, write_json};
 use kiln::data::{
-    AnnotatedRecord, Content, GenerationRecord, PairRecord, PromptRecord, RankedRecord, Rng,
-    read_jsonl, write_jsonl,
+    AnnotatedRecord, Content, GenerationRecord, PairRecord, PromptRecord, Rng, read_jsonl,
+    write_jsonl,
 };
-use kiln::losses::{DpoConfig, RrhfConfig};
-use kiln::model::LlamaForCausalLM;
-use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
-use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
-use kiln::train::rrhf::{RankedExamples, train_rrhf};
-use kiln::train::{StageRunner, TrainConfig, TrainLoop};
-use std::path::{Path, PathBuf};
+use kiln::online::{EvalRecord, EvalSetup};
+use kiln::train::StageRunner;
+use std::path::Path;
 
 /// The `<name>.json` evaluation stage of policy `dir` against `reference`.
 #[allow(clippy::too_many_arguments)]
@@ -29,7 +22,7 @@ pub fn cached_eval(
     stages: &mut StageRunner,
     setup: &Setup,
     annotation: &Annotation,
-    store: &PolicyStore,
+    store: &Store,
     sft: Option<&EvalRecord>,
     name: &str,
     dir: &Path,
@@ -39,15 +32,19 @@ pub fn cached_eval(
     stages.run(name, &[&file], |out| -> Res<()> {
         let policy = store.load(dir)?;
         let reference = store.load(reference)?;
+        let judge = ctx
+            .judge
+            .as_ref()
+            .map(|j| move |q: &str, r: &str, finished: bool| j.score(q, r, finished));
         let setup = EvalSetup {
             prompts: &setup.eval_prompts,
             enc: &ctx.enc,
             annotator: annotation,
-            judge: ctx.judge.as_ref(),
-            sft,
-            samples: ctx.cfg.eval_samples,
-            max_new_tokens: ctx.cfg.max_new_tokens,
+            judge: judge.as_ref().map(|j| j as kiln::online::GoldJudge<'_>),
+            baseline: sft,
+            sampling: ctx.cfg.sampling(ctx.cfg.eval_samples, 1.0, 32),
             seed: stage_seed(ctx.cfg.seed, 7),
+            observer: &Console,
         };
         let label = if name == "eval" {
             dir_label(dir)
@@ -56,7 +53,7 @@ pub fn cached_eval(
         };
         Ok(write_json(
             out.path(&file)?,
-            &evaluate(&setup, &label, &policy, &reference)?,
+            &setup.evaluate(&label, &policy, &reference)?,
         )?)
     })?;
     Ok(read_json(stages.path(&file))?)
@@ -87,8 +84,8 @@ pub fn real_setup(cfg: &LoopConfig) -> Res<Setup> {
     }
     let eval_prompts = pool.split_off(pool.len() - cfg.eval_prompts);
     let annotator = match cfg.annotator {
-        Annotator::Bt => cfg.reward_model.clone(),
-        Annotator::Pairwise => cfg.annotator_model.clone(),
+        AnnotatorKind::Bt => cfg.reward_model.clone(),
+        AnnotatorKind::Pairwise => cfg.annotator_model.clone(),
     };
     Ok(Setup {
         sft: cfg.policy.clone().expect("validated"),
@@ -129,49 +126,6 @@ pub fn prompts_stage(
     Ok(read_jsonl::<PromptRecord>(stages.path("prompts.jsonl"))?
         .into_iter()
         .map(|p| p.prompt)
-        .collect())
-}
-
-/// K sampled responses for every prompt with the policy.
-pub fn generate(
-    ctx: &Ctx,
-    policy: &LlamaForCausalLM<I>,
-    prompts: &[Content],
-    seed: u64,
-) -> Res<Vec<GenerationRecord>> {
-    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
-    let ids: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|p| enc.generation_prompt(p))
-        .collect::<Result<_, _>>()?;
-    let gc = GenerationConfig::new()
-        .with_sampler(
-            SamplerConfig::new()
-                .with_temperature(cfg.temperature)
-                .with_seed(seed),
-        )
-        .with_max_new_tokens(cfg.max_new_tokens)
-        .with_num_responses(cfg.k)
-        .with_stop_token_ids(enc.stop_ids())
-        .with_pad_token_id(enc.pad_id)
-        .with_prompt_batch_size(32)
-        .with_concurrent_batches(decode_concurrency());
-    let generator = Generator::new(policy, gc)?.with_tokenizer(&enc.tokenizer);
-    let streams: Vec<u64> = (0..ids.len() as u64).collect();
-    let bar = Bar::new(format!("generate K={}", cfg.k), ids.len() * cfg.k);
-    let out = generator.generate_with(&ids, &streams, |p| {
-        bar.message(format!("{} tokens", p.generated_tokens));
-        bar.set(p.finished_responses);
-    })?;
-    bar.finish();
-    Ok(prompts
-        .iter()
-        .zip(&out.responses)
-        .map(|(p, rs)| GenerationRecord {
-            prompt: p.clone(),
-            responses: rs.iter().map(|g| g.text.clone()).collect(),
-            finish_reasons: rs.iter().map(|g| g.finish_reason.to_string()).collect(),
-        })
         .collect())
 }
 
@@ -236,120 +190,4 @@ pub fn report_gold_agreement(
         100.0 * ordered as f64 / distinct.max(1) as f64,
     );
     Ok(())
-}
-
-/// A training loop with a progress bar showing the loss and `metric`, writing every step to the
-/// metrics log `metrics`.
-fn train_loop(
-    model: LlamaForCausalLM<B>,
-    tc: TrainConfig,
-    label: String,
-    metric: &'static str,
-    metrics: &Path,
-) -> Res<(TrainLoop<B, LlamaForCausalLM<B>>, Monitor)> {
-    monitored(model, tc, label, metrics, move |s| {
-        let m = s.metric(metric).unwrap_or(f64::NAN);
-        format!("loss {:.3} {metric} {m:.2}", s.loss)
-    })
-}
-
-/// An iteration's training stage keeps its metrics file `name` beside its data file, in the
-/// iteration's stage directory (e.g. `iter_1/dpo_metrics.jsonl`), written while it trains.
-fn metrics_beside(data: &Path, name: &str) -> PathBuf {
-    data.with_file_name(name)
-}
-
-/// DPO of the policy in `policy_dir` on `pairs_file` against `reference_dir`, `steps` optimiser
-/// steps; every step is written to `dpo_metrics.jsonl` beside `pairs_file`.
-pub fn train_dpo_stage(
-    ctx: &Ctx,
-    store: &PolicyStore,
-    pairs_file: &Path,
-    policy_dir: &Path,
-    reference_dir: &Path,
-    steps: usize,
-    seed: u64,
-) -> Res<LlamaForCausalLM<B>> {
-    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
-    let records: Vec<PairRecord> = read_jsonl(pairs_file)?;
-    let pairs = records
-        .iter()
-        .map(|r| enc.pair(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let dtc = DpoTrainConfig::new(
-        DpoConfig::new().with_beta(cfg.beta).with_loss(cfg.loss),
-        enc.pad_id,
-    )
-    .with_nll_weight(cfg.dpo_nll_weight);
-    // Fresh LoRA adapters draw from the backend RNG: seed it per stage, so a resumed run draws
-    // the same ones.
-    B::seed(&Default::default(), seed);
-    let policy = store.load_trainable(policy_dir)?;
-    // The reference needs no second model when it is the policy's own start (reference =
-    // previous policy) or, with LoRA, its base (pi_0 = the adapters disabled, as TRL does with
-    // PEFT); otherwise it is loaded once for the precomputation.
-    let ref_logps = {
-        let same =
-            |a: &Path, b: &Path| std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok();
-        let reference = if same(reference_dir, policy_dir) {
-            policy.valid()
-        } else if policy.has_adapters() && same(reference_dir, &store.base) {
-            policy.valid().without_adapters()
-        } else {
-            store.load(reference_dir)?
-        };
-        precompute_reference_logps(&reference, &pairs, enc.pad_id, 64, dtc.reduction)?
-    };
-    let tc = TrainConfig::new(steps)
-        .with_lr(cfg.lr)
-        .with_warmup_steps(steps / 10)
-        .with_micro_batch_size(cfg.dpo_batch_size)
-        .with_seed(seed)
-        .with_log_every(0);
-    let label = format!("DPO ({} pairs)", pairs.len());
-    let metrics = metrics_beside(pairs_file, "dpo_metrics.jsonl");
-    let (mut train, monitor) = train_loop(policy, tc, label, "rewards/accuracies", &metrics)?;
-    train_dpo(&mut train, &pairs, &ref_logps, &dtc, steps)?;
-    monitor.finish()?;
-    Ok(train.into_model()?)
-}
-
-/// RRHF of the policy in `policy_dir` on `ranked_file`, `steps` optimiser steps; every step is
-/// written to `rrhf_metrics.jsonl` beside `ranked_file`.
-pub fn train_rrhf_stage(
-    ctx: &Ctx,
-    store: &PolicyStore,
-    ranked_file: &Path,
-    policy_dir: &Path,
-    steps: usize,
-    seed: u64,
-) -> Res<LlamaForCausalLM<B>> {
-    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
-    let records: Vec<RankedRecord> = read_jsonl(ranked_file)?;
-    let items = records
-        .iter()
-        .map(|r| -> Res<RankedExamples> {
-            Ok(RankedExamples {
-                responses: enc.ranked(r)?,
-                rewards: r.rewards.iter().map(|&x| x as f32).collect(),
-            })
-        })
-        .collect::<Res<Vec<_>>>()?;
-    let rrhf = RrhfConfig::new()
-        .with_length_alpha(cfg.rrhf_length_alpha)
-        .with_rank_weight(cfg.rrhf_rank_weight);
-    let tc = TrainConfig::new(steps)
-        .with_lr(cfg.rrhf_lr)
-        .with_warmup_steps(steps / 10)
-        .with_micro_batch_size(cfg.rrhf_batch_size)
-        .with_seed(seed)
-        .with_log_every(0);
-    let label = format!("RRHF ({} prompts x {})", items.len(), cfg.k);
-    B::seed(&Default::default(), seed);
-    let policy = store.load_trainable(policy_dir)?;
-    let metrics = metrics_beside(ranked_file, "rrhf_metrics.jsonl");
-    let (mut train, monitor) = train_loop(policy, tc, label, "rank_loss", &metrics)?;
-    train_rrhf(&mut train, &items, &rrhf, enc.pad_id, steps)?;
-    monitor.finish()?;
-    Ok(train.into_model()?)
 }

@@ -66,7 +66,8 @@ pub use encoder::ChatEncoder;
 pub use error::{Error, Result};
 pub use examples::Example;
 pub use formats::{
-    AnnotatedRecord, GenerationRecord, PairRecord, PromptRecord, RankedRecord, SftRecord,
+    AnnotatedRecord, FinishReason, GenerationRecord, PairRecord, PromptRecord, RankedRecord,
+    SftRecord,
 };
 pub use hf_files::TemplateSource;
 pub use jsonl::{JsonlReader, JsonlWriter, read_jsonl, write_jsonl};

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use kiln_data::{
-    AnnotatedRecord, Content, Error, GenerationRecord, JsonlReader, JsonlWriter, Message,
-    PairRecord, PromptRecord, RankedRecord, SftRecord, read_jsonl, write_jsonl,
+    AnnotatedRecord, Content, Error, FinishReason, GenerationRecord, JsonlReader, JsonlWriter,
+    Message, PairRecord, PromptRecord, RankedRecord, SftRecord, read_jsonl, write_jsonl,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -104,7 +104,7 @@ fn generations_round_trip() {
             GenerationRecord {
                 prompt: Content::Messages(conv()),
                 responses: vec!["x".into(), "y".into()],
-                finish_reasons: vec!["stop".into(), "length".into()],
+                finish_reasons: vec![FinishReason::Stop, FinishReason::Length],
             },
         ],
     );

@@ -164,7 +164,7 @@ mod weights;
 
 /// The model traits, for `use kiln_model::prelude::*;`.
 pub mod prelude {
-    pub use crate::traits::{CausalLm, HfModel, LogProbs, SequenceScorer};
+    pub use crate::traits::{Adapters, CausalLm, HfModel, LogProbs, SequenceScorer};
 }
 
 pub use cache::{KvCache, LayerKv};
@@ -182,4 +182,4 @@ pub use lora::{AdapterConfig, LoraConfig, LoraTarget, PeftTaskType};
 pub use model::LlamaModel;
 pub use model_type::ModelType;
 pub use qwen2::{Qwen2ForCausalLM, Qwen2ForSequenceClassification};
-pub use traits::{CausalLm, HfModel, LogProbs, SequenceScorer};
+pub use traits::{Adapters, CausalLm, HfModel, LogProbs, SequenceScorer};

@@ -7,6 +7,8 @@
 //!   and saves HF directories (adapters included). [`LlamaRewardModel`] is the Llama one.
 //! - [`PairwisePreferenceModel`]: any causal LM (`kiln_model::CausalLm`) asked `[CONTEXT] .. [RESPONSE A] .. [RESPONSE B] ..`,
 //!   `P(A)` from the `A`/`B` logits averaged over both orders; K responses scored by pairwise wins.
+//! - [`Annotator`]: a run's annotator loaded from a directory ([`AnnotatorKind`]: BT or pairwise;
+//!   the directory's own tokenizer and template, else the run's), with evaluation's proxy scores.
 //! - Rule-based rewards: every closure `Fn(&Prompt, &str) -> f32` is a [`RewardModel`];
 //!   [`rules::LengthPenalty`] subtracts `lambda * len` (characters or tokens).
 //! - [`normalize`]: z-scores, min-max, per-prompt centering, running statistics.
@@ -41,6 +43,7 @@
 )]
 
 pub mod annotate;
+pub mod annotator;
 pub mod classifier;
 pub mod error;
 pub mod model;
@@ -48,6 +51,7 @@ pub mod normalize;
 pub mod pairwise;
 pub mod rules;
 
+pub use annotator::{Annotator, AnnotatorKind};
 pub use classifier::{ClassifierRewardModel, LlamaRewardModel, score_token_rows};
 pub use error::{Error, Result};
 pub use model::{Prompt, RewardModel};

@@ -2,34 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Why a response ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// A stop token id (e.g. `<|eot_id|>`) was generated; it is the last of `token_ids`.
-    StopToken,
-    /// The decoded text came to contain a stop string.
-    StopString,
-    /// `max_new_tokens` tokens were generated without a stop.
-    Length,
-}
-
-impl FinishReason {
-    /// The snake-case name (`stop_token`, `stop_string`, `length`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::StopToken => "stop_token",
-            FinishReason::StopString => "stop_string",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
-impl std::fmt::Display for FinishReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use kiln_data::FinishReason;
 
 /// One generated response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,6 +25,26 @@ pub struct RankedExamples {
     pub rewards: Vec<f32>,
 }
 
+/// Ranked records (a prompt's K responses, best first, with their rewards) encoded for RRHF with
+/// the run's chat template and truncation.
+///
+/// # Errors
+/// Tokenisation errors.
+pub fn ranked_examples(
+    records: &[kiln_data::RankedRecord],
+    enc: &kiln_data::ChatEncoder,
+) -> Result<Vec<RankedExamples>> {
+    records
+        .iter()
+        .map(|r| {
+            Ok(RankedExamples {
+                responses: enc.ranked(r)?,
+                rewards: r.rewards.iter().map(|&x| x as f32).collect(),
+            })
+        })
+        .collect()
+}
+
 /// A collated RRHF micro-batch of `P` prompts with `K` responses each (row `p * K + k`).
 #[derive(Debug, Clone)]
 pub struct RrhfBatch<B: Backend> {

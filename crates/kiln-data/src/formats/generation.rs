@@ -1,8 +1,10 @@
 //! Generation records: `{"prompt": ..., "responses": ["...", ...]}`, optionally with
-//! `"finish_reasons": ["stop_token", "length", ...]` (why each response ended; absent when unknown).
+//! `"finish_reasons": ["stop_token", "length", ...]` (why each response ended, a [`FinishReason`];
+//! absent when unknown).
 
 use serde::{Deserialize, Serialize};
 
+use super::FinishReason;
 use crate::message::Content;
 
 /// K sampled responses for one prompt.
@@ -12,10 +14,11 @@ pub struct GenerationRecord {
     pub prompt: Content,
     /// The sampled responses (assistant text, without the chat template).
     pub responses: Vec<String>,
-    /// Why each response ended, in response order (`stop_token`, `stop_string`, or `length`:
-    /// cut at the token limit). Empty when unknown; omitted from the JSON when empty.
+    /// Why each response ended, in response order (JSON: `"stop_token"`, `"stop_string"`,
+    /// `"stop"` or `"length"`: cut at the token limit). Empty when unknown; omitted from the JSON
+    /// when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub finish_reasons: Vec<String>,
+    pub finish_reasons: Vec<FinishReason>,
 }
 
 impl GenerationRecord {
@@ -30,6 +33,8 @@ impl GenerationRecord {
 
     /// Whether response `i` was cut at the token limit (`false` when unknown).
     pub fn truncated(&self, i: usize) -> bool {
-        self.finish_reasons.get(i).is_some_and(|r| r == "length")
+        self.finish_reasons
+            .get(i)
+            .is_some_and(|r| *r == FinishReason::Length)
     }
 }

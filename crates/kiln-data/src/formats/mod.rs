@@ -11,12 +11,14 @@
 //! Unknown fields are ignored on reading, so datasets with extra columns load.
 
 mod annotated;
+mod finish_reason;
 mod generation;
 mod pair;
 mod prompt;
 mod sft;
 
 pub use annotated::AnnotatedRecord;
+pub use finish_reason::FinishReason;
 pub use generation::GenerationRecord;
 pub use pair::{PairRecord, RankedRecord};
 pub use prompt::PromptRecord;

@@ -38,7 +38,10 @@ fn valid_stage_files() -> &'static [String] {
         add(read(&p));
         add("{\"context_messages\": [{\"role\": \"user\", \"content\": \"x\"}]}\n".into());
         let mut g = GenerationRecord::new(Content::from("Q"), vec!["a".into(), "b".into()]);
-        g.finish_reasons = vec!["stop_token".into(), "length".into()];
+        g.finish_reasons = vec![
+            kiln_data::FinishReason::StopToken,
+            kiln_data::FinishReason::Length,
+        ];
         write_jsonl(&p, &[g]).unwrap();
         add(read(&p));
         write_jsonl(

@@ -175,11 +175,12 @@ impl<B: Backend> CausalLm<B> for Qwen2ForCausalLM<B> {
 
 impl<B: Backend> HfModel<B> for Qwen2ForCausalLM<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let model = Self::from_pretrained(dir, device)?;
-        if crate::traits::has_adapter_files(dir) {
-            return model.load_adapter(dir, device);
+        let (base, adapter) = crate::traits::resolve_model_dir(dir)?;
+        let model = Self::from_pretrained(base, device)?;
+        match adapter {
+            Some(a) => model.load_adapter(a, device),
+            None => Ok(model),
         }
-        Ok(model)
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {

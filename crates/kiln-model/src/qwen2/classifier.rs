@@ -104,6 +104,31 @@ impl<B: Backend> Qwen2ForSequenceClassification<B> {
     pub fn has_adapters(&self) -> bool {
         self.inner.has_adapters()
     }
+
+    /// The model without adapters (decoder shared and frozen; the current score head).
+    pub fn without_adapters(&self) -> Self {
+        Self {
+            inner: self.inner.without_adapters(),
+        }
+    }
+
+    /// Writes the adapters and the score head in PEFT's format (`task_type: SEQ_CLS`).
+    ///
+    /// # Errors
+    /// As [`LlamaForSequenceClassification::save_adapter`].
+    pub fn save_adapter(&self, dir: impl AsRef<Path>) -> Result<()> {
+        self.inner.save_adapter(dir)
+    }
+
+    /// Loads a PEFT `SEQ_CLS` adapter (and its score head) onto this base model.
+    ///
+    /// # Errors
+    /// As [`LlamaForSequenceClassification::load_adapter`].
+    pub fn load_adapter(self, dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        Ok(Self {
+            inner: self.inner.load_adapter(dir, device)?,
+        })
+    }
 }
 
 impl<B: Backend> SequenceScorer<B> for Qwen2ForSequenceClassification<B> {
@@ -130,13 +155,17 @@ impl<B: Backend> SequenceScorer<B> for Qwen2ForSequenceClassification<B> {
 
 impl<B: Backend> HfModel<B> for Qwen2ForSequenceClassification<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let model = Self::from_pretrained(dir, device, MissingScore::Error)?;
-        if crate::traits::has_adapter_files(dir) {
-            return Ok(Self {
-                inner: model.inner.load_adapter(dir, device)?,
-            });
+        let (base, adapter) = crate::traits::resolve_model_dir(dir)?;
+        let missing = if base == dir {
+            MissingScore::Error
+        } else {
+            MissingScore::Init { std: 0.0 }
+        };
+        let model = Self::from_pretrained(base, device, missing)?;
+        match adapter {
+            Some(a) => model.load_adapter(a, device),
+            None => Ok(model),
         }
-        Ok(model)
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {

@@ -1,12 +1,13 @@
 //! [`HfModel`]: a model that reads and writes Hugging Face checkpoint directories, adapters
 //! included; the one way Kiln loads a policy or reward model from disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
 use crate::checkpoint::{MissingScore, SaveOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::lora::LoraConfig;
 use crate::{LlamaForCausalLM, LlamaForSequenceClassification};
 
 /// The file that marks a directory holding PEFT adapters.
@@ -20,8 +21,9 @@ pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 /// when the model has some. Trainers' checkpoints, the policy store and the examples all load
 /// through this trait.
 pub trait HfModel<B: Backend>: Sized {
-    /// Loads `dir` (full checkpoint, or base + adapters), weights in f32. A sequence classifier
-    /// needs its `score` head in the checkpoint.
+    /// Loads `dir` (see [`resolve_model_dir`]: a full checkpoint, base + adapters in one
+    /// directory, or PEFT adapters over `base_model_name_or_path`), weights in f32. A sequence
+    /// classifier needs its `score` head in the checkpoint or in the adapter.
     ///
     /// # Errors
     /// Missing files and tensors (named), misshaped tensors (with both shapes), a config of
@@ -41,13 +43,48 @@ pub fn has_adapter_files(dir: &Path) -> bool {
     dir.join(ADAPTER_CONFIG).exists()
 }
 
+/// Where the model of `dir` comes from: `(base checkpoint, adapter directory)`.
+///
+/// - `config.json` in `dir`: the base is `dir`; the adapters too when `adapter_config.json` is
+///   beside it (a trainer's checkpoint of a LoRA model).
+/// - only `adapter_config.json`: an adapter over `base_model_name_or_path` (PEFT's layout; a
+///   relative path is tried from the working directory, as PEFT does, then from `dir`).
+/// - neither: `dir` itself (loading then names the missing `config.json`).
+///
+/// # Errors
+/// [`Error::Config`](crate::Error::Config) for an adapter-only directory whose config names no
+/// base.
+pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    let adapter = has_adapter_files(dir).then(|| dir.to_path_buf());
+    if dir.join("config.json").exists() || adapter.is_none() {
+        return Ok((dir.to_path_buf(), adapter));
+    }
+    let path = dir.join(ADAPTER_CONFIG);
+    let base = LoraConfig::from_adapter_config(&path)?
+        .base_model_name_or_path
+        .ok_or_else(|| Error::Config {
+            path: path.clone(),
+            message: "an adapter without config.json beside it must name its base model in \
+                      `base_model_name_or_path`"
+                .into(),
+        })?;
+    let base = PathBuf::from(base);
+    let base = if base.is_absolute() || base.exists() {
+        base
+    } else {
+        dir.join(base)
+    };
+    Ok((base, adapter))
+}
+
 impl<B: Backend> HfModel<B> for LlamaForCausalLM<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let model = Self::from_pretrained(dir, device)?;
-        if has_adapter_files(dir) {
-            return model.load_adapter(dir, device);
+        let (base, adapter) = resolve_model_dir(dir)?;
+        let model = Self::from_pretrained(base, device)?;
+        match adapter {
+            Some(a) => model.load_adapter(a, device),
+            None => Ok(model),
         }
-        Ok(model)
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {
@@ -61,11 +98,18 @@ impl<B: Backend> HfModel<B> for LlamaForCausalLM<B> {
 
 impl<B: Backend> HfModel<B> for LlamaForSequenceClassification<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let model = Self::from_pretrained(dir, device, MissingScore::Error)?;
-        if has_adapter_files(dir) {
-            return model.load_adapter(dir, device);
+        let (base, adapter) = resolve_model_dir(dir)?;
+        // An adapter over a causal LM brings its score head (PEFT's `modules_to_save`).
+        let missing = if base == dir {
+            MissingScore::Error
+        } else {
+            MissingScore::Init { std: 0.0 }
+        };
+        let model = Self::from_pretrained(base, device, missing)?;
+        match adapter {
+            Some(a) => model.load_adapter(a, device),
+            None => Ok(model),
         }
-        Ok(model)
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {

@@ -11,14 +11,18 @@
 //!   chunked so the `[batch, seq, vocab]` logits never exist.
 //! - [`SequenceScorer`]: a score per position and, from it, one per sequence read at the last
 //!   non-pad token (a reward model).
-//! - [`HfModel`]: loading and saving Hugging Face directories, PEFT adapters included.
+//! - [`HfModel`]: loading and saving Hugging Face directories, PEFT adapters included (one
+//!   function for a checkpoint, base + adapters, or adapters over `base_model_name_or_path`).
+//! - [`Adapters`]: LoRA adapters (attach, drop, merge, save, load).
 
+mod adapters;
 mod causal_lm;
 mod hf_model;
 mod scorer;
 
+pub use adapters::Adapters;
 pub use causal_lm::CausalLm;
-pub use hf_model::{ADAPTER_CONFIG, HfModel, has_adapter_files};
+pub use hf_model::{ADAPTER_CONFIG, HfModel, has_adapter_files, resolve_model_dir};
 pub use scorer::SequenceScorer;
 
 pub use crate::logprobs::LogProbs;

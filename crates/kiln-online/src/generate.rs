@@ -1,0 +1,105 @@
+//! Sampling the policy: `K` responses per prompt under the chat template, as
+//! [`GenerationRecord`]s for the annotate stage.
+
+use burn::tensor::backend::Backend;
+use kiln_data::{ChatEncoder, Content, GenerationRecord};
+use kiln_model::CausalLm;
+use kiln_sampling::{GenerationConfig, GenerationOutput, Generator, SamplerConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::observer::Observer;
+
+/// How responses are sampled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingSettings {
+    /// Responses per prompt `K`.
+    pub k: usize,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Maximum new tokens per response.
+    pub max_new_tokens: usize,
+    /// Prompts decoded together in one batch.
+    pub prompt_batch_size: usize,
+    /// Batches decoded at a time (CPU: the cores; GPU backends: 1).
+    pub concurrent_batches: usize,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        Self {
+            k: 8,
+            temperature: 1.0,
+            max_new_tokens: 256,
+            prompt_batch_size: 32,
+            concurrent_batches: 1,
+        }
+    }
+}
+
+/// `settings.k` responses to every prompt, rendered with `enc`'s chat template and stopped at its
+/// stop ids; prompt `i` draws from RNG stream `i` of `seed`, so results do not depend on
+/// batching. `label` names the progress bar.
+///
+/// # Errors
+/// Tokenisation and generation errors.
+pub fn sample<B: Backend, M: CausalLm<B> + Sync>(
+    policy: &M,
+    enc: &ChatEncoder,
+    prompts: &[Content],
+    settings: &SamplingSettings,
+    seed: u64,
+    label: &str,
+    observer: &dyn Observer,
+) -> Result<GenerationOutput> {
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| enc.generation_prompt(p))
+        .collect::<std::result::Result<_, _>>()?;
+    let config = GenerationConfig::new()
+        .with_sampler(
+            SamplerConfig::new()
+                .with_temperature(settings.temperature)
+                .with_seed(seed),
+        )
+        .with_max_new_tokens(settings.max_new_tokens)
+        .with_num_responses(settings.k)
+        .with_stop_token_ids(enc.stop_ids())
+        .with_pad_token_id(enc.pad_id)
+        .with_prompt_batch_size(settings.prompt_batch_size)
+        .with_concurrent_batches(settings.concurrent_batches);
+    let generator = Generator::new(policy, config)?.with_tokenizer(&enc.tokenizer);
+    let streams: Vec<u64> = (0..ids.len() as u64).collect();
+    let bar = observer.bar(label, ids.len() * settings.k);
+    let out = generator.generate_with(&ids, &streams, |p| {
+        bar.message(format!("{} tokens", p.generated_tokens));
+        bar.set(p.finished_responses);
+    })?;
+    bar.finish();
+    Ok(out)
+}
+
+/// [`sample`] as the records the annotate stage reads (text and finish reason per response).
+///
+/// # Errors
+/// As [`sample`].
+pub fn generation_records<B: Backend, M: CausalLm<B> + Sync>(
+    policy: &M,
+    enc: &ChatEncoder,
+    prompts: &[Content],
+    settings: &SamplingSettings,
+    seed: u64,
+    observer: &dyn Observer,
+) -> Result<Vec<GenerationRecord>> {
+    let label = format!("generate K={}", settings.k);
+    let out = sample(policy, enc, prompts, settings, seed, &label, observer)?;
+    Ok(prompts
+        .iter()
+        .zip(&out.responses)
+        .map(|(p, rs)| GenerationRecord {
+            prompt: p.clone(),
+            responses: rs.iter().map(|g| g.text.clone()).collect(),
+            finish_reasons: rs.iter().map(|g| g.finish_reason).collect(),
+        })
+        .collect())
+}

@@ -1,0 +1,86 @@
+//! DPO's reference model: which policy it is ([`ReferenceChoice`]) and its log-probs on an
+//! iteration's pairs, computed without a second model where the reference is the policy itself.
+
+use std::path::Path;
+
+use burn::tensor::backend::AutodiffBackend;
+use kiln_data::Example;
+use kiln_losses::LogProbReduction;
+use kiln_model::Adapters;
+use kiln_train::dpo::{ReferenceLogps, precompute_reference_logps};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::policy::Policy;
+use crate::store::PolicyStore;
+
+/// Which model DPO measures the policy against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceChoice {
+    /// The SFT policy pi_0 for every iteration (the paper).
+    #[default]
+    Sft,
+    /// The previous iteration's policy (later RLHFlow scripts).
+    Previous,
+}
+
+impl ReferenceChoice {
+    /// The reference's directory for an iteration that starts from `previous`.
+    pub fn dir<'a>(self, sft: &'a Path, previous: &'a Path) -> &'a Path {
+        match self {
+            ReferenceChoice::Sft => sft,
+            ReferenceChoice::Previous => previous,
+        }
+    }
+}
+
+impl std::str::FromStr for ReferenceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sft" => Ok(ReferenceChoice::Sft),
+            "previous" => Ok(ReferenceChoice::Previous),
+            other => Err(format!("unknown reference `{other}` (sft | previous)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReferenceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReferenceChoice::Sft => "sft",
+            ReferenceChoice::Previous => "previous",
+        })
+    }
+}
+
+/// The reference log-probs of `pairs` for DPO of `policy` (loaded from `policy_dir`) against the
+/// policy in `reference_dir`. No second model is loaded when the reference is the policy's own
+/// start (reference = previous policy) or, for a LoRA policy, its base (pi_0 = the adapters
+/// switched off, as TRL does with PEFT); otherwise the reference is loaded once for this.
+///
+/// # Errors
+/// Loading and collation errors.
+pub fn reference_logps<B: AutodiffBackend, P: Policy<B>>(
+    store: &PolicyStore<B, P>,
+    policy: &P,
+    policy_dir: &Path,
+    reference_dir: &Path,
+    pairs: &[(Example, Example)],
+    pad_id: u32,
+    reduction: LogProbReduction,
+) -> Result<ReferenceLogps> {
+    let same = PolicyStore::<B, P>::same;
+    let reference = if same(reference_dir, policy_dir) {
+        policy.inference()
+    } else if policy.has_adapters() && same(reference_dir, &store.base) {
+        policy.inference().without_adapters()
+    } else {
+        store.load(reference_dir)?
+    };
+    Ok(precompute_reference_logps(
+        &reference, pairs, pad_id, 64, reduction,
+    )?)
+}
