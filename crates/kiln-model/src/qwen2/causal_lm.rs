@@ -175,12 +175,7 @@ impl<B: Backend> CausalLm<B> for Qwen2ForCausalLM<B> {
 
 impl<B: Backend> HfModel<B> for Qwen2ForCausalLM<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let (base, adapter) = crate::traits::resolve_model_dir(dir)?;
-        let model = Self::from_pretrained(base, device)?;
-        match adapter {
-            Some(a) => model.load_adapter(a, device),
-            None => Ok(model),
-        }
+        crate::traits::load_dir(dir, device, |base, _| Self::from_pretrained(base, device))
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {

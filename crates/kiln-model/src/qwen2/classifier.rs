@@ -155,17 +155,9 @@ impl<B: Backend> SequenceScorer<B> for Qwen2ForSequenceClassification<B> {
 
 impl<B: Backend> HfModel<B> for Qwen2ForSequenceClassification<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let (base, adapter) = crate::traits::resolve_model_dir(dir)?;
-        let missing = if base == dir {
-            MissingScore::Error
-        } else {
-            MissingScore::Init { std: 0.0 }
-        };
-        let model = Self::from_pretrained(base, device, missing)?;
-        match adapter {
-            Some(a) => model.load_adapter(a, device),
-            None => Ok(model),
-        }
+        crate::traits::load_dir(dir, device, |base, missing| {
+            Self::from_pretrained(base, device, missing)
+        })
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {

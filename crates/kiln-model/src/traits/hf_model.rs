@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use crate::checkpoint::{MissingScore, SaveOptions};
 use crate::error::{Error, Result};
 use crate::lora::LoraConfig;
+use crate::traits::Adapters;
 use crate::{LlamaForCausalLM, LlamaForSequenceClassification};
 
 /// The file that marks a directory holding PEFT adapters.
@@ -77,46 +78,59 @@ pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     Ok((base, adapter))
 }
 
+/// [`HfModel::load_hf`] from a base loader: `load_base(base dir, missing score head)` reads the
+/// checkpoint (a score head may be absent from the base of a classifier's adapter, which brings
+/// its own), then the adapters are attached when there are some.
+pub(crate) fn load_dir<B: Backend, M: Adapters<B>>(
+    dir: &Path,
+    device: &B::Device,
+    load_base: impl FnOnce(&Path, MissingScore) -> Result<M>,
+) -> Result<M> {
+    let (base, adapter) = resolve_model_dir(dir)?;
+    let missing = if adapter.is_some() && base != dir {
+        MissingScore::Init { std: 0.0 }
+    } else {
+        MissingScore::Error
+    };
+    let model = load_base(&base, missing)?;
+    match adapter {
+        Some(a) => model.load_adapter(&a, device),
+        None => Ok(model),
+    }
+}
+
+/// [`HfModel::save_hf`] from a plain saver: with adapters, the base without them and the
+/// adapters beside it.
+pub(crate) fn save_dir<B: Backend, M: Adapters<B>>(
+    model: &M,
+    dir: &Path,
+    save_plain: impl Fn(&M) -> Result<()>,
+) -> Result<()> {
+    if model.has_adapters() {
+        save_plain(&model.without_adapters())?;
+        return model.save_adapter(dir);
+    }
+    save_plain(model)
+}
+
 impl<B: Backend> HfModel<B> for LlamaForCausalLM<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let (base, adapter) = resolve_model_dir(dir)?;
-        let model = Self::from_pretrained(base, device)?;
-        match adapter {
-            Some(a) => model.load_adapter(a, device),
-            None => Ok(model),
-        }
+        load_dir(dir, device, |base, _| Self::from_pretrained(base, device))
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {
-        if self.has_adapters() {
-            self.without_adapters().save_pretrained(dir, options)?;
-            return self.save_adapter(dir);
-        }
-        self.save_pretrained(dir, options)
+        save_dir(self, dir, |m| m.save_pretrained(dir, options))
     }
 }
 
 impl<B: Backend> HfModel<B> for LlamaForSequenceClassification<B> {
     fn load_hf(dir: &Path, device: &B::Device) -> Result<Self> {
-        let (base, adapter) = resolve_model_dir(dir)?;
-        // An adapter over a causal LM brings its score head (PEFT's `modules_to_save`).
-        let missing = if base == dir {
-            MissingScore::Error
-        } else {
-            MissingScore::Init { std: 0.0 }
-        };
-        let model = Self::from_pretrained(base, device, missing)?;
-        match adapter {
-            Some(a) => model.load_adapter(a, device),
-            None => Ok(model),
-        }
+        load_dir(dir, device, |base, missing| {
+            Self::from_pretrained(base, device, missing)
+        })
     }
 
     fn save_hf(&self, dir: &Path, options: SaveOptions) -> Result<()> {
-        if self.has_adapters() {
-            self.without_adapters().save_pretrained(dir, options)?;
-            return self.save_adapter(dir);
-        }
-        self.save_pretrained(dir, options)
+        save_dir(self, dir, |m| m.save_pretrained(dir, options))
     }
 }
