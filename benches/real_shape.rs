@@ -140,8 +140,8 @@ fn training_on<B: AutodiffBackend>(cr: &mut Criterion, group: &str) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 timed(iters, || {
-                    let until = train.step() + 1;
-                    train_dpo(&mut train, &data, &reference, &dtc, until).unwrap();
+                    let dtc = dtc.clone().with_until_step(train.step() + 1);
+                    train_dpo(&mut train, (&data, &reference), &dtc).unwrap();
                 })
             })
         });
@@ -160,17 +160,13 @@ fn training_on<B: AutodiffBackend>(cr: &mut Criterion, group: &str) {
             margin: None,
         })
         .collect();
-    let rtc = RewardTrainConfig {
-        loss: kiln::losses::BradleyTerryConfig::new(),
-        use_margin: false,
-        pad_id: pad,
-    };
+    let rtc = RewardTrainConfig::new(pad);
     let mut train = TrainLoop::new(rm, tc()).unwrap();
     group.bench_function("rm_step_f32", |b| {
         b.iter_custom(|iters| {
             timed(iters, || {
-                let until = train.step() + 1;
-                train_reward_model(&mut train, &rm_pairs, &rtc, until).unwrap();
+                let rtc = rtc.clone().with_until_step(train.step() + 1);
+                train_reward_model(&mut train, &rm_pairs, &rtc).unwrap();
             })
         })
     });

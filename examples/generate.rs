@@ -175,7 +175,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             p.finished_responses, p.total_responses, p.generated_tokens
         ));
     };
-    let out = generator.generate_with(std::slice::from_ref(&prompt_ids), &[0], show)?;
+    let out = generator.generate_with_progress(std::slice::from_ref(&prompt_ids), &[0], show)?;
     bar.finish_and_clear();
 
     let responses = &out.responses[0];

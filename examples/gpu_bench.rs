@@ -91,9 +91,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_micro_batch_size(2)
             .with_log_every(0);
         let mut train = TrainLoop::new(policy, tc)?;
-        train_dpo(&mut train, &pairs, &reference, &dtc, 1)?; // warm-up (kernel compilation)
+        train_dpo(
+            &mut train,
+            (&pairs, &reference),
+            &dtc.clone().with_until_step(1),
+        )?; // warm-up (kernel compilation)
         let start = Instant::now();
-        train_dpo(&mut train, &pairs, &reference, &dtc, args.steps + 1)?;
+        train_dpo(&mut train, (&pairs, &reference), &dtc)?;
         let secs = start.elapsed().as_secs_f64() / args.steps as f64;
         let tokens = 4.0 * args.tokens as f64;
         let flops = if lora { 4.0 } else { 6.0 } * params * tokens;

@@ -154,7 +154,7 @@ fn step_on<B: Backend>() -> (f64, f64) {
         TrainConfig::new(2).with_lr(1e-3).with_micro_batch_size(2),
     )
     .unwrap();
-    let stats = train_dpo(&mut train, &pairs, &reference, &dtc, 2).unwrap();
+    let stats = train_dpo(&mut train, (&pairs, &reference), &dtc).unwrap();
     (stats[1].loss, stats[0].grad_norm)
 }
 
@@ -270,8 +270,11 @@ fn half_precision_is_close_to_f32_or_a_clear_error_on_the_selected_backend() {
     let want = logits(&LlamaForCausalLM::<TB>::from_pretrained(&dir, &device).unwrap());
     let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
     for dtype in [LoadDtype::F16, LoadDtype::BF16] {
-        match LlamaForCausalLM::<TB>::from_pretrained_with(&dir, &device, LoadOptions::dtype(dtype))
-        {
+        match LlamaForCausalLM::<TB>::from_pretrained_with_options(
+            &dir,
+            &device,
+            LoadOptions::dtype(dtype),
+        ) {
             Ok(model) => {
                 let got = logits(&model);
                 let err = got

@@ -222,7 +222,7 @@ fn dpo_step_then_save_reloads_identically() {
     let config = TrainConfig::new(1).with_lr(1e-5).with_micro_batch_size(1);
     let mut train = TrainLoop::new(policy, config).unwrap();
     let dpo = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), pad);
-    let stats = train_dpo(&mut train, &pairs, &ref_logps, &dpo, 1).unwrap();
+    let stats = train_dpo(&mut train, (&pairs, &ref_logps), &dpo).unwrap();
     assert_eq!(stats.len(), 1);
     let loss = stats[0].loss;
     assert!(

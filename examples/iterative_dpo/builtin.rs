@@ -24,7 +24,7 @@ use kiln::online::{monitored, sample};
 use kiln::reward::pairwise::judge_message;
 use kiln::sampling::FinishReason;
 use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
-use kiln::train::sft::train_sft;
+use kiln::train::sft::{SftTrainConfig, train_sft};
 use kiln::train::{StageRunner, TrainConfig};
 use std::path::{Path, PathBuf};
 
@@ -268,7 +268,7 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
         .with_seed(stage_seed(cfg.seed, 11))
         .with_log_every(0);
     let (mut train, monitor) = monitored(model, tc, "SFT", "nll", metrics, &Console)?;
-    train_sft(&mut train, &examples, ctx.enc.pad_id, cfg.sft_steps)?;
+    train_sft(&mut train, &examples, &SftTrainConfig::new(ctx.enc.pad_id))?;
     monitor.finish()?;
     Ok(train.model()?.save_pretrained(out, save_options())?)
 }
@@ -345,13 +345,10 @@ fn train_bt(
         .with_micro_batch_size(cfg.batch_size)
         .with_seed(stage_seed(cfg.seed, 21))
         .with_log_every(0);
-    let rtc = RewardTrainConfig {
-        loss: kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01),
-        use_margin: false,
-        pad_id: enc.pad_id,
-    };
+    let rtc = RewardTrainConfig::new(enc.pad_id)
+        .with_loss(kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01));
     let (mut train, monitor) = monitored(model, tc, "reward model", "accuracy", metrics, &Console)?;
-    train_reward_model(&mut train, &pairs, &rtc, cfg.rm_steps)?;
+    train_reward_model(&mut train, &pairs, &rtc)?;
     monitor.finish()?;
     let (acc, margin) = pairwise_accuracy(&train.model()?.valid(), &held_out, enc.pad_id, 64)?;
     eprintln!(
@@ -389,7 +386,7 @@ fn train_pairwise_stage(
         .with_seed(stage_seed(cfg.seed, 31))
         .with_log_every(0);
     let (mut train, monitor) = monitored(model, tc, "pairwise model", "nll", metrics, &Console)?;
-    train_sft(&mut train, &examples, enc.pad_id, cfg.rm_steps)?;
+    train_sft(&mut train, &examples, &SftTrainConfig::new(enc.pad_id))?;
     monitor.finish()?;
     Ok(train.model()?.save_pretrained(out, save_options())?)
 }

@@ -107,7 +107,7 @@ fn inference_values_equal_the_full_logits_path() {
             .init()
             .is_err()
     );
-    assert!(LogProbStrategy::chunked_with(0).is_err());
+    assert!(LogProbStrategy::chunks_of(0).is_err());
     assert_eq!(
         LogProbStrategy::default().chunked().unwrap().chunk_size(),
         256

@@ -74,7 +74,7 @@ pub trait LogProbs<B: Backend>: CausalLm<B> {
     /// Sequence log-prob of the tokens selected by `target_mask` (e.g. the completion), with the
     /// next-token shift: `logits[:, t]` scores `input_ids[:, t+1]`, counted where
     /// `target_mask[:, t+1] == 1`. Chunked without autodiff, the full (differentiable) logits on
-    /// an autodiff backend; see [`Self::sequence_logprobs_with`].
+    /// an autodiff backend; see [`Self::sequence_logprobs_using`].
     ///
     /// # Shapes
     /// - `input_ids`, `attention_mask`: `[batch, seq]`; `target_mask`: `[batch, seq]` 0/1 float
@@ -91,7 +91,7 @@ pub trait LogProbs<B: Backend>: CausalLm<B> {
             Some(c) => LogProbStrategy::Chunked(c),
             None => LogProbStrategy::Full,
         };
-        self.sequence_logprobs_with(input_ids, attention_mask, target_mask, reduction, strategy)
+        self.sequence_logprobs_using(input_ids, attention_mask, target_mask, reduction, strategy)
     }
 
     /// [`Self::sequence_logprobs`] with an explicit strategy. [`LogProbStrategy::Full`]
@@ -102,7 +102,7 @@ pub trait LogProbs<B: Backend>: CausalLm<B> {
     ///
     /// # Shapes
     /// - as [`Self::sequence_logprobs`]
-    fn sequence_logprobs_with(
+    fn sequence_logprobs_using(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
@@ -167,7 +167,7 @@ pub trait LogProbs<B: Backend>: CausalLm<B> {
                     loss_fn,
                 )
             }
-            None => loss_fn(self.sequence_logprobs_with(
+            None => loss_fn(self.sequence_logprobs_using(
                 input_ids,
                 attention_mask,
                 target_mask,

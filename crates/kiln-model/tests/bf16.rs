@@ -42,7 +42,7 @@ fn hf_bf16() -> HashMap<String, (Vec<usize>, Vec<f32>)> {
 }
 
 fn bf16_model() -> LlamaForCausalLM<B> {
-    LlamaForCausalLM::<B>::from_pretrained_with(
+    LlamaForCausalLM::<B>::from_pretrained_with_options(
         fixture("bf16-sharded"),
         &Default::default(),
         LoadOptions::dtype(LoadDtype::BF16),
@@ -75,7 +75,7 @@ fn bf16_checkpoint_loads_unwidened_and_matches_transformers_bf16() {
     assert_eq!(model.dtype(), DType::BF16);
     let lm_head = model.lm_head.as_ref().unwrap().weight.val();
     assert_eq!(lm_head.dtype(), DType::BF16);
-    let same = LlamaForCausalLM::<B>::from_pretrained_with(
+    let same = LlamaForCausalLM::<B>::from_pretrained_with_options(
         fixture("bf16-sharded"),
         &device,
         LoadOptions::dtype(LoadDtype::Checkpoint),
@@ -193,7 +193,7 @@ fn bf16_generation_scoring_and_sequence_logprobs() {
         .unwrap();
     assert_eq!(chunked.dtype(), DType::F32);
     let full = model
-        .sequence_logprobs_with(
+        .sequence_logprobs_using(
             ids,
             Some(mask),
             target,
@@ -299,7 +299,7 @@ fn lora_on_a_frozen_bf16_base_trains_f32_adapters() {
     ])
     .with_rank(4)
     .with_alpha(8.0);
-    let base = LlamaForCausalLM::<A>::from_pretrained_with(
+    let base = LlamaForCausalLM::<A>::from_pretrained_with_options(
         fixture("bf16-sharded"),
         &device,
         LoadOptions::dtype(LoadDtype::BF16),
@@ -384,7 +384,7 @@ fn into_dtype_save_and_reload() {
         },
     )
     .unwrap();
-    let back = LlamaForCausalLM::<B>::from_pretrained_with(
+    let back = LlamaForCausalLM::<B>::from_pretrained_with_options(
         &dir,
         &device,
         LoadOptions::dtype(LoadDtype::Checkpoint),
@@ -401,7 +401,7 @@ fn into_dtype_save_and_reload() {
 #[test]
 fn a_backend_without_bf16_is_a_clear_error() {
     let device = Default::default();
-    let err = LlamaForCausalLM::<NdArray>::from_pretrained_with(
+    let err = LlamaForCausalLM::<NdArray>::from_pretrained_with_options(
         fixture("bf16-sharded"),
         &device,
         LoadOptions::dtype(LoadDtype::BF16),
@@ -416,7 +416,7 @@ fn a_backend_without_bf16_is_a_clear_error() {
         msg.contains("BF16") && msg.contains("LoadDtype::F32"),
         "{msg}"
     );
-    let err = LlamaForCausalLM::<NdArray>::from_pretrained_with(
+    let err = LlamaForCausalLM::<NdArray>::from_pretrained_with_options(
         fixture("bf16-sharded"),
         &device,
         LoadOptions::dtype(LoadDtype::Checkpoint),

@@ -270,7 +270,8 @@ fn non_finite_weights_are_named_unless_allowed() {
             "{err}"
         );
         let opts = LoadOptions::default().allowing_non_finite();
-        let loaded = LlamaForCausalLM::<B>::from_pretrained_with(&dir, &device, opts).unwrap();
+        let loaded =
+            LlamaForCausalLM::<B>::from_pretrained_with_options(&dir, &device, opts).unwrap();
         assert!(logits(&loaded).iter().all(|v| !v.is_finite()), "{dtype:?}");
     }
     // A PEFT adapter with a NaN `lora_B`.

@@ -93,7 +93,7 @@ fn run(
 #[test]
 fn chunked_training_gradients_equal_the_full_logits_path() {
     let device = Default::default();
-    let chunked = LogProbStrategy::chunked_with(5).unwrap();
+    let chunked = LogProbStrategy::chunks_of(5).unwrap();
     for tied in [false, true] {
         for lora in [false, true] {
             let mut cfg = LlamaConfig::tiny(64, 32);
@@ -186,7 +186,7 @@ fn inference_paths_agree() {
         let (ids, attn, target) = (ids.inner(), attn.inner(), target.inner());
         for reduction in [LogProbReduction::Sum, LogProbReduction::Mean] {
             let full = model
-                .sequence_logprobs_with(
+                .sequence_logprobs_using(
                     ids.clone(),
                     Some(attn.clone()),
                     target.clone(),

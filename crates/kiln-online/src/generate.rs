@@ -71,7 +71,7 @@ pub fn sample<B: Backend, M: CausalLm<B> + Sync>(
     let generator = Generator::new(policy, config)?.with_tokenizer(&enc.tokenizer);
     let streams: Vec<u64> = (0..ids.len() as u64).collect();
     let bar = observer.bar(label, ids.len() * settings.k);
-    let out = generator.generate_with(&ids, &streams, |p| {
+    let out = generator.generate_with_progress(&ids, &streams, |p| {
         bar.message(format!("{} tokens", p.generated_tokens));
         bar.set(p.finished_responses);
     })?;

@@ -11,9 +11,9 @@ use kiln_data::{
 };
 use kiln_losses::{DpoConfig, DpoLoss, RrhfConfig};
 use kiln_reward::RewardModel;
-use kiln_reward::annotate::annotate_with;
+use kiln_reward::annotate::annotate_with_progress;
 use kiln_train::dpo::{DpoTrainConfig, train_dpo};
-use kiln_train::rrhf::{ranked_examples, train_rrhf};
+use kiln_train::rrhf::{RrhfTrainConfig, ranked_examples, train_rrhf};
 use kiln_train::{StageRunner, TrainConfig};
 use serde::{Deserialize, Serialize};
 
@@ -221,7 +221,7 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
             let rows = self.annotator.rows_per_prompt(cfg.sampling.k);
             let label = format!("annotate ({rows} rows/prompt)");
             let bar = self.observer.bar(&label, records.len());
-            let done = annotate_with(self.annotator, &records, |n, _| bar.set(n))?;
+            let done = annotate_with_progress(self.annotator, &records, |n, _| bar.set(n))?;
             bar.finish();
             write_jsonl(out.path("annotated.jsonl")?, &done)?;
             Ok(())
@@ -323,7 +323,7 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
             &metrics,
             self.observer,
         )?;
-        train_dpo(&mut train, &pairs, &reference, &dtc, steps)?;
+        train_dpo(&mut train, (&pairs, &reference), &dtc)?;
         monitor.finish()?;
         Ok(train.into_model()?)
     }
@@ -348,7 +348,11 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
         let metrics = ranked_file.with_file_name("rrhf_metrics.jsonl");
         let (mut train, monitor) =
             monitored(policy, tc, &label, "rank_loss", &metrics, self.observer)?;
-        train_rrhf(&mut train, &items, &rrhf, self.enc.pad_id, steps)?;
+        train_rrhf(
+            &mut train,
+            &items,
+            &RrhfTrainConfig::new(rrhf, self.enc.pad_id),
+        )?;
         monitor.finish()?;
         Ok(train.into_model()?)
     }

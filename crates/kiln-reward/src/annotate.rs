@@ -27,15 +27,15 @@ use crate::model::{Prompt, RewardModel};
 /// Prompts scored per [`RewardModel::score_groups`] call (progress is reported between calls).
 pub const PROMPTS_PER_CALL: usize = 16;
 
-/// Scores every response of every record; see [`annotate_with`].
+/// Scores every response of every record; see [`annotate_with_progress`].
 ///
 /// # Errors
-/// As [`annotate_with`].
+/// As [`annotate_with_progress`].
 pub fn annotate(
     rm: &dyn RewardModel,
     records: &[GenerationRecord],
 ) -> Result<Vec<AnnotatedRecord>> {
-    annotate_with(rm, records, |_, _| {})
+    annotate_with_progress(rm, records, |_, _| {})
 }
 
 /// Scores every response of every record with `rm`, calling `progress(prompts_done, total)` after
@@ -45,7 +45,7 @@ pub fn annotate(
 /// [`Error::NonFiniteReward`] naming the first prompt (index and text) and response whose score
 /// is NaN or infinite; [`Error::InvalidInput`] when the model returns the wrong number of scores;
 /// the model's own errors.
-pub fn annotate_with(
+pub fn annotate_with_progress(
     rm: &dyn RewardModel,
     records: &[GenerationRecord],
     mut progress: impl FnMut(usize, usize),
@@ -130,7 +130,7 @@ mod tests {
         let len = |_: &Prompt, r: &str| r.len() as f32;
         let recs = records(PROMPTS_PER_CALL + 5);
         let mut seen = Vec::new();
-        let out = annotate_with(&len, &recs, |d, t| seen.push((d, t))).unwrap();
+        let out = annotate_with_progress(&len, &recs, |d, t| seen.push((d, t))).unwrap();
         assert_eq!(out.len(), recs.len());
         for (i, r) in out.iter().enumerate() {
             assert_eq!(r.rewards, [i as f64, (i + 1) as f64, (i + 2) as f64]);

@@ -95,7 +95,7 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// vocabulary; [`Error::MissingTokenizer`] when stop strings are set without a tokenizer.
     pub fn generate(&self, prompts: &[Vec<u32>]) -> Result<GenerationOutput> {
         let streams: Vec<u64> = (0..prompts.len() as u64).collect();
-        self.generate_with(prompts, &streams, |_| {})
+        self.generate_with_progress(prompts, &streams, |_| {})
     }
 
     /// Like [`Generator::generate`], with an explicit RNG stream id per prompt (e.g. the
@@ -105,7 +105,7 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// # Errors
     /// As [`Generator::generate`], plus [`Error::InvalidInput`] when `streams` and `prompts`
     /// differ in length.
-    pub fn generate_with(
+    pub fn generate_with_progress(
         &self,
         prompts: &[Vec<u32>],
         streams: &[u64],

@@ -77,7 +77,7 @@ fn results_do_not_depend_on_batch_composition_or_k() {
     // Prompt 2 alone with its stream id 2, and with K = 5 instead of 3.
     let alone = Generator::new(&m, sampling(9).with_num_responses(5))
         .unwrap()
-        .generate_with(&ps[2..], &[2], |_| {})
+        .generate_with_progress(&ps[2..], &[2], |_| {})
         .unwrap();
     for k in 0..3 {
         assert_eq!(
@@ -115,7 +115,7 @@ fn concurrent_batches_give_the_same_responses_and_consistent_progress() {
                 .with_concurrent_batches(concurrent),
         )
         .unwrap()
-        .generate_with(&ps, &streams, |p| reports.push(*p))
+        .generate_with_progress(&ps, &streams, |p| reports.push(*p))
         .unwrap();
         assert_eq!(all_ids(&one), all_ids(&out), "concurrent {concurrent}");
         for (p, rs) in out.responses.iter().enumerate() {
@@ -271,7 +271,7 @@ fn bad_input_is_an_error() {
     let g = Generator::new(&m, GenerationConfig::new()).unwrap();
     assert!(g.generate(&[vec![]]).is_err());
     assert!(g.generate(&[vec![64]]).is_err());
-    assert!(g.generate_with(&[vec![1]], &[], |_| {}).is_err());
+    assert!(g.generate_with_progress(&[vec![1]], &[], |_| {}).is_err());
     assert!(Generator::new(&m, GenerationConfig::new().with_num_responses(0)).is_err());
 }
 

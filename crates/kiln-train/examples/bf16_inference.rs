@@ -127,7 +127,7 @@ fn main() {
     let f32_bytes = ALLOC.current_usage() - m0;
     let m1 = ALLOC.current_usage();
     ALLOC.reset_peak_usage();
-    let bf16_model = LlamaForCausalLM::<B>::from_pretrained_with(
+    let bf16_model = LlamaForCausalLM::<B>::from_pretrained_with_options(
         bf16_dir,
         &device,
         LoadOptions::dtype(LoadDtype::BF16),

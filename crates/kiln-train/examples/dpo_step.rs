@@ -89,7 +89,8 @@ fn main() {
         let before = ALLOC.current_usage();
         ALLOC.reset_peak_usage();
         let t0 = Instant::now();
-        let stats = train_dpo(&mut train, &pairs, &reference, &dtc, step + 1).expect("DPO step");
+        let until = dtc.clone().with_until_step(step + 1);
+        let stats = train_dpo(&mut train, (&pairs, &reference), &until).expect("DPO step");
         let dt = t0.elapsed().as_secs_f64();
         assert_eq!(stats.len(), 1);
         if step > 0 {
@@ -145,15 +146,7 @@ fn phases(
             ALLOC.reset_peak_usage();
         };
         ALLOC.reset_peak_usage();
-        let out = kiln_train::dpo::dpo_loss_with(
-            &model,
-            &batch,
-            &dpo,
-            dtc.reduction,
-            dtc.logprobs,
-            dtc.nll_weight,
-        )
-        .expect("loss");
+        let out = kiln_train::dpo::dpo_loss(&model, &batch, &dpo, dtc).expect("loss");
         mark("loss", &mut line);
         let grads = out.loss.backward();
         mark("backward", &mut line);

@@ -185,7 +185,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sft::train_sft;
+    use crate::sft::{SftTrainConfig, train_sft};
     use crate::testutil::{TB, flat_params, tiny};
     use kiln_model::LlamaForCausalLM;
 
@@ -212,12 +212,13 @@ mod tests {
             .with_log_every(0);
 
         let mut full = TrainLoop::new(model.clone(), config.clone()).unwrap();
-        train_sft(&mut full, &data, t.pad, 6).unwrap();
+        train_sft(&mut full, &data, &SftTrainConfig::new(t.pad)).unwrap();
 
         let dir = scratch("resume");
         let ckpt = dir.join("checkpoint");
         let mut first = TrainLoop::new(model, config).unwrap();
-        train_sft(&mut first, &data, t.pad, 3).unwrap();
+        let half = SftTrainConfig::new(t.pad).with_until_step(3);
+        train_sft(&mut first, &data, &half).unwrap();
         first.save_checkpoint(&ckpt).unwrap();
         // Saving again over an existing checkpoint replaces it atomically.
         first.save_checkpoint(&ckpt).unwrap();
@@ -228,7 +229,7 @@ mod tests {
 
         let mut resumed = TrainLoop::<TB, LlamaForCausalLM<TB>>::resume(&ckpt, &device).unwrap();
         assert_eq!(resumed.step(), 3);
-        train_sft(&mut resumed, &data, t.pad, 6).unwrap();
+        train_sft(&mut resumed, &data, &SftTrainConfig::new(t.pad)).unwrap();
 
         let (a, b) = (
             flat_params(full.model().unwrap()),

@@ -35,6 +35,9 @@ pub struct DpoTrainConfig {
     /// al. 2024, Iterative Reasoning Preference Optimization). 0 (the default) is plain DPO, as
     /// in RLHFlow's recipe. Reported as metric `nll/chosen`.
     pub nll_weight: f64,
+    /// Stop after this optimiser step (`None`: the schedule's last, `TrainConfig::total_steps`);
+    /// a later call continues from there.
+    pub until_step: Option<usize>,
 }
 
 impl DpoTrainConfig {
@@ -51,7 +54,14 @@ impl DpoTrainConfig {
             pad_id,
             logprobs: LogProbStrategy::default(),
             nll_weight: 0.0,
+            until_step: None,
         }
+    }
+
+    /// The same config stopping after optimiser step `step`.
+    pub fn with_until_step(mut self, step: usize) -> Self {
+        self.until_step = Some(step);
+        self
     }
 
     /// The same config with an NLL term of weight `alpha` on the chosen responses (see
@@ -61,7 +71,7 @@ impl DpoTrainConfig {
         self
     }
 
-    /// The same config with another log-prob strategy (e.g. `LogProbStrategy::chunked_with(128)?`).
+    /// The same config with another log-prob strategy (e.g. `LogProbStrategy::chunks_of(128)?`).
     pub fn with_logprobs(mut self, logprobs: LogProbStrategy) -> Self {
         self.logprobs = logprobs;
         self
@@ -176,34 +186,17 @@ pub fn collate_dpo<B: Backend>(
     })
 }
 
-/// The DPO-family loss of a micro-batch, with TRL-named metrics (chunked log-probs).
+/// The DPO-family loss of a micro-batch, with TRL-named metrics: the policy's log-probs as
+/// `config.logprobs` says
+/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)), reduced by
+/// `config.reduction`, plus `config.nll_weight` times the NLL of the chosen responses.
 pub fn dpo_loss<B: AutodiffBackend, M: CausalLm<B>>(
     model: &M,
     batch: &DpoBatch<B>,
     dpo: &Dpo,
-    reduction: LogProbReduction,
+    config: &DpoTrainConfig,
 ) -> Result<StepLoss<B>> {
-    dpo_loss_with(
-        model,
-        batch,
-        dpo,
-        reduction,
-        LogProbStrategy::default(),
-        0.0,
-    )
-}
-
-/// [`dpo_loss`] with an explicit log-prob strategy
-/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)) and NLL weight on the chosen responses
-/// ([`DpoTrainConfig::nll_weight`]).
-pub fn dpo_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
-    model: &M,
-    batch: &DpoBatch<B>,
-    dpo: &Dpo,
-    reduction: LogProbReduction,
-    logprobs: LogProbStrategy,
-    nll_weight: f64,
-) -> Result<StepLoss<B>> {
+    let (reduction, logprobs, nll_weight) = (config.reduction, config.logprobs, config.nll_weight);
     let b = &batch.pairs.batch;
     let n = batch.pairs.num_pairs;
     // Counted (shifted) tokens of each chosen response, for the per-token NLL.
@@ -257,17 +250,16 @@ pub fn dpo_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
     Ok(step)
 }
 
-/// Runs DPO steps until `until_step` on `pairs` with their precomputed reference log-probs.
+/// Runs DPO steps on `pairs` with their precomputed reference log-probs until
+/// `config.until_step` or the end of the schedule.
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] when the reference was computed with another reduction; loss,
 /// collation and [`TrainLoop::fit`] errors.
 pub fn train_dpo<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &mut TrainLoop<B, M>,
-    pairs: &[(Example, Example)],
-    reference: &ReferenceLogps,
+    (pairs, reference): (&[(Example, Example)], &ReferenceLogps),
     config: &DpoTrainConfig,
-    until_step: usize,
 ) -> Result<Vec<StepStats>> {
     if reference.reduction != config.reduction {
         return Err(Error::InvalidConfig(format!(
@@ -277,20 +269,12 @@ pub fn train_dpo<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     }
     let dpo = config.loss.init()?;
     let device = train.model()?.device();
+    let until = config.until_step.unwrap_or(train.config().total_steps);
     train.fit(
         pairs.len(),
-        until_step,
+        until,
         |idx| collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device),
-        |model, batch| {
-            dpo_loss_with(
-                model,
-                batch,
-                &dpo,
-                config.reduction,
-                config.logprobs,
-                config.nll_weight,
-            )
-        },
+        |model, batch| dpo_loss(model, batch, &dpo, config),
     )
 }
 
@@ -379,7 +363,7 @@ mod tests {
             / pairs.len() as f64;
         let batch = collate_dpo::<TB>(&pairs, &reference, &[0, 1, 2, 3], t.pad, &device).unwrap();
         let dpo = cfg.loss.init().unwrap();
-        let step = dpo_loss_with(&policy, &batch, &dpo, cfg.reduction, cfg.logprobs, 0.5).unwrap();
+        let step = dpo_loss(&policy, &batch, &dpo, &cfg.clone().with_nll_weight(0.5)).unwrap();
         let value = step.loss.clone().into_scalar().elem::<f64>();
         assert!(
             (value - (std::f64::consts::LN_2 + 0.5 * nll)).abs() < 1e-4,
@@ -392,7 +376,7 @@ mod tests {
             .unwrap()
             .1;
         assert!((metric - nll).abs() < 1e-4, "{metric} vs {nll}");
-        let plain = dpo_loss_with(&policy, &batch, &dpo, cfg.reduction, cfg.logprobs, 0.0).unwrap();
+        let plain = dpo_loss(&policy, &batch, &dpo, &cfg.clone().with_nll_weight(0.0)).unwrap();
         assert!(plain.metrics.iter().all(|(n, _)| n != "nll/chosen"));
     }
 
@@ -420,7 +404,12 @@ mod tests {
             m0.rewards_margins.abs() < 1e-4,
             "policy == reference at start: {m0:?}"
         );
-        let stats = train_dpo(&mut train, &pairs, &reference, &cfg, 15).unwrap();
+        let stats = train_dpo(
+            &mut train,
+            (&pairs, &reference),
+            &cfg.clone().with_until_step(15),
+        )
+        .unwrap();
         let m1 = evaluate_dpo_of(&train, &pairs, &reference, &cfg, 8).unwrap();
         assert!(m1.rewards_accuracies >= 0.99, "{m0:?} -> {m1:?}");
         assert!(
@@ -463,14 +452,14 @@ mod tests {
                 let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.5), t.pad)
                     .with_logprobs(logprobs);
                 crate::testutil::steps_with(policy.clone(), 3, |train| {
-                    let until = train.step() + 1;
-                    train_dpo(train, &pairs, &reference, &dtc, until)
+                    let dtc = dtc.clone().with_until_step(train.step() + 1);
+                    train_dpo(train, (&pairs, &reference), &dtc)
                         .unwrap()
                         .remove(0)
                 })
             };
             let (s_full, w_full) = run(LogProbStrategy::Full);
-            let (s_chunk, w_chunk) = run(LogProbStrategy::chunked_with(7).unwrap());
+            let (s_chunk, w_chunk) = run(LogProbStrategy::chunks_of(7).unwrap());
             for (a, b) in s_full.iter().zip(&s_chunk) {
                 assert!((a.loss - b.loss).abs() < 1e-5, "{a:?} vs {b:?}");
                 assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0));
@@ -495,7 +484,7 @@ mod tests {
             precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, LogProbReduction::Sum)
                 .unwrap();
         let mut train = TrainLoop::new(policy, TrainConfig::new(2).with_lr(1e-3)).unwrap();
-        let err = train_dpo(&mut train, &pairs, &reference, &ipo, 2).unwrap_err();
+        let err = train_dpo(&mut train, (&pairs, &reference), &ipo).unwrap_err();
         assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
     }
 }

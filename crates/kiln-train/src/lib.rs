@@ -8,7 +8,9 @@
 //! - Trainers plug a loss closure into the loop; every loss comes from `kiln_losses`:
 //!   [`sft`] (assistant-token NLL), [`reward`] (Bradley-Terry with margins and centering, pairwise
 //!   accuracy), [`dpo`] (precomputed reference log-probs, every DPO-family loss, TRL metrics),
-//!   [`rrhf`] (K ranked responses, no reference).
+//!   [`rrhf`] (K ranked responses, no reference). Every trainer has one shape,
+//!   `train_x(&mut loop, data, &XTrainConfig)`, the pad id and the log-prob strategy in the config
+//!   ([`SftTrainConfig`], [`RewardTrainConfig`], [`DpoTrainConfig`], [`RrhfTrainConfig`]).
 //! - [`checkpoint`]: the model in Hugging Face layout plus AdamW state and the step in one
 //!   directory, written atomically; [`TrainLoop::resume`] continues exactly.
 //! - [`stage`]: [`StageRunner`], resumable pipeline stages (skipped when their outputs exist,
@@ -79,12 +81,16 @@ pub mod stage;
 pub mod train_loop;
 
 pub use checkpoint::TrainerState;
+pub use dpo::DpoTrainConfig;
 pub use error::{Error, Result};
 pub use kiln_model::HfModel;
 pub use metrics::MetricsLog;
 pub use optim::TrainConfig;
 pub use order::DataOrder;
+pub use reward::RewardTrainConfig;
+pub use rrhf::RrhfTrainConfig;
 pub use schedule::LrSchedule;
+pub use sft::SftTrainConfig;
 pub use stage::{StageEvent, StageHook, StageOutputs, StageRunner, StageStatus};
 pub use train_loop::{StepCallback, StepLoss, StepStats, TrainLoop};
 #[cfg(test)]

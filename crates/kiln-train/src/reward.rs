@@ -110,9 +110,41 @@ pub struct RewardTrainConfig {
     pub use_margin: bool,
     /// Padding id of the tokenizer.
     pub pad_id: u32,
+    /// Stop after this optimiser step (`None`: the schedule's last); a later call continues.
+    pub until_step: Option<usize>,
 }
 
-/// Runs reward-model steps until `until_step`.
+impl RewardTrainConfig {
+    /// The plain Bradley-Terry loss, margins unused, trained to the end of the schedule.
+    pub fn new(pad_id: u32) -> Self {
+        Self {
+            loss: BradleyTerryConfig::new(),
+            use_margin: false,
+            pad_id,
+            until_step: None,
+        }
+    }
+
+    /// The same config with another loss (e.g. reward centering).
+    pub fn with_loss(mut self, loss: BradleyTerryConfig) -> Self {
+        self.loss = loss;
+        self
+    }
+
+    /// The same config using (or not) each pair's margin.
+    pub fn with_margin(mut self, use_margin: bool) -> Self {
+        self.use_margin = use_margin;
+        self
+    }
+
+    /// The same config stopping after optimiser step `step`.
+    pub fn with_until_step(mut self, step: usize) -> Self {
+        self.until_step = Some(step);
+        self
+    }
+}
+
+/// Runs reward-model steps until `config.until_step` or the end of the schedule.
 ///
 /// # Errors
 /// Loss configuration, collation and [`TrainLoop::fit`] errors.
@@ -120,13 +152,13 @@ pub fn train_reward_model<B: AutodiffBackend, M: SequenceScorer<B> + AutodiffMod
     train: &mut TrainLoop<B, M>,
     pairs: &[RewardPair],
     config: &RewardTrainConfig,
-    until_step: usize,
 ) -> Result<Vec<StepStats>> {
     let loss = config.loss.init()?;
     let device = train.model()?.device();
+    let until = config.until_step.unwrap_or(train.config().total_steps);
     train.fit(
         pairs.len(),
-        until_step,
+        until,
         |idx| {
             let rows: Vec<RewardPair> = idx.iter().map(|&i| pairs[i].clone()).collect();
             collate_reward::<B>(&rows, config.pad_id, config.use_margin, &device)
@@ -210,12 +242,10 @@ mod tests {
             .with_log_every(0);
         let mut train = TrainLoop::new(model, config).unwrap();
         let (acc0, margin0) = pairwise_accuracy_of(&train, eval_pairs, t.pad, 8).unwrap();
-        let rm = RewardTrainConfig {
-            loss: BradleyTerryConfig::new().with_center_rewards_coefficient(0.01),
-            use_margin: true,
-            pad_id: t.pad,
-        };
-        let stats = train_reward_model(&mut train, train_pairs, &rm, 20).unwrap();
+        let rm = RewardTrainConfig::new(t.pad)
+            .with_loss(BradleyTerryConfig::new().with_center_rewards_coefficient(0.01))
+            .with_margin(true);
+        let stats = train_reward_model(&mut train, train_pairs, &rm).unwrap();
         let (acc1, margin1) = pairwise_accuracy_of(&train, eval_pairs, t.pad, 8).unwrap();
         assert!(acc1 >= 0.99, "eval accuracy {acc0} -> {acc1}");
         assert!(margin1 > margin0 + 1.0, "margin {margin0} -> {margin1}");

@@ -114,19 +114,47 @@ pub fn response_logps<B: Backend, M: CausalLm<B>>(
         .reshape([batch.prompts, batch.k]))
 }
 
-/// The RRHF loss of a micro-batch, with metrics `rank_loss` and `sft_loss` (chunked
-/// log-probs).
-pub fn rrhf_loss<B: AutodiffBackend, M: CausalLm<B>>(
-    model: &M,
-    batch: &RrhfBatch<B>,
-    rrhf: &Rrhf,
-) -> Result<StepLoss<B>> {
-    rrhf_loss_with(model, batch, rrhf, LogProbStrategy::default())
+/// RRHF options (the optimiser settings live in the [`TrainConfig`](crate::TrainConfig)).
+#[derive(Debug, Clone)]
+pub struct RrhfTrainConfig {
+    /// The loss (length normalisation, ranking weight).
+    pub loss: RrhfConfig,
+    /// Padding id of the tokenizer.
+    pub pad_id: u32,
+    /// How log-probs and their gradients are computed (default: chunked).
+    pub logprobs: LogProbStrategy,
+    /// Stop after this optimiser step (`None`: the schedule's last); a later call continues.
+    pub until_step: Option<usize>,
 }
 
-/// [`rrhf_loss`] with an explicit log-prob strategy
+impl RrhfTrainConfig {
+    /// Chunked log-probs, trained to the end of the schedule.
+    pub fn new(loss: RrhfConfig, pad_id: u32) -> Self {
+        Self {
+            loss,
+            pad_id,
+            logprobs: LogProbStrategy::default(),
+            until_step: None,
+        }
+    }
+
+    /// The same config with another log-prob strategy.
+    pub fn with_logprobs(mut self, logprobs: LogProbStrategy) -> Self {
+        self.logprobs = logprobs;
+        self
+    }
+
+    /// The same config stopping after optimiser step `step`.
+    pub fn with_until_step(mut self, step: usize) -> Self {
+        self.until_step = Some(step);
+        self
+    }
+}
+
+/// The RRHF loss of a micro-batch, with metrics `rank_loss` and `sft_loss`, log-probs computed
+/// as `logprobs` says
 /// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)).
-pub fn rrhf_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
+pub fn rrhf_loss<B: AutodiffBackend, M: CausalLm<B>>(
     model: &M,
     batch: &RrhfBatch<B>,
     rrhf: &Rrhf,
@@ -152,50 +180,28 @@ pub fn rrhf_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
         .with_metric("sft_loss", sft))
 }
 
-/// Runs RRHF steps until `until_step` (a micro-batch holds `micro_batch_size` prompts), with
-/// chunked log-probs.
+/// Runs RRHF steps (a micro-batch holds `micro_batch_size` prompts) until `config.until_step`
+/// or the end of the schedule.
 ///
 /// # Errors
 /// Loss configuration, collation and [`TrainLoop::fit`] errors.
 pub fn train_rrhf<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &mut TrainLoop<B, M>,
     items: &[RankedExamples],
-    config: &RrhfConfig,
-    pad_id: u32,
-    until_step: usize,
+    config: &RrhfTrainConfig,
 ) -> Result<Vec<StepStats>> {
-    train_rrhf_with(
-        train,
-        items,
-        config,
-        pad_id,
-        until_step,
-        LogProbStrategy::default(),
-    )
-}
-
-/// [`train_rrhf`] with an explicit log-prob strategy.
-///
-/// # Errors
-/// Loss configuration, collation and [`TrainLoop::fit`] errors.
-pub fn train_rrhf_with<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
-    train: &mut TrainLoop<B, M>,
-    items: &[RankedExamples],
-    config: &RrhfConfig,
-    pad_id: u32,
-    until_step: usize,
-    logprobs: LogProbStrategy,
-) -> Result<Vec<StepStats>> {
-    let rrhf = config.init()?;
+    let rrhf = config.loss.init()?;
     let device = train.model()?.device();
+    let until = config.until_step.unwrap_or(train.config().total_steps);
+    let (pad_id, logprobs) = (config.pad_id, config.logprobs);
     train.fit(
         items.len(),
-        until_step,
+        until,
         |idx| {
             let rows: Vec<RankedExamples> = idx.iter().map(|&i| items[i].clone()).collect();
             collate_rrhf::<B>(&rows, pad_id, &device)
         },
-        |model, batch| rrhf_loss_with(model, batch, &rrhf, logprobs),
+        |model, batch| rrhf_loss(model, batch, &rrhf, logprobs),
     )
 }
 
@@ -206,10 +212,9 @@ pub fn train_rrhf_with<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
 pub fn rrhf_scores<B: Backend, M: CausalLm<B>>(
     model: &M,
     items: &[RankedExamples],
-    config: &RrhfConfig,
-    pad_id: u32,
+    config: &RrhfTrainConfig,
 ) -> Result<Vec<Vec<f32>>> {
-    let rrhf = config.init()?;
+    let (rrhf, pad_id) = (config.loss.init()?, config.pad_id);
     let device = model.device();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -229,13 +234,12 @@ pub fn rrhf_scores<B: Backend, M: CausalLm<B>>(
 pub fn rrhf_scores_of<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &TrainLoop<B, M>,
     items: &[RankedExamples],
-    config: &RrhfConfig,
-    pad_id: u32,
+    config: &RrhfTrainConfig,
 ) -> Result<Vec<Vec<f32>>>
 where
     M::InnerModule: CausalLm<B::InnerBackend>,
 {
-    rrhf_scores(&train.model()?.valid(), items, config, pad_id)
+    rrhf_scores(&train.model()?.valid(), items, config)
 }
 
 #[cfg(test)]
@@ -288,17 +292,16 @@ mod tests {
             })
             .collect();
         let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.05, 27, &device);
-        let cfg = RrhfConfig::new();
         let run = |logprobs: LogProbStrategy| {
             crate::testutil::steps_with(model.clone(), 3, |train| {
-                let until = train.step() + 1;
-                train_rrhf_with(train, &items, &cfg, t.pad, until, logprobs)
-                    .unwrap()
-                    .remove(0)
+                let cfg = RrhfTrainConfig::new(RrhfConfig::new(), t.pad)
+                    .with_logprobs(logprobs)
+                    .with_until_step(train.step() + 1);
+                train_rrhf(train, &items, &cfg).unwrap().remove(0)
             })
         };
         let (s_full, w_full) = run(LogProbStrategy::Full);
-        let (s_chunk, w_chunk) = run(LogProbStrategy::chunked_with(9).unwrap());
+        let (s_chunk, w_chunk) = run(LogProbStrategy::chunks_of(9).unwrap());
         for (a, b) in s_full.iter().zip(&s_chunk) {
             assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0));
             assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0));
@@ -340,22 +343,16 @@ mod tests {
                 }
             })
             .collect();
-        let cfg = RrhfConfig::new();
+        let cfg = RrhfTrainConfig::new(RrhfConfig::new(), t.pad);
         let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 28, &device);
         let config = TrainConfig::new(15)
             .with_lr(3e-3)
             .with_micro_batch_size(4)
             .with_log_every(0);
         let mut train = TrainLoop::new(model, config).unwrap();
-        let (top0, best0) = best_stats(
-            &rrhf_scores_of(&train, &items, &cfg, t.pad).unwrap(),
-            &items,
-        );
-        let stats = train_rrhf(&mut train, &items, &cfg, t.pad, 15).unwrap();
-        let (top1, best1) = best_stats(
-            &rrhf_scores_of(&train, &items, &cfg, t.pad).unwrap(),
-            &items,
-        );
+        let (top0, best0) = best_stats(&rrhf_scores_of(&train, &items, &cfg).unwrap(), &items);
+        let stats = train_rrhf(&mut train, &items, &cfg).unwrap();
+        let (top1, best1) = best_stats(&rrhf_scores_of(&train, &items, &cfg).unwrap(), &items);
         assert!(
             best1 > best0 + 1.0,
             "best-response score {best0} -> {best1}"

@@ -48,24 +48,49 @@ pub fn masked_logprob_sum<B: Backend, M: CausalLm<B>>(
     Ok((sum, counted_tokens(batch)))
 }
 
-/// The SFT loss of one micro-batch: mean NLL per counted token, with metrics `nll` and `tokens`
-/// (chunked log-probs).
-///
-/// # Errors
-/// [`Error::InvalidInput`] when the batch has no counted token.
-pub fn sft_loss<B: AutodiffBackend, M: CausalLm<B>>(
-    model: &M,
-    batch: &LmBatch<B>,
-) -> Result<StepLoss<B>> {
-    sft_loss_with(model, batch, LogProbStrategy::default())
+/// SFT options (the optimiser settings live in the [`TrainConfig`](crate::TrainConfig)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SftTrainConfig {
+    /// Padding id of the tokenizer (micro-batches are right-padded with it).
+    pub pad_id: u32,
+    /// How log-probs and their gradients are computed (default: chunked, without the
+    /// `[batch, seq, vocab]` logits; [`LogProbStrategy::Full`] is the reference path).
+    pub logprobs: LogProbStrategy,
+    /// Stop after this optimiser step (`None`: the schedule's last, `TrainConfig::total_steps`);
+    /// a later call continues from there.
+    pub until_step: Option<usize>,
 }
 
-/// [`sft_loss`] with an explicit log-prob strategy
+impl SftTrainConfig {
+    /// Chunked log-probs, trained to the end of the schedule.
+    pub fn new(pad_id: u32) -> Self {
+        Self {
+            pad_id,
+            logprobs: LogProbStrategy::default(),
+            until_step: None,
+        }
+    }
+
+    /// The same config with another log-prob strategy.
+    pub fn with_logprobs(mut self, logprobs: LogProbStrategy) -> Self {
+        self.logprobs = logprobs;
+        self
+    }
+
+    /// The same config stopping after optimiser step `step`.
+    pub fn with_until_step(mut self, step: usize) -> Self {
+        self.until_step = Some(step);
+        self
+    }
+}
+
+/// The SFT loss of one micro-batch: mean NLL per counted token, with metrics `nll` and `tokens`,
+/// log-probs computed as `logprobs` says
 /// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the batch has no counted token.
-pub fn sft_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
+pub fn sft_loss<B: AutodiffBackend, M: CausalLm<B>>(
     model: &M,
     batch: &LmBatch<B>,
     logprobs: LogProbStrategy,
@@ -90,46 +115,27 @@ pub fn sft_loss_with<B: AutodiffBackend, M: CausalLm<B>>(
         .with_metric("tokens", count))
 }
 
-/// Runs SFT steps until `until_step` over `examples` (seeded order, micro-batches collated with
-/// right padding by `pad_id`), with chunked log-probs.
+/// Runs SFT steps over `examples` (seeded order, micro-batches collated with right padding by
+/// `config.pad_id`) until `config.until_step` or the end of the schedule.
 ///
 /// # Errors
 /// Those of [`TrainLoop::fit`] and collation.
 pub fn train_sft<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &mut TrainLoop<B, M>,
     examples: &[Example],
-    pad_id: u32,
-    until_step: usize,
-) -> Result<Vec<StepStats>> {
-    train_sft_with(
-        train,
-        examples,
-        pad_id,
-        until_step,
-        LogProbStrategy::default(),
-    )
-}
-
-/// [`train_sft`] with an explicit log-prob strategy.
-///
-/// # Errors
-/// Those of [`TrainLoop::fit`] and collation.
-pub fn train_sft_with<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
-    train: &mut TrainLoop<B, M>,
-    examples: &[Example],
-    pad_id: u32,
-    until_step: usize,
-    logprobs: LogProbStrategy,
+    config: &SftTrainConfig,
 ) -> Result<Vec<StepStats>> {
     let device = train.model()?.device();
+    let until = config.until_step.unwrap_or(train.config().total_steps);
+    let (pad_id, logprobs) = (config.pad_id, config.logprobs);
     train.fit(
         examples.len(),
-        until_step,
+        until,
         |idx| {
             let rows: Vec<Example> = idx.iter().map(|&i| examples[i].clone()).collect();
             Ok(collate_sft::<B>(&rows, pad_id, &device)?)
         },
-        |model, batch| sft_loss_with(model, batch, logprobs),
+        |model, batch| sft_loss(model, batch, logprobs),
     )
 }
 
@@ -188,14 +194,14 @@ mod tests {
         let data = t.sft(0..8);
         let run = |logprobs: LogProbStrategy| {
             crate::testutil::steps_with(model.clone(), 3, |train| {
-                let until = train.step() + 1;
-                train_sft_with(train, &data, t.pad, until, logprobs)
-                    .unwrap()
-                    .remove(0)
+                let config = SftTrainConfig::new(t.pad)
+                    .with_logprobs(logprobs)
+                    .with_until_step(train.step() + 1);
+                train_sft(train, &data, &config).unwrap().remove(0)
             })
         };
         let (s_full, w_full) = run(LogProbStrategy::Full);
-        let (s_chunk, w_chunk) = run(LogProbStrategy::chunked_with(16).unwrap());
+        let (s_chunk, w_chunk) = run(LogProbStrategy::chunks_of(16).unwrap());
         for (a, b) in s_full.iter().zip(&s_chunk) {
             assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0));
             assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0));
@@ -218,7 +224,7 @@ mod tests {
             .with_log_every(0);
         let mut train = TrainLoop::new(model, config).unwrap();
         let before = eval_nll_of(&train, &held_out, t.pad, 8).unwrap();
-        let stats = train_sft(&mut train, &train_set, t.pad, 16).unwrap();
+        let stats = train_sft(&mut train, &train_set, &SftTrainConfig::new(t.pad)).unwrap();
         let after = eval_nll_of(&train, &held_out, t.pad, 8).unwrap();
         assert_eq!(stats.len(), 16);
         assert!(stats.iter().all(|s| s.metric("tokens").unwrap() > 0.0));

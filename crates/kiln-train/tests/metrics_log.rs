@@ -15,7 +15,7 @@ use kiln_data::{
 use kiln_losses::DpoConfig;
 use kiln_model::{LlamaConfig, LlamaForCausalLM};
 use kiln_train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
-use kiln_train::sft::train_sft;
+use kiln_train::sft::{SftTrainConfig, train_sft};
 use kiln_train::{Error, MetricsLog, Result, StepLoss, StepStats, TrainConfig, TrainLoop};
 
 type TB = Autodiff<Flex>;
@@ -372,7 +372,7 @@ fn dpo_steps_carry_trl_metric_names_and_sft_steps_their_own() {
     let path = dir.join("dpo_metrics.jsonl");
     let log = MetricsLog::open(&path, 0).unwrap();
     train.on_step(log.callback());
-    let stats = train_dpo(&mut train, &pairs, &reference, &cfg, 3).unwrap();
+    let stats = train_dpo(&mut train, (&pairs, &reference), &cfg).unwrap();
     log.finish().unwrap();
     let trl = [
         "rewards/chosen",
@@ -411,7 +411,12 @@ fn dpo_steps_carry_trl_metric_names_and_sft_steps_their_own() {
     let path = dir.join("sft_metrics.jsonl");
     let log = MetricsLog::open(&path, 0).unwrap();
     train.on_step(log.callback());
-    train_sft(&mut train, &examples, pad, 2).unwrap();
+    train_sft(
+        &mut train,
+        &examples,
+        &SftTrainConfig::new(pad).with_until_step(2),
+    )
+    .unwrap();
     log.finish().unwrap();
     let text = lines(&path);
     assert_eq!(text.len(), 2);

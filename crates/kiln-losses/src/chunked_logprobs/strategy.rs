@@ -37,7 +37,7 @@ impl LogProbStrategy {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for `chunk_size == 0`.
-    pub fn chunked_with(chunk_size: usize) -> crate::Result<Self> {
+    pub fn chunks_of(chunk_size: usize) -> crate::Result<Self> {
         Ok(LogProbStrategy::Chunked(
             ChunkedLogProbsConfig::new()
                 .with_chunk_size(chunk_size)

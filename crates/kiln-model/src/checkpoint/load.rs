@@ -411,13 +411,13 @@ pub(crate) fn read_config_of(
 
 impl<B: Backend> LlamaForCausalLM<B> {
     /// Loads a Hugging Face `LlamaForCausalLM` directory with its weights in f32 (f16/bf16
-    /// checkpoints are widened); see [`Self::from_pretrained_with`].
+    /// checkpoints are widened); see [`Self::from_pretrained_with_options`].
     ///
     /// Errors name the file and tensor: missing, unexpected, wrong shape, unsupported dtype,
     /// corrupt/truncated file, bad config. A stored `lm_head.weight` of a tied model is ignored,
     /// as HF does.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        Self::from_pretrained_with(dir, device, LoadOptions::default())
+        Self::from_pretrained_with_options(dir, device, LoadOptions::default())
     }
 
     /// [`Self::from_pretrained`] with the weights in `options.dtype`: e.g. a bf16 checkpoint
@@ -427,7 +427,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Errors
     /// Those of [`Self::from_pretrained`], and [`Error::UnsupportedBackendDtype`] when the
     /// backend cannot compute in that dtype.
-    pub fn from_pretrained_with(
+    pub fn from_pretrained_with_options(
         dir: impl AsRef<Path>,
         device: &B::Device,
         options: LoadOptions,
@@ -475,7 +475,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
         device: &B::Device,
         missing_score: MissingScore,
     ) -> Result<Self> {
-        Self::from_pretrained_with(dir, device, missing_score, LoadOptions::default())
+        Self::from_pretrained_with_options(dir, device, missing_score, LoadOptions::default())
     }
 
     /// [`Self::from_pretrained`] with the weights in `options.dtype` (scores are f32 whatever
@@ -484,7 +484,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
     /// # Errors
     /// Those of [`Self::from_pretrained`], and [`Error::UnsupportedBackendDtype`] when the
     /// backend cannot compute in that dtype.
-    pub fn from_pretrained_with(
+    pub fn from_pretrained_with_options(
         dir: impl AsRef<Path>,
         device: &B::Device,
         missing_score: MissingScore,

@@ -23,7 +23,7 @@ pub enum LoadDtype {
     Checkpoint,
 }
 
-/// Options of `from_pretrained_with`.
+/// Options of `from_pretrained_with_options`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadOptions {
     /// The dtype of the weights (default [`LoadDtype::F32`]).

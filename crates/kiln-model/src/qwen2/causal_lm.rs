@@ -51,14 +51,14 @@ impl<B: Backend> Qwen2ForCausalLM<B> {
     /// Those of [`LlamaForCausalLM::from_pretrained`], and
     /// [`Error::WrongModelType`](crate::Error::WrongModelType) for a checkpoint that is not `qwen2`.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        Self::from_pretrained_with(dir, device, LoadOptions::default())
+        Self::from_pretrained_with_options(dir, device, LoadOptions::default())
     }
 
     /// [`Self::from_pretrained`] with the weights in `options.dtype`.
     ///
     /// # Errors
     /// As [`Self::from_pretrained`].
-    pub fn from_pretrained_with(
+    pub fn from_pretrained_with_options(
         dir: impl AsRef<Path>,
         device: &B::Device,
         options: LoadOptions,
