@@ -497,6 +497,9 @@ fn the_command_line_merges_config_files_and_flags_in_any_order() {
         assert!(!cfg.offline);
     }
     assert!(parse(&["--config", f, "--offline"]).unwrap().offline);
+    assert!(!parse(&["--offline", "--no-offline"]).unwrap().offline);
+    assert!(parse(&["--no-offline", "--offline"]).unwrap().offline);
+    assert!(parse(&[]).unwrap().offline, "the baseline runs by default");
     let cfg = parse(&[
         "--loss",
         "cdpo:0.1",

@@ -21,172 +21,183 @@ pub enum Mode {
     Real,
 }
 
-/// Everything a run depends on; written to `<out>/config.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything a run depends on; written to `<out>/config.json`. Every field is declared once:
+/// its doc is the `--help` text, its `#[arg]` default is the default (also of [`Default`] and of
+/// keys missing from a `--config` file), and its name is the JSON key and the flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoopConfig {
     /// Output directory (stage files, checkpoints, summary, plot).
+    #[arg(long, value_name = "DIR", default_value = "runs/iterative_dpo")]
     pub out: PathBuf,
     /// Master seed.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// DPO or RRHF.
+    /// dpo | rrhf: DPO on one pair per prompt, or RRHF on all K ranked responses.
+    #[arg(long, value_name = "ALGORITHM", default_value_t = Algorithm::Dpo)]
     pub algorithm: Algorithm,
     /// Online iterations T.
+    #[arg(long, default_value_t = 3)]
     pub iterations: usize,
     /// Responses per prompt K.
+    #[arg(long, default_value_t = 8)]
     pub k: usize,
     /// Fresh prompts per iteration.
+    #[arg(long, default_value_t = 128)]
     pub prompts_per_iteration: usize,
     /// Held-out evaluation prompts.
+    #[arg(long, default_value_t = 128)]
     pub eval_prompts: usize,
     /// Responses sampled per evaluation prompt.
+    #[arg(long, default_value_t = 2)]
     pub eval_samples: usize,
     /// Maximum new tokens per response.
+    #[arg(long, default_value_t = 24)]
     pub max_new_tokens: usize,
     /// Sampling temperature for the online generations.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0)]
     pub temperature: f64,
     /// Prompts keep at most their last this many tokens.
+    #[arg(long, default_value_t = 96)]
     pub max_prompt_tokens: usize,
     /// Prompt + response keep at most this many tokens.
+    #[arg(long, default_value_t = 160)]
     pub max_total_tokens: usize,
     /// DPO beta.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 0.1)]
     pub beta: f64,
     /// DPO learning rate.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 3e-4)]
     pub lr: f64,
-    /// DPO-family loss.
+    /// DPO-family loss: sigmoid | cdpo:EPS | robust:EPS | ipo | hinge.
+    #[arg(long, value_name = "LOSS", default_value_t = DpoLoss::SIGMOID)]
     pub loss: DpoLoss,
-    /// Pair selection strategy (DPO).
+    /// Pair selection (DPO): max_min | max_random | max_max | random | max_min_p:LAMBDA[:chars].
+    #[arg(long, value_name = "STRATEGY", default_value_t = SelectionStrategy::MaxMin)]
     pub choose: SelectionStrategy,
-    /// Reference model for DPO.
+    /// Reference model for DPO: sft (pi_0, the paper) | previous (the last iteration's policy).
+    #[arg(long, value_name = "REFERENCE", default_value_t = ReferenceChoice::Sft)]
     pub reference: ReferenceChoice,
     /// Epochs over each iteration's pairs (DPO) or ranked lists (RRHF).
+    #[arg(long, default_value_t = 4)]
     pub policy_epochs: usize,
     /// DPO micro-batch size (pairs).
+    #[arg(long, default_value_t = 16)]
     pub dpo_batch_size: usize,
     /// Weight of an NLL term on the chosen responses added to DPO (TRL's `rpo_alpha`; 0 = plain
     /// DPO).
+    #[arg(long, allow_hyphen_values = true, default_value_t = 0.0)]
     pub dpo_nll_weight: f64,
     /// RRHF learning rate.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1e-4)]
     pub rrhf_lr: f64,
     /// RRHF micro-batch size (prompts, K responses each).
+    #[arg(long, default_value_t = 4)]
     pub rrhf_batch_size: usize,
     /// RRHF length normalisation exponent: scores are `logp / |y|^alpha` (1 = the paper).
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0)]
     pub rrhf_length_alpha: f64,
     /// RRHF weight of the ranking term.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0)]
     pub rrhf_rank_weight: f64,
-    /// Run the offline baseline (same algorithm, pairs and steps, on SFT samples only).
+    /// Run the offline baseline (same algorithm, pairs and steps, on SFT samples only);
+    /// `--no-offline` skips it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::SetTrue)]
     pub offline: bool,
-    /// Who scores the responses.
+    /// Who scores the responses: bt (a reward model) | pairwise (a pairwise preference model).
+    #[arg(long, value_name = "ANNOTATOR", default_value_t = AnnotatorKind::Bt)]
     pub annotator: AnnotatorKind,
     /// The pairwise preference model (HF causal-LM directory) for `annotator = pairwise`; the
     /// built-in task trains one on its preference pairs when absent.
+    #[arg(long, value_name = "DIR")]
     pub annotator_model: Option<PathBuf>,
     /// LoRA rank for the policy (0 = train every weight).
+    #[arg(long, default_value_t = 0)]
     pub lora_rank: usize,
     /// LoRA alpha.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 16.0)]
     pub lora_alpha: f64,
     /// LoRA dropout.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 0.0)]
     pub lora_dropout: f64,
-    /// Projections that get LoRA adapters.
-    pub lora_targets: Vec<LoraTarget>,
+    /// Projections that get LoRA adapters: q,k,v,o,gate,up,down (or q_proj, ...) | all-linear.
+    #[arg(long, value_name = "LIST", value_parser = parse_targets, default_value = "all-linear")]
+    pub lora_targets: ::std::vec::Vec<LoraTarget>,
     /// Real-model mode: HF policy directory (with tokenizer.json) instead of the built-in task.
+    #[arg(long, value_name = "DIR")]
     pub policy: Option<PathBuf>,
     /// Real-model mode: HF `LlamaForSequenceClassification` reward-model directory.
+    #[arg(long, value_name = "DIR")]
     pub reward_model: Option<PathBuf>,
     /// Real-model mode: prompts JSONL (`prompt` or `messages`).
+    #[arg(long, value_name = "FILE.jsonl")]
     pub prompts: Option<PathBuf>,
     /// Real-model mode: the policy's chat template (`checkpoint`, `llama3` or a Jinja file).
+    #[arg(long, value_name = "T", default_value_t = TemplateChoice::Checkpoint)]
     pub chat_template: TemplateChoice,
     /// Date `strftime_now` returns in chat templates (`YYYY-MM-DD`); the system date when absent.
+    #[arg(long, value_name = "DATE")]
     pub template_date: Option<String>,
     /// Built-in task: tiny policy hidden size.
+    #[arg(long, default_value_t = 64)]
     pub hidden_size: usize,
     /// Built-in task: decoder layers.
+    #[arg(long, default_value_t = 2)]
     pub layers: usize,
     /// Built-in task: phrasings of each question in the training prompts (1 to 6); the
     /// evaluation prompts ask the same facts in one more phrasing, never trained on.
+    #[arg(long, default_value_t = 2)]
     pub train_phrasings: usize,
     /// Built-in task: SFT demonstrations.
+    #[arg(long, default_value_t = 3000)]
     pub sft_examples: usize,
     /// Built-in task: SFT optimiser steps.
+    #[arg(long, default_value_t = 1000)]
     pub sft_steps: usize,
     /// Built-in task: SFT learning rate.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 3e-3)]
     pub sft_lr: f64,
     /// Built-in task: offline preference pairs for the proxy reward model.
+    #[arg(long, default_value_t = 4000)]
     pub rm_pairs: usize,
     /// Built-in task: reward-model optimiser steps.
+    #[arg(long, default_value_t = 900)]
     pub rm_steps: usize,
     /// Built-in task: reward-model learning rate.
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1e-3)]
     pub rm_lr: f64,
     /// Built-in task: fraction of reward-model labels flipped (human label noise).
+    #[arg(long, allow_hyphen_values = true, default_value_t = 0.1)]
     pub label_noise: f64,
     /// Built-in task on a real policy: prompts whose pi_0 samples make the reward-model pairs.
+    #[arg(long, default_value_t = 128)]
     pub rm_prompts: usize,
     /// Built-in task on a real policy: pi_0 samples per reward-model prompt (every two with
     /// different gold rewards make a pair).
+    #[arg(long, default_value_t = 4)]
     pub rm_samples: usize,
     /// Built-in task on a real policy: LoRA rank of the reward model on the policy's backbone
     /// (its score head is always trained; 0 = train every weight).
+    #[arg(long, default_value_t = 8)]
     pub rm_lora_rank: usize,
     /// Micro-batch size for SFT and reward-model training.
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
 }
 
 impl Default for LoopConfig {
+    /// The `#[arg]` defaults.
     fn default() -> Self {
-        LoopConfig {
-            out: PathBuf::from("runs/iterative_dpo"),
-            seed: 42,
-            algorithm: Algorithm::Dpo,
-            iterations: 3,
-            k: 8,
-            prompts_per_iteration: 128,
-            eval_prompts: 128,
-            eval_samples: 2,
-            max_new_tokens: 24,
-            temperature: 1.0,
-            max_prompt_tokens: 96,
-            max_total_tokens: 160,
-            beta: 0.1,
-            lr: 3e-4,
-            loss: DpoLoss::SIGMOID,
-            choose: SelectionStrategy::MaxMin,
-            reference: ReferenceChoice::Sft,
-            policy_epochs: 4,
-            dpo_batch_size: 16,
-            dpo_nll_weight: 0.0,
-            rrhf_lr: 1e-4,
-            rrhf_batch_size: 4,
-            rrhf_length_alpha: 1.0,
-            rrhf_rank_weight: 1.0,
-            offline: true,
-            annotator: AnnotatorKind::Bt,
-            annotator_model: None,
-            lora_rank: 0,
-            lora_alpha: 16.0,
-            lora_dropout: 0.0,
-            lora_targets: LoraTarget::ALL.to_vec(),
-            policy: None,
-            reward_model: None,
-            prompts: None,
-            chat_template: TemplateChoice::Checkpoint,
-            template_date: None,
-            hidden_size: 64,
-            layers: 2,
-            train_phrasings: 2,
-            sft_examples: 3000,
-            sft_steps: 1000,
-            sft_lr: 3e-3,
-            rm_pairs: 4000,
-            rm_steps: 900,
-            rm_lr: 1e-3,
-            label_noise: 0.1,
-            rm_prompts: 128,
-            rm_samples: 4,
-            rm_lora_rank: 8,
-            batch_size: 32,
-        }
+        use clap::{Args, FromArgMatches};
+        let cmd = Self::augment_args(clap::Command::new("defaults"));
+        let matches = cmd.get_matches_from(["defaults"]);
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
+}
+
+/// `--lora-targets`: PEFT module names or short names, comma-separated, or `all-linear`.
+fn parse_targets(s: &str) -> Result<Vec<LoraTarget>, String> {
+    kiln::model::lora::parse_targets(s).map_err(|e| e.to_string())
 }
 
 impl LoopConfig {
