@@ -20,6 +20,8 @@
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "support/logging.rs"]
+mod logging;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,7 +135,9 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     .with_clock(clock);
             let messages = conversation(&args)?;
             let ids = template.encode(&tokenizer, &messages, true)?.ids;
-            pad_id = template.pad_id(&tokenizer).ok();
+            pad_id = template
+                .resolve_pad_id(&tokenizer, model.config().pad_token_id)
+                .ok();
             (template.stop_ids(), ids)
         }
     };
@@ -151,9 +155,10 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .with_num_responses(args.n)
         .with_stop_token_ids(stop_ids)
         .with_pad_token_id(
+            // Raw prompts have no template: the tokenizer's pad, else the config's.
             pad_id
-                .or(model.config().pad_token_id)
                 .or_else(|| tokenizer.pad_id().ok())
+                .or(model.config().pad_token_id)
                 .unwrap_or(0),
         )
         .with_concurrent_batches(kiln::backend::decode_concurrency());
@@ -242,12 +247,7 @@ fn conversation(args: &Args) -> Result<Vec<Message>, Box<dyn std::error::Error>>
 fn main() -> ExitCode {
     kiln::malloc::keep_freed_memory();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -19,6 +19,8 @@ mod builtin;
 pub mod cli;
 #[path = "iterative_dpo/config.rs"]
 mod config;
+#[path = "support/logging.rs"]
+mod logging;
 #[path = "iterative_dpo/models.rs"]
 mod models;
 #[path = "iterative_dpo/pipeline.rs"]
@@ -45,12 +47,7 @@ fn main() {
         Ok(cfg) => cfg,
         Err(e) => e.exit(),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init();
     match run(&cfg) {
         Ok(summary) => {
             println!();

@@ -16,6 +16,8 @@
 //! error naming the record.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "support/logging.rs"]
+mod logging;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -162,12 +164,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 fn main() -> ExitCode {
     kiln::malloc::keep_freed_memory();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

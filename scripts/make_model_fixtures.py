@@ -33,7 +33,8 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "model")
 PAD = 0
 
 
-def base_config(**kw):
+def base_dict(**kw):
+    """The tiny shape every model fixture shares, with `kw` overriding keys."""
     cfg = dict(
         vocab_size=256,
         hidden_size=64,
@@ -58,7 +59,11 @@ def base_config(**kw):
         },
     )
     cfg.update(kw)
-    return LlamaConfig(**cfg)
+    return cfg
+
+
+def base_config(**kw):
+    return LlamaConfig(**base_dict(**kw))
 
 
 def redraw(model, gen):

@@ -5,6 +5,8 @@ Run from the repository root, offline, with a Python that has torch, transformer
 peft (`pip install --no-deps peft`):
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_qwen2_fixtures.py
+    cargo test -p kiln-model --test qwen2      # writes Kiln's saves under target/tmp/kiln-model
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_qwen2_fixtures.py check
 
 Writes tests/fixtures/qwen2/ (each model: config.json + model.safetensors as transformers saves
 them, and expected.safetensors):
@@ -30,11 +32,11 @@ import os
 import sys
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_model_fixtures import cases, positions, redraw, expected_lm  # noqa: E402
+from make_model_fixtures import base_dict, cases, expected_lm, positions, redraw  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "qwen2")
@@ -42,25 +44,15 @@ PAD = 0
 
 
 def config(**kw):
+    """Qwen2.5-0.5B in miniature: the shared tiny shape, tied embeddings, rope_theta 1e6."""
     cfg = dict(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         rms_norm_eps=1e-6,
-        max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=PAD,
         tie_word_embeddings=True,
         use_sliding_window=False,
-        attn_implementation="eager",
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
     )
     cfg.update(kw)
-    return Qwen2Config(**cfg)
+    return Qwen2Config(**base_dict(**cfg))
 
 
 def write(dirname, model, tensors):
@@ -186,6 +178,7 @@ def main():
     with open(acfg_path) as f:
         acfg = json.load(f)
     acfg["base_model_name_or_path"] = "tests/fixtures/qwen2/tied"
+    acfg["target_modules"] = sorted(acfg["target_modules"])  # PEFT writes a set: any order
     with open(acfg_path, "w") as f:
         json.dump(acfg, f, indent=2)
 
@@ -196,5 +189,27 @@ def main():
     print(f"fixtures written to {OUT}: {total / 1e6:.2f} MB", file=sys.stderr)
 
 
+def check():
+    """After `cargo test -p kiln-model --test qwen2`: Kiln's saved merged checkpoint loads in
+    transformers and Kiln's saved adapter in PEFT, with the PEFT fixture's logits."""
+    from peft import PeftModel
+
+    tmp = os.path.join(ROOT, "target", "tmp", "kiln-model")
+    exp = load_file(os.path.join(OUT, "lora", "expected.safetensors"))
+    ids, mask = exp["input_ids"], exp["attention_mask"]
+    valid = mask.bool()
+    worst = 0.0
+    merged = Qwen2ForCausalLM.from_pretrained(os.path.join(tmp, "qwen2-merged")).eval()
+    base = Qwen2ForCausalLM.from_pretrained(os.path.join(OUT, "tied")).eval()
+    adapted = PeftModel.from_pretrained(base, os.path.join(tmp, "qwen2-adapter")).eval()
+    for name, model, key in (("merged", merged, "merged_logits"), ("adapter", adapted, "logits")):
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
+        err = (out.float() - exp[key])[valid].abs().max().item()
+        print(f"Kiln-saved {name} vs the PEFT fixture: max |logits err| = {err:.3e}")
+        worst = max(worst, err)
+    sys.exit(1 if worst > 1e-5 else 0)
+
+
 if __name__ == "__main__":
-    main()
+    check() if sys.argv[1:] == ["check"] else main()

@@ -2,6 +2,8 @@
 //! validation that names the option answers (`generate --temperature -1`, `score --batch-size -1`)
 //! instead of clap's "unexpected argument '-1' found". `iterative_dpo`'s flags are checked in
 //! `tests/iterative_dpo_loop.rs`.
+// Both examples include the shared `examples/support/logging.rs`.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "../examples/generate.rs"]
 #[allow(dead_code, unused_imports)]

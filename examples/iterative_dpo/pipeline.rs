@@ -19,10 +19,7 @@ use kiln::train::{StageHook, StageRunner};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Stage seeds: `seed ^ (id * golden)` keeps streams of different stages apart.
-pub fn stage_seed(seed: u64, id: u64) -> u64 {
-    seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
+pub use kiln::data::rng::stage_seed;
 
 /// What the setup stages hand to the loop.
 pub struct Setup {

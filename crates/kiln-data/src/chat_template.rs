@@ -20,7 +20,7 @@ use crate::hf_files::{
 };
 use crate::jinja::JinjaTemplate;
 use crate::message::{Message, Role};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{PAD_TOKEN, Tokenizer};
 
 /// `<|begin_of_text|>`.
 pub const BEGIN_OF_TEXT: &str = "<|begin_of_text|>";
@@ -359,12 +359,27 @@ impl ChatTemplate {
         &self.special_tokens
     }
 
-    /// The padding id: `tokenizer_config.json`'s `pad_token` when it names one (SmolLM2:
-    /// `<|im_end|>`), else [`Tokenizer::pad_id`] (`<|finetune_right_pad_id|>`, else
-    /// `<|end_of_text|>`).
+    /// The padding id without a model config: [`Self::resolve_pad_id`] with no `pad_token_id`.
     pub fn pad_id(&self, tokenizer: &Tokenizer) -> Result<u32> {
-        match self.special_tokens.get("pad_token") {
-            Some(pad) => tokenizer.require_token(pad, "padding (tokenizer_config.json pad_token)"),
+        self.resolve_pad_id(tokenizer, None)
+    }
+
+    /// The padding id, one rule for every stage and model: `tokenizer_config.json`'s
+    /// `pad_token` when it names one (SmolLM2: `<|im_end|>`), else the tokenizer's
+    /// `<|finetune_right_pad_id|>` (Llama-3), else the model's `config.json` `pad_token_id`
+    /// (`config_pad`), else `<|end_of_text|>`.
+    ///
+    /// # Errors
+    /// A `pad_token` the tokenizer does not know, or none of the four.
+    pub fn resolve_pad_id(&self, tokenizer: &Tokenizer, config_pad: Option<u32>) -> Result<u32> {
+        if let Some(pad) = self.special_tokens.get("pad_token") {
+            return tokenizer.require_token(pad, "padding (tokenizer_config.json pad_token)");
+        }
+        if let Ok(id) = tokenizer.token_id(PAD_TOKEN) {
+            return Ok(id);
+        }
+        match config_pad {
+            Some(id) => Ok(id),
             None => tokenizer.pad_id(),
         }
     }

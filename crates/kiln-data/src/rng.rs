@@ -119,6 +119,14 @@ impl Rng {
     }
 }
 
+/// The seed of stage `stage` of a run seeded `seed`: `seed ^ (stage * golden ratio)`, so stages
+/// draw from separate streams and a resumed stage draws what it drew the first time. A seed to
+/// hand to a stage's own generator or sampler; [`Rng::derive`] is the generator of one item
+/// (prompt, sample) inside a stage.
+pub fn stage_seed(seed: u64, stage: u64) -> u64 {
+    seed ^ stage.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,14 @@ pub enum Error {
         /// What is wrong (serde_json messages include line and column).
         message: String,
     },
+    /// A tensor's values could not be read back to the host.
+    #[error("cannot read {what} back from the device: {message}")]
+    ReadBack {
+        /// What the values are (`log-probs`, `scores`, a tensor name).
+        what: String,
+        /// The backend's words.
+        message: String,
+    },
     /// A checkpoint of another architecture than the type asked to load it.
     #[error(
         "{path}: model_type `{found}` checkpoint, but {loader} loads `{expected}`; load it with \

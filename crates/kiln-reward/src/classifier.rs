@@ -55,12 +55,7 @@ pub fn score_token_rows<B: Backend, M: SequenceScorer<B>>(
         let all = model.position_scores(batch.input_ids, Some(batch.attention_mask))?;
         let n = chunk.len();
         let scores: Tensor<B, 1> = all.gather(1, batch.last_index.reshape([n, 1])).reshape([n]);
-        let v = scores
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("cannot read scores back: {e:?}")))?;
-        out.extend(v);
+        out.extend(kiln_model::read_f32(scores, "scores")?);
     }
     Ok(out)
 }
@@ -104,12 +99,7 @@ impl<B: Backend, M: SequenceScorer<B>> ClassifierRewardModel<B, M> {
         tokenizer: Tokenizer,
         template: ChatTemplate,
     ) -> Result<Self> {
-        // The tokenizer's pad, else the checkpoint's `pad_token_id` (e.g. SmolLM2: `<|im_end|>`).
-        let pad_id = match (tokenizer.pad_id(), model.pad_token_id()) {
-            (Ok(id), _) => id,
-            (Err(_), Some(id)) => id,
-            (Err(e), None) => return Err(e.into()),
-        };
+        let pad_id = template.resolve_pad_id(&tokenizer, model.pad_token_id())?;
         let vocab = model.vocab_size();
         if tokenizer.vocab_size() > vocab {
             return Err(Error::InvalidInput(format!(

@@ -87,11 +87,7 @@ impl<B: Backend, M: CausalLm<B>> PairwisePreferenceModel<B, M> {
         Ok(Self {
             a_id: single_token(&tokenizer, "A")?,
             b_id: single_token(&tokenizer, "B")?,
-            pad_id: match (tokenizer.pad_id(), lm.pad_token_id()) {
-                (Ok(id), _) => id,
-                (Err(_), Some(id)) => id,
-                (Err(e), None) => return Err(e.into()),
-            },
+            pad_id: template.resolve_pad_id(&tokenizer, lm.pad_token_id())?,
             lm,
             _backend: std::marker::PhantomData,
             tokenizer,
@@ -137,10 +133,7 @@ impl<B: Backend, M: CausalLm<B>> PairwisePreferenceModel<B, M> {
         let ids = Tensor::<B, 1, Int>::from_ints([self.a_id as i32, self.b_id as i32], &device);
         let ab = logits.select(1, ids);
         let p = softmax(ab, 1).narrow(1, 0, 1).reshape([n]);
-        p.into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("cannot read probabilities back: {e:?}")))
+        Ok(kiln_model::read_f32(p, "preference probabilities")?)
     }
 
     /// Debiased `p(a > b)` for each `(prompt, a, b)`: both orders in one batch.

@@ -279,10 +279,7 @@ pub fn non_finite_logits(row: &[f32]) -> Option<&'static str> {
 
 /// Downloads a float tensor as `f32` values (row-major).
 pub(crate) fn logits_to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| Error::InvalidInput(format!("cannot read logits: {e:?}")))
+    Ok(kiln_model::read_f32(t, "logits")?)
 }
 
 /// Inverse-CDF draw (ascending ids, one uniform number) from `softmax(s)`, the same rule as

@@ -138,10 +138,7 @@ pub fn precompute_reference_logps<B: Backend, M: CausalLm<B>>(
 }
 
 fn to_vec<B: Backend>(t: Tensor<B, 1>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| Error::InvalidInput(format!("cannot read log-probs back: {e:?}")))
+    Ok(kiln_model::read_f32(t, "reference log-probs")?)
 }
 
 /// A DPO micro-batch: the pairs and their reference log-probs.

@@ -42,11 +42,7 @@ pub fn completion_logprobs<B: Backend, M: CausalLm<B>>(
             b.loss_mask,
             LogProbReduction::Sum,
         )?;
-        let v: Vec<f32> = lp
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| Error::InvalidInput(format!("cannot read log-probs back: {e:?}")))?;
+        let v = kiln_model::read_f32(lp, "log-probs")?;
         out.extend_from_slice(&v[..chunk.len()]);
     }
     Ok(out)

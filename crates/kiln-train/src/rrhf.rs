@@ -220,12 +220,7 @@ pub fn rrhf_scores<B: Backend, M: CausalLm<B>>(
     for item in items {
         let batch = collate_rrhf::<B>(std::slice::from_ref(item), pad_id, &device)?;
         let scores = rrhf.scores(response_logps(model, &batch)?, batch.lengths.clone());
-        let v = scores
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("cannot read scores back: {e:?}")))?;
-        out.push(v);
+        out.push(kiln_model::read_f32(scores, "RRHF scores")?);
     }
     Ok(out)
 }

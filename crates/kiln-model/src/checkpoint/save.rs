@@ -78,12 +78,11 @@ impl<B: Backend> HfTensor<B> {
             Self::Vector(t) => t.dims().to_vec(),
         }
     }
-    fn values(self) -> Vec<f32> {
-        let data = match self {
-            Self::Matrix(t) => t.into_data(),
-            Self::Vector(t) => t.into_data(),
-        };
-        data.convert::<f32>().to_vec::<f32>().unwrap_or_default()
+    fn values(self, name: &str) -> Result<Vec<f32>> {
+        match self {
+            Self::Matrix(t) => crate::readback::read_f32(t, name),
+            Self::Vector(t) => crate::readback::read_f32(t, name),
+        }
     }
 }
 
@@ -197,10 +196,10 @@ pub(crate) fn write_safetensors<B: Backend>(
         .into_iter()
         .map(|(name, t)| {
             let shape = t.shape();
-            let data = encode(dtype, &t.values());
-            (name, Owned { dtype, shape, data })
+            let data = encode(dtype, &t.values(&name)?);
+            Ok((name, Owned { dtype, shape, data }))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     safetensors::serialize_to_file(owned.iter().map(|(k, v)| (k.as_str(), v)), meta, path).map_err(
         |e| Error::Save {
             file: path.to_path_buf(),
