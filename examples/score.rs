@@ -88,7 +88,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(adapter) = &args.adapter {
         model = model.load_adapter(adapter, &device)?.merge_adapters();
     }
-    let rm = LlamaRewardModel::with_chat_template(model, tokenizer, template)?
+    let rm = LlamaRewardModel::from_parts(model, tokenizer, template)?
         .with_batch_size(args.batch_size as usize)
         .with_max_len(args.max_len as usize);
     if let Some(file) = &args.generations {

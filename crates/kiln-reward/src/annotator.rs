@@ -99,7 +99,7 @@ impl<B: Backend, S: SequenceScorer<B> + HfModel<B>, L: CausalLm<B> + HfModel<B>>
                 let pm = if own_tokenizer {
                     PairwisePreferenceModel::<B, L>::from_pretrained(dir, device)?
                 } else {
-                    PairwisePreferenceModel::with_chat_template(
+                    PairwisePreferenceModel::from_parts(
                         L::load_hf(dir, device)?,
                         enc.tokenizer.clone(),
                         enc.template.clone(),

@@ -85,7 +85,7 @@ impl<B: Backend, M: SequenceScorer<B>> ClassifierRewardModel<B, M> {
     /// tokenizer lacks the chat-template tokens.
     pub fn new(model: M, tokenizer: Tokenizer) -> Result<Self> {
         let template = ChatTemplate::llama3(&tokenizer)?;
-        Self::with_chat_template(model, tokenizer, template)
+        Self::from_parts(model, tokenizer, template)
     }
 
     /// Wraps a model, its tokenizer and the chat template its inputs are rendered with (max length
@@ -94,11 +94,7 @@ impl<B: Backend, M: SequenceScorer<B>> ClassifierRewardModel<B, M> {
     /// # Errors
     /// [`Error::InvalidInput`] when the tokenizer's vocabulary is larger than the model's or no pad
     /// id is known (tokenizer or `pad_token_id`).
-    pub fn with_chat_template(
-        model: M,
-        tokenizer: Tokenizer,
-        template: ChatTemplate,
-    ) -> Result<Self> {
+    pub fn from_parts(model: M, tokenizer: Tokenizer, template: ChatTemplate) -> Result<Self> {
         let pad_id = template.resolve_pad_id(&tokenizer, model.pad_token_id())?;
         let vocab = model.vocab_size();
         if tokenizer.vocab_size() > vocab {
@@ -208,7 +204,7 @@ impl<B: Backend, M: SequenceScorer<B> + HfModel<B>> ClassifierRewardModel<B, M> 
         device: &B::Device,
     ) -> Result<Self> {
         let model = M::load_hf(dir.as_ref(), device)?;
-        Self::with_chat_template(model, tokenizer, template)
+        Self::from_parts(model, tokenizer, template)
     }
 
     /// Saves weights (HF layout), `tokenizer.json` and the chat template into `dir`.
@@ -293,7 +289,7 @@ mod tests {
         let mut config = LlamaConfig::tiny(tok.vocab_size().max(768), 32);
         config.pad_token_id = Some(tok.token_id("<|im_end|>").unwrap());
         let model = LlamaForSequenceClassification::<Flex>::init_seeded(&config, 0.1, 15, &device);
-        let rm = LlamaRewardModel::with_chat_template(model, tok, template).unwrap();
+        let rm = LlamaRewardModel::from_parts(model, tok, template).unwrap();
         let p = Prompt::from("What colour is the sky?");
         let ids = rm.encode(&p, "Blue.").unwrap();
         let text = rm.tokenizer().decode(&ids, false).unwrap();

@@ -76,14 +76,14 @@ impl<B: Backend, M: CausalLm<B>> PairwisePreferenceModel<B, M> {
     /// chat-template tokens.
     pub fn new(lm: M, tokenizer: Tokenizer) -> Result<Self> {
         let template = ChatTemplate::llama3(&tokenizer)?;
-        Self::with_chat_template(lm, tokenizer, template)
+        Self::from_parts(lm, tokenizer, template)
     }
 
     /// Wraps a causal LM, its tokenizer and the chat template the judge prompt is rendered with.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when `A`/`B` are not single tokens or no pad id is known.
-    pub fn with_chat_template(lm: M, tokenizer: Tokenizer, template: ChatTemplate) -> Result<Self> {
+    pub fn from_parts(lm: M, tokenizer: Tokenizer, template: ChatTemplate) -> Result<Self> {
         Ok(Self {
             a_id: single_token(&tokenizer, "A")?,
             b_id: single_token(&tokenizer, "B")?,
@@ -178,7 +178,7 @@ impl<B: Backend, M: CausalLm<B> + HfModel<B>> PairwisePreferenceModel<B, M> {
         let tokenizer = Tokenizer::from_model_dir(dir)?;
         let template = ChatTemplate::from_model_dir(dir, &tokenizer)?;
         let lm = M::load_hf(dir, device)?;
-        Self::with_chat_template(lm, tokenizer, template)
+        Self::from_parts(lm, tokenizer, template)
     }
 }
 
