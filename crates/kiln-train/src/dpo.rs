@@ -237,7 +237,7 @@ pub fn dpo_loss<B: AutodiffBackend, M: CausalLm<B>>(
             }
         },
     )?;
-    let mut step = StepLoss::new(loss);
+    let mut step = StepLoss::new(loss).with_weight(n as f64);
     for (name, v) in metrics.named() {
         step = step.with_metric(name, v);
     }

@@ -43,6 +43,9 @@ pub enum Error {
         /// Why (the hook's words).
         reason: String,
     },
+    /// The collective engine of a data-parallel run failed (a peer left, a timeout).
+    #[error("data-parallel collective: {0}")]
+    Collective(String),
     /// A configuration value is out of range.
     #[error("invalid training config: {0}")]
     InvalidConfig(String),

@@ -96,6 +96,7 @@ pub fn reward_loss<B: AutodiffBackend, M: SequenceScorer<B>>(
     let out = loss.forward(chosen, rejected, batch.margins.clone());
     let m = out.metrics();
     Ok(StepLoss::new(out.loss)
+        .with_weight(batch.num_pairs as f64)
         .with_metric("accuracy", m.accuracy)
         .with_metric("margin", m.mean_margin))
 }

@@ -176,6 +176,7 @@ pub fn rrhf_loss<B: AutodiffBackend, M: CausalLm<B>>(
         },
     )?;
     Ok(StepLoss::new(loss)
+        .with_weight(batch.prompts as f64)
         .with_metric("rank_loss", rank)
         .with_metric("sft_loss", sft))
 }

@@ -111,6 +111,7 @@ pub fn sft_loss<B: AutodiffBackend, M: CausalLm<B>>(
     )?;
     let nll = loss.clone().into_scalar().elem::<f64>();
     Ok(StepLoss::new(loss)
+        .with_weight(count)
         .with_metric("nll", nll)
         .with_metric("tokens", count))
 }

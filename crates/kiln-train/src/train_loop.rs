@@ -18,10 +18,13 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use std::ops::ControlFlow;
 
+use std::sync::Arc;
+
 use crate::clip::{clip_grad_norm, global_grad_norm};
 use crate::error::{Error, Result};
 use crate::optim::TrainConfig;
 use crate::order::DataOrder;
+use crate::parallel::{GradSync, shard};
 use crate::schedule::LrSchedule;
 
 /// What a trainer's loss closure returns for one micro-batch.
@@ -31,6 +34,10 @@ pub struct StepLoss<B: AutodiffBackend> {
     pub loss: Tensor<B, 1>,
     /// Named metrics of this micro-batch (averaged over the micro-batches of a step).
     pub metrics: Vec<(String, f64)>,
+    /// What the loss averages over (examples, or counted tokens), default 1: in a data-parallel
+    /// step each peer's loss is weighted by its share of the micro-batch's total weight, so the
+    /// averaged gradient equals the whole micro-batch's.
+    pub weight: f64,
 }
 
 impl<B: AutodiffBackend> StepLoss<B> {
@@ -39,7 +46,14 @@ impl<B: AutodiffBackend> StepLoss<B> {
         Self {
             loss,
             metrics: Vec::new(),
+            weight: 1.0,
         }
+    }
+
+    /// Sets the weight (the number of examples or tokens the loss is a mean over).
+    pub fn with_weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
     }
 
     /// Adds a named metric.
@@ -87,6 +101,7 @@ pub struct TrainLoop<B: AutodiffBackend, M: AutodiffModule<B>> {
     step: usize,
     on_step: Option<StepCallback>,
     stopped: bool,
+    sync: Option<Arc<dyn GradSync<B>>>,
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> std::fmt::Debug for TrainLoop<B, M> {
@@ -113,7 +128,21 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
             step: 0,
             on_step: None,
             stopped: false,
+            sync: None,
         })
+    }
+
+    /// The same loop as one peer of a data-parallel run: [`Self::fit`] trains on this peer's
+    /// shard of every micro-batch and every step averages the gradients across the peers through
+    /// `sync` (see [`crate::parallel`]).
+    pub fn with_grad_sync(mut self, sync: Arc<dyn GradSync<B>>) -> Self {
+        self.sync = Some(sync);
+        self
+    }
+
+    /// `(rank, peers)`: `(0, 1)` without data parallelism.
+    pub fn rank(&self) -> (usize, usize) {
+        self.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.world()))
     }
 
     /// Registers `callback`, called by [`Self::fit`] after every optimiser step with its
@@ -225,7 +254,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
         let mut metrics: Vec<(String, f64)> = Vec::new();
         for (j, batch) in micro_batches.iter().enumerate() {
             let out = loss_fn(model, batch)?;
-            let value = out.loss.clone().into_scalar().elem::<f64>();
+            let local = out.loss.clone().into_scalar().elem::<f64>();
+            // Data parallel: the micro-batch's loss over all peers, and this peer's share of its
+            // weight (a NaN on any peer reaches every peer, so all stop at the same step).
+            let (value, share) = match &self.sync {
+                None => (local, None),
+                Some(sync) => {
+                    let sums = sync.sum(&[out.weight, out.weight * local])?;
+                    let share = sync.world() as f64 * out.weight / sums[0];
+                    (sums[1] / sums[0], Some(share / k as f64))
+                }
+            };
             if !value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     step,
@@ -240,15 +279,18 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
                     None => metrics.push((name, v)),
                 }
             }
-            let loss = if k > 1 {
-                out.loss.div_scalar(k as f64)
-            } else {
-                out.loss
+            let loss = match share {
+                Some(scale) => out.loss.mul_scalar(scale),
+                None if k > 1 => out.loss.div_scalar(k as f64),
+                None => out.loss,
             };
             let grads = GradientsParams::from_grads(loss.backward(), model);
             acc.accumulate(model, grads);
         }
         let mut grads = acc.grads();
+        if let Some(sync) = &self.sync {
+            grads = sync.mean_grads(grads)?;
+        }
         let grad_norm = match self.config.max_grad_norm {
             Some(max) => clip_grad_norm::<B, M>(model, &mut grads, max),
             None => global_grad_norm::<B, M>(model, &grads),
@@ -319,11 +361,26 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
         let until = until_step.min(self.config.total_steps);
         let k = self.config.grad_accum_steps;
         let mut all = Vec::new();
+        let (rank, world) = self.rank();
         while self.step < until && !self.stopped {
+            // Each peer takes its shard; an empty shard runs the last example with weight 0.
             let batches = (0..k)
-                .map(|j| collate(&order.micro_batch(self.step * k + j)?))
-                .collect::<Result<Vec<T>>>()?;
-            let stats = self.train_step(&batches, &mut loss_fn)?;
+                .map(|j| {
+                    let idx = order.micro_batch(self.step * k + j)?;
+                    let part = shard(idx.len(), rank, world);
+                    let empty = part.is_empty();
+                    let rows = if empty {
+                        &idx[idx.len() - 1..]
+                    } else {
+                        &idx[part]
+                    };
+                    Ok((collate(rows)?, empty))
+                })
+                .collect::<Result<Vec<(T, bool)>>>()?;
+            let stats = self.train_step(&batches, |model, (batch, empty)| {
+                let out = loss_fn(model, batch)?;
+                Ok(if *empty { out.with_weight(0.0) } else { out })
+            })?;
             if let Some(callback) = self.on_step.as_mut()
                 && callback(&stats).is_break()
             {
