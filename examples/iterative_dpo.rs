@@ -55,8 +55,10 @@ fn main() {
             println!();
             println!("{}", report::verdict(&summary));
             println!(
-                "total {:.1}s; outputs in {} (summary.json, reward_plot.svg, per-stage JSONL and checkpoints)",
+                "total {:.1}s on {} peer(s) (training and generation; annotation and evaluation \
+                 on one); outputs in {} (summary.json, reward_plot.svg, per-stage JSONL and checkpoints)",
                 summary.total_seconds,
+                summary.peers.max(1),
                 cfg.out.display()
             );
         }

@@ -557,3 +557,34 @@ fn the_command_line_merges_config_files_and_flags_in_any_order() {
         );
     }
 }
+
+/// `--devices 2`: SFT, the reward model and DPO train data-parallel on two peers (threads sharing
+/// the CPU) and generation is sharded; the run completes, says how many peers ran, and resumes.
+#[test]
+fn two_peers_run_the_loop_and_resume() {
+    let _turn = turn();
+    let dir = scratch("loop-two-peers");
+    let cfg = LoopConfig {
+        devices: 2,
+        offline: false,
+        ..small(dir.clone())
+    };
+    let summary = run(&cfg).unwrap();
+    assert_eq!(summary.peers, 2);
+    assert_eq!(summary.iterations.len(), cfg.iterations + 1);
+    assert!(summary.iterations[1..].iter().all(|e| e.pairs > 0));
+    for file in [
+        "sft/config.json",
+        "iter_1/dpo_metrics.jsonl",
+        "iter_2/policy/config.json",
+    ] {
+        assert!(dir.join(file).exists(), "{file}");
+    }
+    // A rerun resumes every stage and reports the same numbers.
+    let again = run(&cfg).unwrap();
+    assert_eq!(again.iterations.len(), summary.iterations.len());
+    for (a, b) in again.iterations.iter().zip(&summary.iterations) {
+        assert_eq!(a.proxy_reward_mean, b.proxy_reward_mean);
+        assert_eq!(a.gold_reward_mean, b.gold_reward_mean);
+    }
+}

@@ -20,7 +20,7 @@ use kiln::model::{
     LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
     MissingScore,
 };
-use kiln::online::{monitored, sample};
+use kiln::online::{Watch, sample, train_watched};
 use kiln::reward::pairwise::judge_message;
 use kiln::sampling::FinishReason;
 use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
@@ -249,6 +249,16 @@ fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
     c
 }
 
+/// A training stage's bar (on the console) and metrics log.
+fn watch<'a>(label: &'a str, metric: &'static str, metrics: &'a Path) -> Watch<'a> {
+    Watch {
+        label,
+        metric,
+        metrics,
+        observer: &Console,
+    }
+}
+
 /// SFT of the tiny policy from scratch; every step is written to `metrics`.
 fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()> {
     let cfg = &ctx.cfg;
@@ -267,10 +277,15 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
         .with_weight_decay(0.01)
         .with_seed(stage_seed(cfg.seed, 11))
         .with_log_every(0);
-    let (mut train, monitor) = monitored(model, tc, "SFT", "nll", metrics, &Console)?;
-    train_sft(&mut train, &examples, &SftTrainConfig::new(ctx.enc.pad_id))?;
-    monitor.finish()?;
-    Ok(train.model()?.save_pretrained(out, save_options())?)
+    let sft = SftTrainConfig::new(ctx.enc.pad_id);
+    let trained = train_watched(
+        model,
+        tc,
+        &ctx.devices(),
+        &watch("SFT", "nll", metrics),
+        |t| train_sft(t, &examples, &sft),
+    )?;
+    Ok(trained.save_pretrained(out, save_options())?)
 }
 
 /// The Bradley-Terry reward model on the SFT backbone; every step is written to `metrics`.
@@ -347,14 +362,15 @@ fn train_bt(
         .with_log_every(0);
     let rtc = RewardTrainConfig::new(enc.pad_id)
         .with_loss(kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01));
-    let (mut train, monitor) = monitored(model, tc, "reward model", "accuracy", metrics, &Console)?;
-    train_reward_model(&mut train, &pairs, &rtc)?;
-    monitor.finish()?;
-    let (acc, margin) = pairwise_accuracy(&train.model()?.valid(), &held_out, enc.pad_id, 64)?;
+    let watching = watch("reward model", "accuracy", metrics);
+    let trained = train_watched(model, tc, &ctx.devices(), &watching, |t| {
+        train_reward_model(t, &pairs, &rtc)
+    })?;
+    let (acc, margin) = pairwise_accuracy(&trained.valid(), &held_out, enc.pad_id, 64)?;
     eprintln!(
         "   proxy reward model: held-out pairwise accuracy {acc:.3} (noisy labels), mean margin {margin:.3}"
     );
-    Ok(train.into_model()?)
+    Ok(trained)
 }
 
 /// A pairwise preference model: the SFT backbone fine-tuned to answer `A` or `B` to the judge
@@ -385,8 +401,10 @@ fn train_pairwise_stage(
         .with_micro_batch_size(cfg.batch_size)
         .with_seed(stage_seed(cfg.seed, 31))
         .with_log_every(0);
-    let (mut train, monitor) = monitored(model, tc, "pairwise model", "nll", metrics, &Console)?;
-    train_sft(&mut train, &examples, &SftTrainConfig::new(enc.pad_id))?;
-    monitor.finish()?;
-    Ok(train.model()?.save_pretrained(out, save_options())?)
+    let sft = SftTrainConfig::new(enc.pad_id);
+    let watching = watch("pairwise model", "nll", metrics);
+    let trained = train_watched(model, tc, &ctx.devices(), &watching, |t| {
+        train_sft(t, &examples, &sft)
+    })?;
+    Ok(trained.save_pretrained(out, save_options())?)
 }

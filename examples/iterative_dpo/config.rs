@@ -180,6 +180,11 @@ pub struct LoopConfig {
     /// (its score head is always trained; 0 = train every weight).
     #[arg(long, default_value_t = 8)]
     pub rm_lora_rank: usize,
+    /// Peers in this process, one per device (on a CPU they share the cores): SFT, the reward
+    /// model and DPO/RRHF train data-parallel (gradients averaged with burn-collective), and
+    /// generation is sharded over them (the same bytes whatever the number).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
     /// Micro-batch size for SFT and reward-model training.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -233,6 +238,7 @@ impl LoopConfig {
             max_new_tokens: self.max_new_tokens,
             prompt_batch_size: batch,
             concurrent_batches: kiln::backend::decode_concurrency(),
+            peers: self.devices.max(1),
         }
     }
 

@@ -43,6 +43,14 @@ pub struct Ctx {
     pub judge: Option<GoldJudge>,
 }
 
+impl Ctx {
+    /// The training peers: `--devices` copies of the default device (on a CPU they share the
+    /// cores).
+    pub fn devices(&self) -> Vec<kiln::burn::tensor::Device<B>> {
+        vec![Default::default(); self.cfg.devices.max(1)]
+    }
+}
+
 /// Runs (or resumes) the whole loop; see [`run_with`].
 pub fn run(cfg: &LoopConfig) -> Res<Summary> {
     run_with(cfg, None)
@@ -89,7 +97,7 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
     };
     let device = Default::default();
     let annotation = Annotation::load(cfg.annotator, &setup.annotator, &ctx.enc, &device)?;
-    let store = Store::new(&setup.sft, cfg.lora(), device)?;
+    let store = Store::new(&setup.sft, cfg.lora(), device)?.with_devices(ctx.devices());
     let icfg = cfg.iteration_config();
     let eval = |stages: &mut StageRunner, name: &str, dir: &Path, reference: &Path, sft| {
         cached_eval(
@@ -168,6 +176,7 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         print_stage_times("offline baseline", &stages);
     }
     summary.total_seconds = started.elapsed().as_secs_f64();
+    summary.peers = cfg.devices.max(1);
     summary.nothing_trained = summary.online_trained_nothing();
     if summary.nothing_trained {
         tracing::warn!("no online iteration found a pair to train on: nothing was trained");

@@ -26,6 +26,9 @@ pub struct Summary {
     /// every online policy is the SFT policy carried over (e.g. a reward model that scores every
     /// response the same). The table and the verdict say so too.
     pub nothing_trained: bool,
+    /// Peers that ran every training and generation stage (`--devices`; 1 = no data
+    /// parallelism). Annotation, reference log-probs and evaluation ran on one.
+    pub peers: usize,
 }
 
 impl Summary {

@@ -7,7 +7,11 @@ use kiln_model::CausalLm;
 use kiln_sampling::{GenerationConfig, GenerationOutput, Generator, SamplerConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kiln_train::parallel::shard;
+
+use crate::error::{Error, Result};
 use crate::observer::Observer;
 
 /// How responses are sampled.
@@ -23,6 +27,15 @@ pub struct SamplingSettings {
     pub prompt_batch_size: usize,
     /// Batches decoded at a time (CPU: the cores; GPU backends: 1).
     pub concurrent_batches: usize,
+    /// Peers the prompts are sharded over (contiguous shards, one thread each, results gathered
+    /// in prompt order). Every prompt draws from its own RNG stream, so the records are the same
+    /// bytes whatever the number of peers.
+    #[serde(default = "one")]
+    pub peers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for SamplingSettings {
@@ -33,6 +46,7 @@ impl Default for SamplingSettings {
             max_new_tokens: 256,
             prompt_batch_size: 32,
             concurrent_batches: 1,
+            peers: 1,
         }
     }
 }
@@ -71,11 +85,53 @@ pub fn sample<B: Backend, M: CausalLm<B> + Sync>(
     let generator = Generator::new(policy, config)?.with_tokenizer(&enc.tokenizer);
     let streams: Vec<u64> = (0..ids.len() as u64).collect();
     let bar = observer.bar(label, ids.len() * settings.k);
-    let out = generator.generate_with_progress(&ids, &streams, |p| {
-        bar.message(format!("{} tokens", p.generated_tokens));
-        bar.set(p.finished_responses);
-    })?;
+    let peers = settings.peers.clamp(1, ids.len().max(1));
+    let finished: Vec<AtomicUsize> = (0..peers).map(|_| AtomicUsize::new(0)).collect();
+    let run = |r: usize| {
+        let range = shard(ids.len(), r, peers);
+        generator.generate_with_progress(&ids[range.clone()], &streams[range], |p| {
+            finished[r].store(p.finished_responses, Ordering::Relaxed);
+            bar.message(format!("{} tokens", p.generated_tokens));
+            bar.set(finished.iter().map(|f| f.load(Ordering::Relaxed)).sum());
+        })
+    };
+    let parts: Vec<Result<GenerationOutput>> = if peers == 1 {
+        vec![run(0).map_err(Into::into)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..peers)
+                .map(|r| {
+                    let run = &run;
+                    scope.spawn(move || run(r))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok(out) => out.map_err(Into::into),
+                    Err(_) => Err(Error::InvalidConfig("a generation peer panicked".into())),
+                })
+                .collect()
+        })
+    };
     bar.finish();
+    gather(parts)
+}
+
+/// The shards' outputs in prompt order, prompt indices made global, counters summed.
+fn gather(parts: Vec<Result<GenerationOutput>>) -> Result<GenerationOutput> {
+    let mut out = GenerationOutput::default();
+    for part in parts {
+        let part = part?;
+        let offset = out.responses.len();
+        for mut gens in part.responses {
+            for g in &mut gens {
+                g.prompt_index += offset;
+            }
+            out.responses.push(gens);
+        }
+        out.stats.merge(&part.stats);
+    }
     Ok(out)
 }
 

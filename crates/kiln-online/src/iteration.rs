@@ -14,12 +14,12 @@ use kiln_reward::RewardModel;
 use kiln_reward::annotate::annotate_with_progress;
 use kiln_train::dpo::{DpoTrainConfig, train_dpo};
 use kiln_train::rrhf::{RrhfTrainConfig, ranked_examples, train_rrhf};
-use kiln_train::{StageRunner, TrainConfig};
+use kiln_train::{StageRunner, StepStats, TrainConfig, TrainLoop};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::generate::{SamplingSettings, generation_records};
-use crate::observer::{Observer, monitored};
+use crate::observer::{Observer, Watch, train_watched};
 use crate::policy::Policy;
 use crate::reference::reference_logps;
 use crate::store::PolicyStore;
@@ -315,17 +315,10 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
         let tc = self.train_config(steps, cfg.lr, cfg.batch_size);
         let label = format!("DPO ({} pairs)", pairs.len());
         let metrics = pairs_file.with_file_name("dpo_metrics.jsonl");
-        let (mut train, monitor) = monitored(
-            policy,
-            tc,
-            &label,
-            "rewards/accuracies",
-            &metrics,
-            self.observer,
-        )?;
-        train_dpo(&mut train, (&pairs, &reference), &dtc)?;
-        monitor.finish()?;
-        Ok(train.into_model()?)
+        let watch = (label.as_str(), "rewards/accuracies", metrics.as_path());
+        self.fit(policy, tc, watch, |train| {
+            train_dpo(train, (&pairs, &reference), &dtc)
+        })
     }
 
     /// RRHF of the starting policy on `ranked_file` for `steps` optimiser steps; every step is
@@ -346,15 +339,29 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
         B::seed(&self.store.device, self.seed);
         let policy = self.store.load_trainable(self.policy_dir)?;
         let metrics = ranked_file.with_file_name("rrhf_metrics.jsonl");
-        let (mut train, monitor) =
-            monitored(policy, tc, &label, "rank_loss", &metrics, self.observer)?;
-        train_rrhf(
-            &mut train,
-            &items,
-            &RrhfTrainConfig::new(rrhf, self.enc.pad_id),
-        )?;
-        monitor.finish()?;
-        Ok(train.into_model()?)
+        let rtc = RrhfTrainConfig::new(rrhf, self.enc.pad_id);
+        let watch = (label.as_str(), "rank_loss", metrics.as_path());
+        self.fit(policy, tc, watch, |train| train_rrhf(train, &items, &rtc))
+    }
+
+    /// [`train_watched`] on the store's devices.
+    fn fit<F>(
+        &self,
+        policy: P,
+        tc: TrainConfig,
+        (label, metric, metrics): (&str, &'static str, &Path),
+        train: F,
+    ) -> Result<P>
+    where
+        F: Fn(&mut TrainLoop<B, P>) -> kiln_train::Result<Vec<StepStats>> + Sync,
+    {
+        let watch = Watch {
+            label,
+            metric,
+            metrics,
+            observer: self.observer,
+        };
+        train_watched(policy, tc, &self.store.devices, &watch, train)
     }
 
     fn train_config(&self, steps: usize, lr: f64, batch_size: usize) -> TrainConfig {

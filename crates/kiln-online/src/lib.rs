@@ -90,7 +90,7 @@ pub use generate::{SamplingSettings, generation_records, sample};
 pub use iteration::{
     Algorithm, DpoSettings, Iteration, IterationConfig, IterationOutcome, RrhfSettings,
 };
-pub use observer::{Monitor, NoBar, Observer, ProgressBar, Silent, monitored};
+pub use observer::{Monitor, NoBar, Observer, ProgressBar, Silent, Watch, train_watched};
 pub use policy::Policy;
 pub use reference::{ReferenceChoice, reference_logps};
 pub use store::{PolicyStore, exact_save_options};

@@ -47,32 +47,54 @@ pub struct Silent;
 
 impl Observer for Silent {}
 
-/// A training loop over `model` whose per-step callback appends every step to the metrics log
-/// `metrics` (opened fresh: a killed stage restarts from step 0) and advances a bar labelled
-/// `label` showing the loss and the metric `metric`. Call [`Monitor::finish`] after training,
-/// before saving.
+/// What a training stage shows and logs: a bar labelled `label` with the loss and the metric
+/// `metric`, and every step in the metrics log `metrics`.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    /// The bar's label.
+    pub label: &'a str,
+    /// The trainer metric shown beside the loss (`nll`, `rewards/accuracies`, ...).
+    pub metric: &'static str,
+    /// The metrics log (JSON Lines, opened fresh).
+    pub metrics: &'a Path,
+    /// Where the bar goes.
+    pub observer: &'a dyn Observer,
+}
+
+/// Trains `model` with `train` (a trainer call such as `|t| train_sft(t, &data, &cfg)`) in a
+/// [`TrainLoop`] of `tc`: on one peer, or data-parallel with one peer per device when `devices`
+/// holds several ([`kiln_train::data_parallel`]; on a CPU, repeat its device). Rank 0 shows the
+/// bar and writes the metrics log. Returns the trained model.
 ///
 /// # Errors
-/// The log cannot be created; an invalid training config.
-pub fn monitored<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// The trainer's; the metrics log's; the collective's.
+pub fn train_watched<B, M, F>(
     model: M,
     tc: TrainConfig,
-    label: &str,
-    metric: &'static str,
-    metrics: &Path,
-    observer: &dyn Observer,
-) -> Result<(TrainLoop<B, M>, Monitor)> {
-    let bar = observer.bar(label, tc.total_steps);
-    let log = MetricsLog::open(metrics, 0)?;
-    let mut train = TrainLoop::new(model, tc)?;
-    let shown = Arc::clone(&bar);
-    train.on_step(log.callback_then(move |s: &StepStats| {
-        let m = s.metric(metric).unwrap_or(f64::NAN);
-        shown.message(format!("loss {:.3} {metric} {m:.2}", s.loss));
-        shown.inc(1);
-        ControlFlow::Continue(())
-    }));
-    Ok((train, Monitor { bar, log }))
+    devices: &[B::Device],
+    watch: &Watch<'_>,
+    train: F,
+) -> Result<M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    F: Fn(&mut TrainLoop<B, M>) -> kiln_train::Result<Vec<StepStats>> + Sync,
+{
+    let total = tc.total_steps;
+    let run = |lp: &mut TrainLoop<B, M>| -> kiln_train::Result<()> {
+        let monitor = match lp.rank().0 {
+            0 => Some(Monitor::attach(lp, total, watch)?),
+            _ => None,
+        };
+        train(lp)?;
+        monitor.map_or(Ok(()), |m| m.finish())
+    };
+    if devices.len() <= 1 {
+        let mut lp = TrainLoop::new(model, tc)?;
+        run(&mut lp)?;
+        return Ok(lp.into_model()?);
+    }
+    Ok(kiln_train::data_parallel(model, &tc, devices, run)?.0)
 }
 
 /// A training stage's bar and metrics log.
@@ -88,13 +110,37 @@ impl std::fmt::Debug for Monitor {
 }
 
 impl Monitor {
+    /// Registers on `train` a per-step callback that appends every step to `watch.metrics`
+    /// (opened fresh: a killed stage restarts from step 0) and advances a bar of `total` steps.
+    /// In a data-parallel run, attach it on rank 0 only.
+    ///
+    /// # Errors
+    /// The log cannot be created.
+    pub fn attach<B: AutodiffBackend, M: AutodiffModule<B>>(
+        train: &mut TrainLoop<B, M>,
+        total: usize,
+        watch: &Watch<'_>,
+    ) -> kiln_train::Result<Self> {
+        let bar = watch.observer.bar(watch.label, total);
+        let log = MetricsLog::open(watch.metrics, 0)?;
+        let metric = watch.metric;
+        let shown = Arc::clone(&bar);
+        train.on_step(log.callback_then(move |s: &StepStats| {
+            let m = s.metric(metric).unwrap_or(f64::NAN);
+            shown.message(format!("loss {:.3} {metric} {m:.2}", s.loss));
+            shown.inc(1);
+            ControlFlow::Continue(())
+        }));
+        Ok(Monitor { bar, log })
+    }
+
     /// Ends the bar and returns the metrics log's error if writing it failed (training stopped
     /// at that step, so the stage must fail rather than save its model).
     ///
     /// # Errors
     /// The metrics log could not be written.
-    pub fn finish(&self) -> Result<()> {
+    pub fn finish(&self) -> kiln_train::Result<()> {
         self.bar.finish();
-        Ok(self.log.finish()?)
+        self.log.finish()
     }
 }

@@ -27,8 +27,11 @@ pub struct PolicyStore<B: AutodiffBackend, P: Policy<B>> {
     pub base: PathBuf,
     /// The adapter settings when the policy trains LoRA adapters.
     pub lora: Option<LoraConfig>,
-    /// Where models are loaded.
+    /// Where models are loaded (the first of [`Self::devices`]).
     pub device: B::Device,
+    /// The devices training runs on: one peer each ([`kiln_train::data_parallel`]) when there
+    /// are several.
+    pub devices: Vec<B::Device>,
     _policy: PhantomData<P>,
 }
 
@@ -44,9 +47,20 @@ impl<B: AutodiffBackend, P: Policy<B>> PolicyStore<B, P> {
         Ok(PolicyStore {
             base,
             lora,
+            devices: vec![device.clone()],
             device,
             _policy: PhantomData,
         })
+    }
+
+    /// The same store training data-parallel on `devices` (one peer each; on a CPU, repeat its
+    /// device: the peers share the cores). An empty list keeps one peer.
+    pub fn with_devices(mut self, devices: Vec<B::Device>) -> Self {
+        if let Some(first) = devices.first() {
+            self.device = first.clone();
+            self.devices = devices;
+        }
+        self
     }
 
     /// A policy for inference from `dir` (a checkpoint or adapters over their base), adapters

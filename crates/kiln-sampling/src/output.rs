@@ -71,10 +71,24 @@ impl GenerationStats {
             0.0
         }
     }
+
+    /// Adds the counters of a call that ran at the same time (another shard of the prompts):
+    /// counts and the per-phase seconds add up, the wall time is the longer one.
+    pub fn merge(&mut self, other: &GenerationStats) {
+        self.prompts += other.prompts;
+        self.responses += other.responses;
+        self.prompt_tokens += other.prompt_tokens;
+        self.generated_tokens += other.generated_tokens;
+        self.steps = self.steps.max(other.steps);
+        self.prefill_seconds += other.prefill_seconds;
+        self.decode_seconds += other.decode_seconds;
+        self.wall_seconds = self.wall_seconds.max(other.wall_seconds);
+        self.clamped_rows += other.clamped_rows;
+    }
 }
 
 /// Everything one `generate` call returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationOutput {
     /// `responses[p][k]`: response `k` of prompt `p`.
     pub responses: Vec<Vec<Generation>>,
