@@ -64,7 +64,7 @@ impl<B: Backend, S: SequenceScorer<B> + HfModel<B>, L: CausalLm<B> + HfModel<B>>
     Annotator<B, S, L>
 {
     /// Loads the annotator in `dir` (a checkpoint, or PEFT adapters over their base, see
-    /// [`kiln_model::resolve_model_dir`]) with its own `tokenizer.json` and chat template when
+    /// [`kiln_model::traits::resolve_model_dir`]) with its own `tokenizer.json` and chat template when
     /// the directory has them, else with `enc`'s (a model trained on the policy's tokenizer).
     /// A reward model reads at most `enc`'s total length in batches of 64; the pairwise model
     /// twice that (two responses per question).

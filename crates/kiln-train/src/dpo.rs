@@ -90,7 +90,7 @@ pub struct ReferenceLogps {
 }
 
 /// `(chosen, rejected)` sequence log-probs of a pair batch, `[N]` each
-/// ([`LogProbs::sequence_logprobs`](kiln_model::LogProbs::sequence_logprobs): chunked without autodiff; f32 for a bf16 model).
+/// ([`LogProbs::sequence_logprobs`]: chunked without autodiff; f32 for a bf16 model).
 pub fn pair_logps<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &PairBatch<B>,
@@ -185,7 +185,7 @@ pub fn collate_dpo<B: Backend>(
 
 /// The DPO-family loss of a micro-batch, with TRL-named metrics: the policy's log-probs as
 /// `config.logprobs` says
-/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)), reduced by
+/// ([`LogProbs::sequence_logprob_loss`]), reduced by
 /// `config.reduction`, plus `config.nll_weight` times the NLL of the chosen responses.
 pub fn dpo_loss<B: AutodiffBackend, M: CausalLm<B>>(
     model: &M,

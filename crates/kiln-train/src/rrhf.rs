@@ -98,7 +98,7 @@ pub fn collate_rrhf<B: Backend>(
 }
 
 /// `[P, K]` summed response log-probs of a batch
-/// ([`LogProbs::sequence_logprobs`](kiln_model::LogProbs::sequence_logprobs): chunked without autodiff).
+/// ([`LogProbs::sequence_logprobs`]: chunked without autodiff).
 pub fn response_logps<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &RrhfBatch<B>,
@@ -153,7 +153,7 @@ impl RrhfTrainConfig {
 
 /// The RRHF loss of a micro-batch, with metrics `rank_loss` and `sft_loss`, log-probs computed
 /// as `logprobs` says
-/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)).
+/// ([`LogProbs::sequence_logprob_loss`]).
 pub fn rrhf_loss<B: AutodiffBackend, M: CausalLm<B>>(
     model: &M,
     batch: &RrhfBatch<B>,

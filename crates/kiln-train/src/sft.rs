@@ -29,7 +29,7 @@ fn counted_tokens<B: Backend>(batch: &LmBatch<B>) -> f64 {
 }
 
 /// Sum of the masked log-probs and the number of counted tokens of a batch
-/// ([`LogProbs::sequence_logprobs`](kiln_model::LogProbs::sequence_logprobs): chunked without autodiff).
+/// ([`LogProbs::sequence_logprobs`]: chunked without autodiff).
 ///
 /// # Shapes
 /// - `batch`: `[B, T]` tensors; output: (`[1]` sum of log-probs, counted tokens)
@@ -86,7 +86,7 @@ impl SftTrainConfig {
 
 /// The SFT loss of one micro-batch: mean NLL per counted token, with metrics `nll` and `tokens`,
 /// log-probs computed as `logprobs` says
-/// ([`LogProbs::sequence_logprob_loss`](kiln_model::LogProbs::sequence_logprob_loss)).
+/// ([`LogProbs::sequence_logprob_loss`]).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the batch has no counted token.
