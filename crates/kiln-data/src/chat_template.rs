@@ -364,23 +364,16 @@ impl ChatTemplate {
         self.resolve_pad_id(tokenizer, None)
     }
 
-    /// The padding id, one rule for every stage and model: `tokenizer_config.json`'s
-    /// `pad_token` when it names one (SmolLM2: `<|im_end|>`), else the tokenizer's
-    /// `<|finetune_right_pad_id|>` (Llama-3), else the model's `config.json` `pad_token_id`
-    /// (`config_pad`), else `<|end_of_text|>`.
-    ///
-    /// # Errors
-    /// A `pad_token` the tokenizer does not know, or none of the four.
+    /// The padding id, one rule for every stage and model: `tokenizer_config.json`'s `pad_token`
+    /// (SmolLM2: `<|im_end|>`), else `<|finetune_right_pad_id|>` (Llama-3), else the model's
+    /// `pad_token_id` (`config_pad`), else `<|end_of_text|>`; an error when none applies.
     pub fn resolve_pad_id(&self, tokenizer: &Tokenizer, config_pad: Option<u32>) -> Result<u32> {
         if let Some(pad) = self.special_tokens.get("pad_token") {
             return tokenizer.require_token(pad, "padding (tokenizer_config.json pad_token)");
         }
-        if let Ok(id) = tokenizer.token_id(PAD_TOKEN) {
-            return Ok(id);
-        }
-        match config_pad {
-            Some(id) => Ok(id),
-            None => tokenizer.pad_id(),
+        match (tokenizer.token_id(PAD_TOKEN), config_pad) {
+            (Ok(id), _) | (Err(_), Some(id)) => Ok(id),
+            (Err(_), None) => tokenizer.pad_id(),
         }
     }
 

@@ -145,6 +145,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod config_error;
+mod config_presets;
 pub mod dtype;
 pub mod error;
 pub mod layer;
