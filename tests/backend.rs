@@ -5,8 +5,8 @@
 //! transformers fixtures, the DPO-family and Bradley-Terry losses match their f64 references,
 //! and a DPO step (loss and gradient norm) matches the CPU's.
 
-use kiln::backend::{Autodiff, Cpu};
-use kiln::burn::tensor::backend::Backend;
+use kiln::backend::{Autodiff, Checkpointed, Cpu, Selected};
+use kiln::burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln::burn::tensor::{Int, Tensor, TensorData};
 use kiln::data::Example;
 use kiln::losses::testing::reference;
@@ -136,9 +136,14 @@ fn losses_match_their_f64_references_on_the_selected_backend() {
 }
 
 fn step_on<B: Backend>() -> (f64, f64) {
+    steps_on::<Autodiff<B>>()
+}
+
+/// Two DPO steps on the training backend `A`: the second step's loss and the first's gradient
+/// norm.
+fn steps_on<A: AutodiffBackend>() -> (f64, f64) {
     let device = Default::default();
-    let policy =
-        LlamaForCausalLM::<Autodiff<B>>::from_pretrained(fixture("untied-gqa"), &device).unwrap();
+    let policy = LlamaForCausalLM::<A>::from_pretrained(fixture("untied-gqa"), &device).unwrap();
     let row = |seed: u32| Example {
         ids: (0..24).map(|t| 3 + (seed * 31 + t * 7) % 200).collect(),
         loss_mask: (0..24).map(|t| t >= 12).collect(),
@@ -146,7 +151,9 @@ fn step_on<B: Backend>() -> (f64, f64) {
     let pairs = vec![(row(1), row(2)), (row(3), row(4))];
     let dtc = DpoTrainConfig::new(DpoConfig::new(), 0);
     let reference = {
-        let r = LlamaForCausalLM::<B>::from_pretrained(fixture("untied-gqa"), &device).unwrap();
+        let r =
+            LlamaForCausalLM::<A::InnerBackend>::from_pretrained(fixture("untied-gqa"), &device)
+                .unwrap();
         precompute_reference_logps(&r, &pairs, 0, 2, dtc.reduction).unwrap()
     };
     let mut train = TrainLoop::new(
@@ -172,6 +179,19 @@ fn a_dpo_step_matches_the_cpu() {
     assert!(
         (norm - cpu_norm).abs() < 1e-3 * cpu_norm.max(1.0),
         "{norm} vs {cpu_norm}"
+    );
+}
+
+/// Activation checkpointing (`kiln::backend::Checkpointed`) recomputes instead of storing: the
+/// same steps, to rounding.
+#[test]
+fn activation_checkpointing_trains_the_same_steps() {
+    let (loss, norm) = steps_on::<Checkpointed<Selected>>();
+    let (plain_loss, plain_norm) = step_on::<Selected>();
+    assert!((loss - plain_loss).abs() < 1e-6, "{loss} vs {plain_loss}");
+    assert!(
+        (norm - plain_norm).abs() < 1e-6 * plain_norm.max(1.0),
+        "{norm} vs {plain_norm}"
     );
 }
 

@@ -10,7 +10,9 @@
 //! rank 16 / alpha 32 on all seven projections. Memory columns: what is allocated before a step
 //! (weights, AdamW state, reference log-probs, batch data) and the peak during it; both from the
 //! counting global allocator (heap only: code, stacks and the allocator's own slack are not
-//! included).
+//! included). `KILN_CHECKPOINTING=balanced` trains on `Autodiff<Flex, BalancedCheckpointing>`
+//! (activation checkpointing: memory-bound ops are recomputed in the backward pass instead of
+//! kept); the last column says which.
 #![allow(clippy::print_stdout)]
 
 #[path = "common/mod.rs"]
@@ -18,9 +20,11 @@ mod common;
 
 use std::time::Instant;
 
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::FloatDType;
+use burn::tensor::backend::AutodiffBackend;
 use kiln_losses::{DpoConfig, LogProbStrategy};
 use kiln_model::{LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
 use kiln_train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
@@ -31,8 +35,21 @@ use peak_alloc::PeakAlloc;
 static ALLOC: PeakAlloc = PeakAlloc;
 
 type A = Autodiff<Flex>;
+/// Activation checkpointing: burn recomputes memory-bound ops (element-wise, reshapes) in the
+/// backward pass; matmul outputs stay stored.
+type Checkpointed = Autodiff<Flex, BalancedCheckpointing>;
 
 fn main() {
+    match std::env::var("KILN_CHECKPOINTING").as_deref() {
+        Ok("balanced") => run::<Checkpointed>("balanced"),
+        Ok(other) if !other.is_empty() && other != "none" => {
+            panic!("KILN_CHECKPOINTING must be none or balanced, got {other}")
+        }
+        _ => run::<A>("none"),
+    }
+}
+
+fn run<A: AutodiffBackend>(checkpointing: &str) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map_or("full", String::as_str).to_string();
     let logprobs = match args.get(1).map_or("chunked", String::as_str) {
@@ -102,7 +119,7 @@ fn main() {
     let peak = peaks.iter().copied().max().unwrap_or(0);
     let res = resident.iter().copied().max().unwrap_or(0);
     println!(
-        "| {mode} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
+        "| {mode} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {checkpointing} |",
         match logprobs {
             LogProbStrategy::Full => "full logits",
             LogProbStrategy::Chunked(_) => "chunked",
@@ -118,7 +135,7 @@ fn main() {
 
 /// `KILN_PHASES=1`: the same step as `TrainLoop::train_step`, spelled out (loss, backward,
 /// gradient collection, AdamW), printing the heap after each phase and its peak.
-fn phases(
+fn phases<A: AutodiffBackend>(
     mut model: LlamaForCausalLM<A>,
     config: &TrainConfig,
     pairs: &[(kiln_data::Example, kiln_data::Example)],
