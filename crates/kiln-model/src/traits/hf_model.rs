@@ -7,12 +7,9 @@ use burn::tensor::backend::Backend;
 
 use crate::checkpoint::{MissingScore, SaveOptions};
 use crate::error::{Error, Result};
-use crate::lora::LoraConfig;
+use crate::lora::{ADAPTER_CONFIG_FILE, LoraConfig};
 use crate::traits::Adapters;
 use crate::{LlamaForCausalLM, LlamaForSequenceClassification};
-
-/// The file that marks a directory holding PEFT adapters.
-pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 
 /// A model saved to and loaded from a Hugging Face checkpoint directory.
 ///
@@ -41,7 +38,7 @@ pub trait HfModel<B: Backend>: Sized {
 
 /// Whether `dir` holds PEFT adapters.
 pub fn has_adapter_files(dir: &Path) -> bool {
-    dir.join(ADAPTER_CONFIG).exists()
+    dir.join(ADAPTER_CONFIG_FILE).exists()
 }
 
 /// Where the model of `dir` comes from: `(base checkpoint, adapter directory)`.
@@ -60,7 +57,7 @@ pub fn resolve_model_dir(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     if dir.join("config.json").exists() || adapter.is_none() {
         return Ok((dir.to_path_buf(), adapter));
     }
-    let path = dir.join(ADAPTER_CONFIG);
+    let path = dir.join(ADAPTER_CONFIG_FILE);
     let base = LoraConfig::from_adapter_config(&path)?
         .base_model_name_or_path
         .ok_or_else(|| Error::Config {

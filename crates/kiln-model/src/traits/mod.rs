@@ -23,7 +23,7 @@ mod scorer;
 pub use adapters::Adapters;
 pub use causal_lm::CausalLm;
 pub(crate) use hf_model::load_dir;
-pub use hf_model::{ADAPTER_CONFIG, HfModel, has_adapter_files, resolve_model_dir};
+pub use hf_model::{HfModel, has_adapter_files, resolve_model_dir};
 pub use scorer::SequenceScorer;
 
 pub use crate::logprobs::LogProbs;

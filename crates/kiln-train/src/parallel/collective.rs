@@ -161,3 +161,232 @@ where
     let model = first.ok_or(Error::ModelLost)?;
     Ok((model, outs))
 }
+
+/// Data parallelism against one peer on the whole batch: the averaged gradients, and the weights
+/// after a few steps, for DPO (plain, with accumulation and uneven shards, LoRA), the reward model
+/// and SFT (token-weighted). One test function: the collective server is process-wide.
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use burn::module::{AutodiffModule, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use burn::tensor::Tensor;
+    use burn::tensor::backend::AutodiffBackend;
+    use kiln_losses::{DpoConfig, LogProbReduction};
+    use kiln_model::{LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget};
+
+    use super::{CollectiveSync, data_parallel};
+    use crate::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
+    use crate::parallel::GradSync;
+    use crate::reward::{RewardPair, RewardTrainConfig, train_reward_model};
+    use crate::sft::{SftTrainConfig, train_sft};
+    use crate::testutil::{TB, flat_params, max_rel_diff, tiny};
+    use crate::{Result, TrainConfig, TrainLoop};
+
+    type Inner = <TB as AutodiffBackend>::InnerBackend;
+
+    /// Flattens the gradient of every float parameter of `model`, in visiting order.
+    struct GradsOf<'a>(&'a GradientsParams, Vec<f32>);
+
+    impl ModuleVisitor<TB> for GradsOf<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<TB, D>>) {
+            if let Some(g) = self.0.get::<Inner, D>(param.id) {
+                self.1.extend(kiln_model::read_f32(g, "grad").unwrap());
+            }
+        }
+    }
+
+    /// A peer that records the averaged gradients of every step.
+    struct Recording<M> {
+        inner: Box<dyn GradSync<TB>>,
+        model: M,
+        steps: Mutex<Vec<Vec<f32>>>,
+    }
+
+    impl<M: AutodiffModule<TB> + Sync> GradSync<TB> for Recording<M> {
+        fn rank(&self) -> usize {
+            self.inner.rank()
+        }
+        fn world(&self) -> usize {
+            self.inner.world()
+        }
+        fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
+            self.inner.sum(values)
+        }
+        fn mean_grads(&self, grads: GradientsParams) -> Result<GradientsParams> {
+            let grads = self.inner.mean_grads(grads)?;
+            let mut v = GradsOf(&grads, Vec::new());
+            self.model.visit(&mut v);
+            self.steps.lock().unwrap().push(v.1);
+            Ok(grads)
+        }
+    }
+
+    /// `world` peers (threads) train a copy of `model` with `run`; returns rank 0's averaged
+    /// gradients per step and its final weights.
+    fn peers<M, F>(
+        world: usize,
+        model: &M,
+        config: &TrainConfig,
+        run: F,
+    ) -> (Vec<Vec<f32>>, Vec<f32>)
+    where
+        M: AutodiffModule<TB> + Sync + 'static,
+        F: Fn(&mut TrainLoop<TB, M>) + Sync,
+    {
+        burn::collective::reset_collective::<Inner>();
+        let out: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..world)
+                .map(|rank| {
+                    let (model, config, run) = (model.clone(), config.clone(), &run);
+                    s.spawn(move || {
+                        let inner = CollectiveSync::<TB>::register(rank, world, Default::default());
+                        let rec = Arc::new(Recording {
+                            inner: Box::new(inner.unwrap()),
+                            model: model.clone(),
+                            steps: Mutex::new(Vec::new()),
+                        });
+                        let mut train = TrainLoop::new(model, config).unwrap();
+                        train = train.with_grad_sync(rec.clone());
+                        run(&mut train);
+                        let weights = flat_params(train.model().unwrap());
+                        drop(train);
+                        let steps = std::mem::take(&mut *rec.steps.lock().unwrap());
+                        (steps, weights)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        out.into_iter().next().unwrap()
+    }
+
+    #[allow(clippy::print_stderr)]
+    fn compare(
+        what: &str,
+        one: &(Vec<Vec<f32>>, Vec<f32>),
+        two: &(Vec<Vec<f32>>, Vec<f32>),
+    ) -> f32 {
+        assert_eq!(one.0.len(), two.0.len(), "{what}: steps");
+        let mut worst = 0f32;
+        for (a, b) in two.0.iter().zip(&one.0) {
+            let e = max_rel_diff(a, b);
+            assert!(
+                e < 1e-5,
+                "{what}: averaged gradients differ by {e} (relative)"
+            );
+            worst = worst.max(e);
+        }
+        // AdamW with epsilon 1e-3 (see `config`): the update is Lipschitz in the gradient, so weights
+        // after 3 steps differ by at most lr * 3 steps * (relative gradient error) / epsilon-scaled
+        // terms: far below 1e-4 of the largest weight.
+        let w = max_rel_diff(&two.1, &one.1);
+        assert!(
+            w < 1e-4,
+            "{what}: weights after the steps differ by {w} (relative)"
+        );
+        eprintln!("data parallel {what}: gradients {worst:.1e}, weights {w:.1e} (relative)");
+        worst
+    }
+
+    fn config(micro: usize, accum: usize) -> TrainConfig {
+        TrainConfig::new(3)
+            .with_lr(1e-3)
+            .with_micro_batch_size(micro)
+            .with_grad_accum_steps(accum)
+            .with_epsilon(1e-3)
+            .with_max_grad_norm(Some(1.0))
+            .with_log_every(0)
+    }
+
+    #[test]
+    fn two_peers_equal_one_peer_on_the_whole_batch() {
+        let t = tiny();
+        let device = Default::default();
+        let policy = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.05, 41, &device);
+        let pairs = t.dpo_pairs(0..12);
+        let reference =
+            precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, LogProbReduction::Sum)
+                .unwrap();
+        let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.5), t.pad);
+        let dpo = |train: &mut TrainLoop<TB, LlamaForCausalLM<TB>>| {
+            train_dpo(train, (&pairs, &reference), &dtc).unwrap();
+        };
+        // Plain: micro-batches of 4 pairs, 2 per peer.
+        let c = config(4, 1);
+        compare(
+            "DPO",
+            &peers(1, &policy, &c, dpo),
+            &peers(2, &policy, &c, dpo),
+        );
+        // Accumulation over 2 micro-batches of 3 pairs: shards of 2 and 1 (weighted 2/3 and 1/3).
+        let c = config(3, 2);
+        compare(
+            "DPO, accumulation, uneven shards",
+            &peers(1, &policy, &c, dpo),
+            &peers(2, &policy, &c, dpo),
+        );
+        // Three peers on micro-batches of 2: one peer's shard is empty (weight 0) at every step.
+        let c = config(2, 1);
+        compare(
+            "DPO, an empty shard",
+            &peers(1, &policy, &c, dpo),
+            &peers(3, &policy, &c, dpo),
+        );
+        // LoRA: only the adapters have gradients.
+        let lora = LoraConfig::new(vec![LoraTarget::Q, LoraTarget::V]).with_rank(4);
+        let adapted = policy.clone().with_lora(&lora, &device).unwrap();
+        let c = config(4, 1);
+        compare(
+            "DPO, LoRA",
+            &peers(1, &adapted, &c, dpo),
+            &peers(2, &adapted, &c, dpo),
+        );
+
+        // The reward model.
+        let rm = LlamaForSequenceClassification::<TB>::init_seeded(&t.config, 0.05, 42, &device);
+        let rm_pairs: Vec<RewardPair> = pairs
+            .iter()
+            .map(|(c, r)| RewardPair {
+                chosen: c.clone(),
+                rejected: r.clone(),
+                margin: None,
+            })
+            .collect();
+        let rtc = RewardTrainConfig::new(t.pad);
+        let reward = |train: &mut TrainLoop<TB, LlamaForSequenceClassification<TB>>| {
+            train_reward_model(train, &rm_pairs, &rtc).unwrap();
+        };
+        compare(
+            "reward model",
+            &peers(1, &rm, &c, reward),
+            &peers(2, &rm, &c, reward),
+        );
+
+        // SFT: the loss is a mean over counted tokens, so shards are weighted by their tokens.
+        let data = t.sft(0..12);
+        let sft = |train: &mut TrainLoop<TB, LlamaForCausalLM<TB>>| {
+            train_sft(train, &data, &SftTrainConfig::new(t.pad)).unwrap();
+        };
+        compare(
+            "SFT",
+            &peers(1, &policy, &c, sft),
+            &peers(2, &policy, &c, sft),
+        );
+
+        // The runner: two peers end with the same model as the recorded run.
+        let (model, stats) = data_parallel(policy.clone(), &c, &[device, device], |train| {
+            train_dpo(train, (&pairs, &reference), &dtc)
+        })
+        .unwrap();
+        assert_eq!(stats.len(), 2);
+        assert_eq!(stats[0].len(), 3);
+        assert_eq!(
+            stats[0][2].loss, stats[1][2].loss,
+            "every peer reports the global loss"
+        );
+        let recorded = peers(2, &policy, &c, dpo).1;
+        assert!(max_rel_diff(&flat_params(&model), &recorded) < 1e-6);
+    }
+}

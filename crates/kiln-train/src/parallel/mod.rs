@@ -18,8 +18,6 @@
 
 mod collective;
 mod sync;
-#[cfg(test)]
-mod tests;
 
 pub use collective::{CollectiveSync, data_parallel};
 pub use sync::{GradSync, shard};
