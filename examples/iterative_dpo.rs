@@ -50,15 +50,23 @@ fn main() {
     logging::init();
     match run(&cfg) {
         Ok(summary) => {
+            let rank = std::env::var("RANK")
+                .ok()
+                .and_then(|r| r.parse::<usize>().ok());
+            if summary.processes > 1 && rank.is_some_and(|r| r != 0) {
+                return;
+            }
             println!();
             print!("{}", report::table(&summary));
             println!();
             println!("{}", report::verdict(&summary));
             println!(
-                "total {:.1}s on {} peer(s) (training and generation; annotation and evaluation \
-                 on one); outputs in {} (summary.json, reward_plot.svg, per-stage JSONL and checkpoints)",
+                "total {:.1}s on {} peer(s) in {} process(es) (training, generation; annotation \
+                 and reference log-probs sharded over the processes; evaluation on rank 0); \
+                 outputs in {} (summary.json, reward_plot.svg, per-stage JSONL and checkpoints)",
                 summary.total_seconds,
                 summary.peers.max(1),
+                summary.processes.max(1),
                 cfg.out.display()
             );
         }

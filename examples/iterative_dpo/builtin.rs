@@ -39,7 +39,7 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
         "data/reward_pairs.jsonl",
         "data/eval_prompts.jsonl",
     ];
-    root.run("data", &files, |out| -> Res<()> {
+    root.run_lead("data", &files, |out| -> Res<()> {
         let mut rng = Rng::new(stage_seed(cfg.seed, 1));
         let sft: Vec<SftRecord> = (0..cfg.sft_examples)
             .map(|_| {
@@ -116,7 +116,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
         .expect("mode BuiltinOnPolicy has a policy");
     let (train_pool, eval_pool) = task::split_pools(cfg.train_phrasings);
     let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
-    root.run("data", &files, |out| -> Res<()> {
+    root.run_lead("data", &files, |out| -> Res<()> {
         write_jsonl(out.path(files[1])?, &eval_records(ctx, &eval_pool))?;
         let mut rng = Rng::new(stage_seed(cfg.seed, 1));
         let questions = task::sample_questions(&train_pool, cfg.rm_prompts, &mut rng);
@@ -281,7 +281,7 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
     let trained = train_watched(
         model,
         tc,
-        &ctx.devices(),
+        &ctx.placement,
         &watch("SFT", "nll", metrics),
         |t| train_sft(t, &examples, &sft),
     )?;
@@ -363,7 +363,7 @@ fn train_bt(
     let rtc = RewardTrainConfig::new(enc.pad_id)
         .with_loss(kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01));
     let watching = watch("reward model", "accuracy", metrics);
-    let trained = train_watched(model, tc, &ctx.devices(), &watching, |t| {
+    let trained = train_watched(model, tc, &ctx.placement, &watching, |t| {
         train_reward_model(t, &pairs, &rtc)
     })?;
     let (acc, margin) = pairwise_accuracy(&trained.valid(), &held_out, enc.pad_id, 64)?;
@@ -403,7 +403,7 @@ fn train_pairwise_stage(
         .with_log_every(0);
     let sft = SftTrainConfig::new(enc.pad_id);
     let watching = watch("pairwise model", "nll", metrics);
-    let trained = train_watched(model, tc, &ctx.devices(), &watching, |t| {
+    let trained = train_watched(model, tc, &ctx.placement, &watching, |t| {
         train_sft(t, &examples, &sft)
     })?;
     Ok(trained.save_pretrained(out, save_options())?)

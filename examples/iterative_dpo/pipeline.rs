@@ -15,8 +15,9 @@ use kiln::burn::prelude::Backend;
 use kiln::data::atomic::{read_json, write_bytes, write_json};
 use kiln::data::{ChatEncoder, Content, SelectionStats, TruncationConfig};
 use kiln::online::{EvalRecord, Iteration, IterationConfig, IterationOutcome};
-use kiln::train::{StageHook, StageRunner};
+use kiln::train::{Cluster, Launch, Placement, StageHook, StageRunner};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use kiln::data::rng::stage_seed;
@@ -41,14 +42,10 @@ pub struct Ctx {
     pub enc: ChatEncoder,
     /// The hidden judge (built-in task only).
     pub judge: Option<GoldJudge>,
-}
-
-impl Ctx {
-    /// The training peers: `--devices` copies of the default device (on a CPU they share the
-    /// cores).
-    pub fn devices(&self) -> Vec<kiln::burn::tensor::Device<B>> {
-        vec![Default::default(); self.cfg.devices.max(1)]
-    }
+    /// Where training and sharded work run: `--devices` peers in this process (copies of the
+    /// default device: on a CPU they share the cores), and the other processes of a torchrun
+    /// launch.
+    pub placement: Placement<B>,
 }
 
 /// Runs (or resumes) the whole loop; see [`run_with`].
@@ -60,9 +57,38 @@ pub fn run(cfg: &LoopConfig) -> Res<Summary> {
 /// called at every stage boundary; an error it returns stops the run there (as a kill would).
 pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
     let started = Instant::now();
-    let mut root = StageRunner::open(&cfg.out)?.with_hook(hook);
+    let devices = vec![Default::default(); cfg.devices.max(1)];
+    let cluster = match Launch::from_env()? {
+        Some(launch) => {
+            eprintln!(
+                "rank {} of {}: joining through {} (peer timeout {:.0} s)",
+                launch.rank,
+                launch.world,
+                launch.orchestrator_url(),
+                launch.timeout.as_secs_f64()
+            );
+            Some(Arc::new(Cluster::join(launch, devices.clone(), &cfg.out)?))
+        }
+        None => None,
+    };
+    let placement = match &cluster {
+        Some(c) => Placement::cluster(Arc::clone(c)),
+        None => Placement::devices(devices),
+    };
+    let team = placement.team();
+    let lead = team.as_ref().is_none_or(|t| t.rank() == 0);
+    let mut root = StageRunner::open(&cfg.out)?
+        .with_hook(hook)
+        .with_team(team.clone());
     let config_path = root.path("config.json");
-    if config_path.exists() {
+    let resumed = config_path.exists();
+    if lead && !resumed {
+        write_json(&config_path, cfg)?;
+    }
+    if let Some(team) = &team {
+        team.barrier("config.json")?;
+    }
+    if resumed || !lead {
         if &read_json::<LoopConfig>(&config_path)? != cfg {
             return Err(format!(
                 "{} holds a run with a different configuration; use another --out (or delete it)",
@@ -70,9 +96,9 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
             )
             .into());
         }
-        eprintln!("resuming the run in {}", cfg.out.display());
-    } else {
-        write_json(&config_path, cfg)?;
+        if resumed && lead {
+            eprintln!("resuming the run in {}", cfg.out.display());
+        }
     }
     let truncation = TruncationConfig {
         max_prompt_len: cfg.max_prompt_tokens,
@@ -88,6 +114,7 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         cfg: cfg.clone(),
         judge: (cfg.mode() != Mode::Real).then(GoldJudge::default),
         enc,
+        placement,
     };
     B::seed(&Default::default(), cfg.seed);
     let setup = match (cfg.mode(), &ctx.judge) {
@@ -97,7 +124,7 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
     };
     let device = Default::default();
     let annotation = Annotation::load(cfg.annotator, &setup.annotator, &ctx.enc, &device)?;
-    let store = Store::new(&setup.sft, cfg.lora(), device)?.with_devices(ctx.devices());
+    let store = Store::new(&setup.sft, cfg.lora(), device)?.with_placement(ctx.placement.clone());
     let icfg = cfg.iteration_config();
     let eval = |stages: &mut StageRunner, name: &str, dir: &Path, reference: &Path, sft| {
         cached_eval(
@@ -176,16 +203,25 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         print_stage_times("offline baseline", &stages);
     }
     summary.total_seconds = started.elapsed().as_secs_f64();
-    summary.peers = cfg.devices.max(1);
+    summary.peers = ctx.placement.peers();
+    summary.processes = team.as_ref().map_or(1, |t| t.world());
     summary.nothing_trained = summary.online_trained_nothing();
     if summary.nothing_trained {
         tracing::warn!("no online iteration found a pair to train on: nothing was trained");
     }
-    write_json(root.path("summary.json"), &summary)?;
-    write_bytes(
-        root.path("reward_plot.svg"),
-        reward_plot_svg(&summary).as_bytes(),
-    )?;
+    if lead {
+        write_json(root.path("summary.json"), &summary)?;
+        write_bytes(
+            root.path("reward_plot.svg"),
+            reward_plot_svg(&summary).as_bytes(),
+        )?;
+    }
+    drop((store, ctx, root, team));
+    if let Some(cluster) = cluster {
+        Arc::try_unwrap(cluster)
+            .map_err(|_| "the cluster is still in use at the end of the run")?
+            .finish()?;
+    }
     Ok(summary)
 }
 

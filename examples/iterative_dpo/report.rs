@@ -26,9 +26,17 @@ pub struct Summary {
     /// every online policy is the SFT policy carried over (e.g. a reward model that scores every
     /// response the same). The table and the verdict say so too.
     pub nothing_trained: bool,
-    /// Peers that ran every training and generation stage (`--devices`; 1 = no data
-    /// parallelism). Annotation, reference log-probs and evaluation ran on one.
+    /// Peers over all processes that ran every training and generation stage (`--devices` times
+    /// the processes; 1 = no data parallelism).
     pub peers: usize,
+    /// Processes of a torchrun launch (1 without one): annotation and reference log-probs are
+    /// sharded over them; evaluation, data preparation and selection run on rank 0.
+    #[serde(default = "one")]
+    pub processes: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Summary {

@@ -29,7 +29,7 @@ pub fn cached_eval(
     reference: &Path,
 ) -> Res<EvalRecord> {
     let file = format!("{name}.json");
-    stages.run(name, &[&file], |out| -> Res<()> {
+    stages.run_lead(name, &[&file], |out| -> Res<()> {
         let policy = store.load(dir)?;
         let reference = store.load(reference)?;
         let judge = ctx
@@ -104,7 +104,7 @@ pub fn prompts_stage(
     n: usize,
     t: usize,
 ) -> Res<Vec<Content>> {
-    stages.run("prompts", &["prompts.jsonl"], |out| -> Res<()> {
+    stages.run_lead("prompts", &["prompts.jsonl"], |out| -> Res<()> {
         let picked: Vec<PromptRecord> = if ctx.judge.is_some() {
             let id = if t == 0 { 300 } else { 100 + t as u64 };
             let mut rng = Rng::new(stage_seed(ctx.cfg.seed, id));

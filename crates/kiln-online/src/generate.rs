@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kiln_train::parallel::shard;
+use std::ops::Range;
+
+use kiln_train::parallel::{Team, gather as gather_ranks, shard};
 
 use crate::error::{Error, Result};
 use crate::observer::Observer;
@@ -66,6 +68,40 @@ pub fn sample<B: Backend, M: CausalLm<B> + Sync>(
     label: &str,
     observer: &dyn Observer,
 ) -> Result<GenerationOutput> {
+    sample_range(
+        policy,
+        enc,
+        prompts,
+        0..prompts.len(),
+        settings,
+        seed,
+        label,
+        observer,
+    )
+}
+
+/// [`sample`] for `prompts[range]` only, each prompt drawing from its stream in the whole list
+/// (one process's shard of a multi-process run).
+///
+/// # Errors
+/// As [`sample`].
+#[allow(clippy::too_many_arguments)]
+pub fn sample_range<B: Backend, M: CausalLm<B> + Sync>(
+    policy: &M,
+    enc: &ChatEncoder,
+    prompts: &[Content],
+    range: Range<usize>,
+    settings: &SamplingSettings,
+    seed: u64,
+    label: &str,
+    observer: &dyn Observer,
+) -> Result<GenerationOutput> {
+    let prompts = prompts.get(range.clone()).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "prompt range {range:?} outside {} prompts",
+            prompts.len()
+        ))
+    })?;
     let ids: Vec<Vec<u32>> = prompts
         .iter()
         .map(|p| enc.generation_prompt(p))
@@ -83,7 +119,7 @@ pub fn sample<B: Backend, M: CausalLm<B> + Sync>(
         .with_prompt_batch_size(settings.prompt_batch_size)
         .with_concurrent_batches(settings.concurrent_batches);
     let generator = Generator::new(policy, config)?.with_tokenizer(&enc.tokenizer);
-    let streams: Vec<u64> = (0..ids.len() as u64).collect();
+    let streams: Vec<u64> = range.map(|i| i as u64).collect();
     let bar = observer.bar(label, ids.len() * settings.k);
     let peers = settings.peers.clamp(1, ids.len().max(1));
     let finished: Vec<AtomicUsize> = (0..peers).map(|_| AtomicUsize::new(0)).collect();
@@ -147,9 +183,39 @@ pub fn generation_records<B: Backend, M: CausalLm<B> + Sync>(
     seed: u64,
     observer: &dyn Observer,
 ) -> Result<Vec<GenerationRecord>> {
+    sharded_generation_records(policy, enc, prompts, settings, seed, observer, None)
+}
+
+/// [`generation_records`] sharded across the processes of `team` (contiguous shards of the
+/// prompts, gathered in prompt order through the shared directory); every rank gets every record,
+/// the same bytes as one process would write.
+///
+/// # Errors
+/// As [`sample`]; the gather's.
+pub fn sharded_generation_records<B: Backend, M: CausalLm<B> + Sync>(
+    policy: &M,
+    enc: &ChatEncoder,
+    prompts: &[Content],
+    settings: &SamplingSettings,
+    seed: u64,
+    observer: &dyn Observer,
+    team: Option<&dyn Team>,
+) -> Result<Vec<GenerationRecord>> {
     let label = format!("generate K={}", settings.k);
-    let out = sample(policy, enc, prompts, settings, seed, &label, observer)?;
-    Ok(prompts
+    let range = team.map_or(0..prompts.len(), |t| {
+        shard(prompts.len(), t.rank(), t.world())
+    });
+    let out = sample_range(
+        policy,
+        enc,
+        prompts,
+        range.clone(),
+        settings,
+        seed,
+        &label,
+        observer,
+    )?;
+    let part: Vec<GenerationRecord> = prompts[range]
         .iter()
         .zip(&out.responses)
         .map(|(p, rs)| GenerationRecord {
@@ -157,5 +223,9 @@ pub fn generation_records<B: Backend, M: CausalLm<B> + Sync>(
             responses: rs.iter().map(|g| g.text.clone()).collect(),
             finish_reasons: rs.iter().map(|g| g.finish_reason).collect(),
         })
-        .collect())
+        .collect();
+    match team {
+        Some(t) => Ok(gather_ranks(t, "generate", &part)?),
+        None => Ok(part),
+    }
 }

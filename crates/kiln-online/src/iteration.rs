@@ -11,14 +11,15 @@ use kiln_data::{
 };
 use kiln_losses::{DpoConfig, DpoLoss, RrhfConfig};
 use kiln_reward::RewardModel;
-use kiln_reward::annotate::annotate_with_progress;
+use kiln_reward::annotate::{PROMPTS_PER_CALL, annotate_with_progress};
 use kiln_train::dpo::{DpoTrainConfig, train_dpo};
+use kiln_train::parallel::{Team, gather, shard};
 use kiln_train::rrhf::{RrhfTrainConfig, ranked_examples, train_rrhf};
 use kiln_train::{StageRunner, StepStats, TrainConfig, TrainLoop};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::generate::{SamplingSettings, generation_records};
+use crate::generate::{SamplingSettings, sharded_generation_records};
 use crate::observer::{Observer, Watch, train_watched};
 use crate::policy::Policy;
 use crate::reference::reference_logps;
@@ -189,6 +190,18 @@ pub struct IterationOutcome {
     pub policy: PathBuf,
 }
 
+/// One process's part of `len` items cut in blocks of `block` (so every block is processed as
+/// one batch whatever the number of processes, and the results are the same bytes): contiguous
+/// shards of whole blocks. Everything without a team.
+pub fn aligned_shard(len: usize, block: usize, team: Option<&dyn Team>) -> std::ops::Range<usize> {
+    let Some(t) = team else {
+        return 0..len;
+    };
+    let block = block.max(1);
+    let blocks = shard(len.div_ceil(block), t.rank(), t.world());
+    (blocks.start * block).min(len)..(blocks.end * block).min(len)
+}
+
 impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
     /// Runs (or resumes) the iteration's stages in `stages`: `generate` (`generations.jsonl`),
     /// `annotate` (`annotated.jsonl`), `select` (pairs or ranked lists and their statistics)
@@ -202,16 +215,18 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
     pub fn run(&self, stages: &mut StageRunner) -> Result<IterationOutcome> {
         let cfg = self.config;
         let generations = stages.path("generations.jsonl");
+        let team = self.store.placement.team();
         let annotated = stages.path("annotated.jsonl");
         stages.run("generate", &["generations.jsonl"], |out| -> Result<()> {
             let policy = self.store.load(self.policy_dir)?;
-            let records = generation_records(
+            let records = sharded_generation_records(
                 &policy,
                 self.enc,
                 self.prompts,
                 &cfg.sampling,
                 self.seed,
                 self.observer,
+                team.as_deref(),
             )?;
             write_jsonl(out.path("generations.jsonl")?, &records)?;
             Ok(())
@@ -220,14 +235,19 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
             let records: Vec<GenerationRecord> = read_jsonl(&generations)?;
             let rows = self.annotator.rows_per_prompt(cfg.sampling.k);
             let label = format!("annotate ({rows} rows/prompt)");
-            let bar = self.observer.bar(&label, records.len());
-            let done = annotate_with_progress(self.annotator, &records, |n, _| bar.set(n))?;
+            let range = aligned_shard(records.len(), PROMPTS_PER_CALL, team.as_deref());
+            let bar = self.observer.bar(&label, range.len());
+            let part = annotate_with_progress(self.annotator, &records[range], |n, _| bar.set(n))?;
             bar.finish();
+            let done = match team.as_deref() {
+                Some(t) => gather(t, "annotate", &part)?,
+                None => part,
+            };
             write_jsonl(out.path("annotated.jsonl")?, &done)?;
             Ok(())
         })?;
         let (data, stats_file) = cfg.selection_files();
-        stages.run("select", &[data, stats_file], |out| -> Result<()> {
+        stages.run_lead("select", &[data, stats_file], |out| -> Result<()> {
             let stats = match cfg.algorithm {
                 Algorithm::Dpo => {
                     let sc = SelectionConfig {
@@ -344,7 +364,7 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
         self.fit(policy, tc, watch, |train| train_rrhf(train, &items, &rtc))
     }
 
-    /// [`train_watched`] on the store's devices.
+    /// [`train_watched`] on the store's placement.
     fn fit<F>(
         &self,
         policy: P,
@@ -361,7 +381,7 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
             metrics,
             observer: self.observer,
         };
-        train_watched(policy, tc, &self.store.devices, &watch, train)
+        train_watched(policy, tc, &self.store.placement, &watch, train)
     }
 
     fn train_config(&self, steps: usize, lr: f64, batch_size: usize) -> TrainConfig {

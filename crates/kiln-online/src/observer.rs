@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use kiln_train::{MetricsLog, StepStats, TrainConfig, TrainLoop};
+use kiln_train::{MetricsLog, Placement, StepStats, TrainConfig, TrainLoop};
 
 use crate::error::Result;
 
@@ -62,16 +62,16 @@ pub struct Watch<'a> {
 }
 
 /// Trains `model` with `train` (a trainer call such as `|t| train_sft(t, &data, &cfg)`) in a
-/// [`TrainLoop`] of `tc`: on one peer, or data-parallel with one peer per device when `devices`
-/// holds several ([`kiln_train::data_parallel`]; on a CPU, repeat its device). Rank 0 shows the
-/// bar and writes the metrics log. Returns the trained model.
+/// [`TrainLoop`] of `tc` on every peer of `placement`: one, or data-parallel over this process's
+/// devices and the other processes of a cluster. Global rank 0 shows the bar and writes the
+/// metrics log. Returns the trained model.
 ///
 /// # Errors
 /// The trainer's; the metrics log's; the collective's.
 pub fn train_watched<B, M, F>(
     model: M,
     tc: TrainConfig,
-    devices: &[B::Device],
+    placement: &Placement<B>,
     watch: &Watch<'_>,
     train: F,
 ) -> Result<M>
@@ -89,12 +89,7 @@ where
         train(lp)?;
         monitor.map_or(Ok(()), |m| m.finish())
     };
-    if devices.len() <= 1 {
-        let mut lp = TrainLoop::new(model, tc)?;
-        run(&mut lp)?;
-        return Ok(lp.into_model()?);
-    }
-    Ok(kiln_train::data_parallel(model, &tc, devices, run)?.0)
+    Ok(placement.fit(model, tc, run)?.0)
 }
 
 /// A training stage's bar and metrics log.

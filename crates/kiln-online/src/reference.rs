@@ -8,6 +8,7 @@ use kiln_data::Example;
 use kiln_losses::LogProbReduction;
 use kiln_model::Adapters;
 use kiln_train::dpo::{ReferenceLogps, precompute_reference_logps};
+use kiln_train::parallel::gather;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -59,7 +60,8 @@ impl std::fmt::Display for ReferenceChoice {
 /// The reference log-probs of `pairs` for DPO of `policy` (loaded from `policy_dir`) against the
 /// policy in `reference_dir`. No second model is loaded when the reference is the policy's own
 /// start (reference = previous policy) or, for a LoRA policy, its base (pi_0 = the adapters
-/// switched off, as TRL does with PEFT); otherwise the reference is loaded once for this.
+/// switched off, as TRL does with PEFT); otherwise the reference is loaded once for this. In a
+/// multi-process run each process scores its shard of the pairs and every process gets all.
 ///
 /// # Errors
 /// Loading and collation errors.
@@ -80,7 +82,21 @@ pub fn reference_logps<B: AutodiffBackend, P: Policy<B>>(
     } else {
         store.load(reference_dir)?
     };
-    Ok(precompute_reference_logps(
-        &reference, pairs, pad_id, 64, reduction,
-    )?)
+    let team = store.placement.team();
+    let range = crate::iteration::aligned_shard(pairs.len(), BATCH, team.as_deref());
+    let part = precompute_reference_logps(&reference, &pairs[range], pad_id, BATCH, reduction)?;
+    let Some(team) = team else {
+        return Ok(part);
+    };
+    let mine: Vec<(f32, f32)> = part.chosen.into_iter().zip(part.rejected).collect();
+    let all = gather(team.as_ref(), "reference_logps", &mine)?;
+    Ok(ReferenceLogps {
+        chosen: all.iter().map(|p| p.0).collect(),
+        rejected: all.iter().map(|p| p.1).collect(),
+        reduction,
+    })
 }
+
+/// Pairs per reference forward pass (and per shard block across processes, so the log-probs are
+/// the same bits whatever the number of processes).
+const BATCH: usize = 64;

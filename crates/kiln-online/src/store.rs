@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
 use kiln_model::{Adapters, HfModel, LoraConfig, SaveDtype, SaveOptions};
+use kiln_train::Placement;
 
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -27,11 +28,11 @@ pub struct PolicyStore<B: AutodiffBackend, P: Policy<B>> {
     pub base: PathBuf,
     /// The adapter settings when the policy trains LoRA adapters.
     pub lora: Option<LoraConfig>,
-    /// Where models are loaded (the first of [`Self::devices`]).
+    /// Where models are loaded (the first of the placement's devices).
     pub device: B::Device,
-    /// The devices training runs on: one peer each ([`kiln_train::data_parallel`]) when there
-    /// are several.
-    pub devices: Vec<B::Device>,
+    /// Where training and sharded work run: this process's devices (one peer each,
+    /// [`kiln_train::data_parallel`] when there are several) and the cluster of processes, if any.
+    pub placement: Placement<B>,
     _policy: PhantomData<P>,
 }
 
@@ -47,7 +48,7 @@ impl<B: AutodiffBackend, P: Policy<B>> PolicyStore<B, P> {
         Ok(PolicyStore {
             base,
             lora,
-            devices: vec![device.clone()],
+            placement: Placement::devices(vec![device.clone()]),
             device,
             _policy: PhantomData,
         })
@@ -58,8 +59,19 @@ impl<B: AutodiffBackend, P: Policy<B>> PolicyStore<B, P> {
     pub fn with_devices(mut self, devices: Vec<B::Device>) -> Self {
         if let Some(first) = devices.first() {
             self.device = first.clone();
-            self.devices = devices;
+            self.placement = Placement::devices(devices);
         }
+        self
+    }
+
+    /// The same store as one rank of a multi-process run: training is data-parallel over every
+    /// peer of every process, generation, annotation and reference log-probs are sharded across
+    /// the processes, and rank 0 writes the shared files.
+    pub fn with_placement(mut self, placement: Placement<B>) -> Self {
+        if let Some(first) = placement.local_devices().first() {
+            self.device = first.clone();
+        }
+        self.placement = placement;
         self
     }
 

@@ -46,6 +46,20 @@ pub enum Error {
     /// The collective engine of a data-parallel run failed (a peer left, a timeout).
     #[error("data-parallel collective: {0}")]
     Collective(String),
+    /// A rank of a multi-process run stopped giving signs of life (it died, hung, never started
+    /// or left early): the others stop instead of waiting in a collective call.
+    #[error(
+        "rank {rank} {}; this rank stops too: rerun every rank to resume after the last finished stage",
+        if *left { "left the run while this rank still needed it".to_string() } else { format!("gave no sign of life for {seconds:.0} s (it died, hung or never started)") }
+    )]
+    PeerLost {
+        /// The silent rank.
+        rank: usize,
+        /// The timeout that passed.
+        seconds: f64,
+        /// Whether it marked itself as gone.
+        left: bool,
+    },
     /// A configuration value is out of range.
     #[error("invalid training config: {0}")]
     InvalidConfig(String),

@@ -88,7 +88,7 @@ pub use kiln_model::HfModel;
 pub use metrics::MetricsLog;
 pub use optim::TrainConfig;
 pub use order::DataOrder;
-pub use parallel::{CollectiveSync, GradSync, data_parallel};
+pub use parallel::{Cluster, CollectiveSync, GradSync, Launch, Placement, Team, data_parallel};
 pub use reward::RewardTrainConfig;
 pub use rrhf::RrhfTrainConfig;
 pub use schedule::LrSchedule;

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::parallel::Team;
 
 /// Where a stage is when the [`StageHook`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,14 @@ pub struct StageRunner {
     dir: PathBuf,
     timings: BTreeMap<String, f64>,
     hook: Option<StageHook>,
+    team: Option<Arc<dyn Team>>,
+}
+
+/// Which ranks of a [`Team`] run a stage's closure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Every,
+    Lead,
 }
 
 impl std::fmt::Debug for StageRunner {
@@ -105,6 +114,7 @@ impl std::fmt::Debug for StageRunner {
             .field("dir", &self.dir)
             .field("timings", &self.timings)
             .field("hook", &self.hook.is_some())
+            .field("team", &self.team.as_ref().map(|t| (t.rank(), t.world())))
             .finish()
     }
 }
@@ -130,7 +140,19 @@ impl StageRunner {
             dir,
             timings,
             hook: None,
+            team: None,
         })
+    }
+
+    /// Runs the stages as one rank of `team` (a multi-process run; see [`Self::run`]).
+    pub fn with_team(mut self, team: Option<Arc<dyn Team>>) -> Self {
+        self.team = team;
+        self
+    }
+
+    /// Whether this process writes the shared files (rank 0, or no team).
+    pub fn is_lead(&self) -> bool {
+        self.team.as_ref().is_none_or(|t| t.rank() == 0)
     }
 
     /// Sets the hook called at every stage boundary (see [`StageHook`]).
@@ -144,7 +166,9 @@ impl StageRunner {
     /// # Errors
     /// As [`Self::open`].
     pub fn child(&self, name: &str) -> Result<Self> {
-        Ok(Self::open(self.dir.join(name))?.with_hook(self.hook.clone()))
+        Ok(Self::open(self.dir.join(name))?
+            .with_hook(self.hook.clone())
+            .with_team(self.team.clone()))
     }
 
     /// The stage directory.
@@ -183,8 +207,18 @@ impl StageRunner {
     /// [`Error::Io`] / [`Error::Data`] when `timings.json` cannot be written.
     pub fn record(&mut self, name: &str, seconds: f64) -> Result<()> {
         self.timings.insert(name.to_string(), seconds);
-        kiln_data::atomic::write_json(self.dir.join(TIMINGS), &self.timings)?;
+        if self.is_lead() {
+            kiln_data::atomic::write_json(self.dir.join(TIMINGS), &self.timings)?;
+        }
         Ok(())
+    }
+
+    /// The team's barrier at the end of a stage (nothing without a team).
+    fn sync(&self, name: &str) -> Result<()> {
+        match &self.team {
+            Some(team) => team.barrier(&format!("stage {name} in {}", self.dir.display())),
+            None => Ok(()),
+        }
     }
 
     fn call_hook(&self, name: &str, event: StageEvent) -> Result<()> {
@@ -198,23 +232,62 @@ impl StageRunner {
     /// [`StageOutputs::path`]; after it returns `Ok`, the outputs are renamed into place in the
     /// given order (put the output that marks completion last) and the time is recorded.
     ///
+    /// With a [`Team`], every rank runs `f` (so it can take part in collective work: sharded
+    /// generation, data-parallel training) and rank 0's outputs are renamed into place; the
+    /// other ranks write into a private scratch directory that is removed. Every rank then waits
+    /// at a barrier, skipped stages included, so all ranks see the same files at the next stage.
+    ///
     /// # Errors
     /// `f`'s error (nothing is renamed into place), an output `f` did not write
-    /// ([`Error::InvalidInput`] naming it), I/O errors naming the path, or the hook's error.
+    /// ([`Error::InvalidInput`] naming it), I/O errors naming the path, the hook's error, or
+    /// the team's.
     pub fn run<E: From<Error>>(
         &mut self,
         name: &str,
         outputs: &[&str],
         f: impl FnOnce(&StageOutputs) -> std::result::Result<(), E>,
     ) -> std::result::Result<StageStatus, E> {
+        self.run_as(Who::Every, name, outputs, f)
+    }
+
+    /// As [`Self::run`], but with a [`Team`] only rank 0 runs `f` (work that is not shared:
+    /// evaluation, data preparation); the others wait at the barrier.
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub fn run_lead<E: From<Error>>(
+        &mut self,
+        name: &str,
+        outputs: &[&str],
+        f: impl FnOnce(&StageOutputs) -> std::result::Result<(), E>,
+    ) -> std::result::Result<StageStatus, E> {
+        self.run_as(Who::Lead, name, outputs, f)
+    }
+
+    fn run_as<E: From<Error>>(
+        &mut self,
+        who: Who,
+        name: &str,
+        outputs: &[&str],
+        f: impl FnOnce(&StageOutputs) -> std::result::Result<(), E>,
+    ) -> std::result::Result<StageStatus, E> {
         if self.is_done(outputs) {
+            self.sync(name)?;
             return Ok(StageStatus::Skipped);
         }
         self.call_hook(name, StageEvent::Start)?;
         let start = Instant::now();
+        let lead = self.is_lead();
+        let scratch = match &self.team {
+            Some(team) if !lead => Some(self.dir.join(format!(".kiln-rank-{}", team.rank()))),
+            _ => None,
+        };
         let mut paths = Vec::with_capacity(outputs.len());
         for o in outputs {
-            let dest = self.dir.join(o);
+            let dest = match &scratch {
+                Some(s) => s.join(o),
+                None => self.dir.join(o),
+            };
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
@@ -222,7 +295,18 @@ impl StageRunner {
             paths.push((o.to_string(), partial_path(&dest)?));
         }
         let staged = StageOutputs { paths };
-        f(&staged)?;
+        if who == Who::Every || lead {
+            f(&staged)?;
+        }
+        if let Some(s) = scratch {
+            kiln_data::atomic::remove_any(&s).map_err(Error::from)?;
+            self.timings
+                .insert(name.to_string(), start.elapsed().as_secs_f64());
+            self.sync(name)?;
+            return Ok(StageStatus::Ran {
+                seconds: start.elapsed().as_secs_f64(),
+            });
+        }
         for (o, tmp) in &staged.paths {
             if !tmp.exists() {
                 return Err(Error::InvalidInput(format!(
@@ -246,6 +330,7 @@ impl StageRunner {
         self.record(name, seconds)?;
         tracing::info!(stage = name, dir = %self.dir.display(), seconds, "stage done");
         self.call_hook(name, StageEvent::Done)?;
+        self.sync(name)?;
         Ok(StageStatus::Ran { seconds })
     }
 }
@@ -374,5 +459,59 @@ mod tests {
         let err = StageRunner::open(file.join("sub")).unwrap_err();
         assert!(err.to_string().contains("plain-file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two ranks (threads) run stages: every rank runs `run`'s closure, only rank 0's outputs
+    /// land and only rank 0 runs `run_lead`'s; both see the same files afterwards.
+    #[test]
+    fn with_a_team_rank_0_writes_and_every_rank_sees_the_outputs() {
+        let dir = scratch("team");
+        let ran: Vec<(usize, usize)> = std::thread::scope(|s| {
+            let handles: Vec<_> = crate::parallel::team::threads::teams(2, &dir)
+                .into_iter()
+                .map(|team| {
+                    let dir = dir.clone();
+                    s.spawn(move || {
+                        let rank = team.rank;
+                        let mut stages = StageRunner::open(&dir).unwrap().with_team(Some(team));
+                        assert_eq!(stages.is_lead(), rank == 0);
+                        let (mut every, mut lead) = (0, 0);
+                        stages
+                            .run("every", &["every.txt"], |out| {
+                                every += 1;
+                                write(out.path("every.txt")?, &format!("rank {rank}"))
+                            })
+                            .unwrap();
+                        assert_eq!(
+                            std::fs::read_to_string(dir.join("every.txt")).unwrap(),
+                            "rank 0"
+                        );
+                        stages
+                            .run_lead("lead", &["lead.txt"], |out| {
+                                lead += 1;
+                                write(out.path("lead.txt")?, "lead")
+                            })
+                            .unwrap();
+                        assert!(dir.join("lead.txt").exists(), "seen after the barrier");
+                        // Done: skipped by both (and both still meet at the barrier).
+                        let again = stages.run("every", &["every.txt"], |_| -> Result<()> {
+                            unreachable!("skipped")
+                        });
+                        assert_eq!(again.unwrap(), StageStatus::Skipped);
+                        (every, lead)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(ran, vec![(1, 1), (1, 0)]);
+        assert!(
+            !dir.join(".kiln-rank-1").exists(),
+            "rank 1's scratch removed"
+        );
+        let timings: BTreeMap<String, f64> =
+            kiln_data::atomic::read_json(dir.join(TIMINGS)).unwrap();
+        assert_eq!(timings.len(), 2, "{timings:?}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -24,7 +24,7 @@ use crate::clip::{clip_grad_norm, global_grad_norm};
 use crate::error::{Error, Result};
 use crate::optim::TrainConfig;
 use crate::order::DataOrder;
-use crate::parallel::{GradSync, shard};
+use crate::parallel::{GradSync, flat, shard};
 use crate::schedule::LrSchedule;
 
 /// What a trainer's loss closure returns for one micro-batch.
@@ -289,7 +289,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainLoop<B, M> {
         }
         let mut grads = acc.grads();
         if let Some(sync) = &self.sync {
-            grads = sync.mean_grads(grads)?;
+            grads = flat::mean_grads(sync.as_ref(), model, grads)?;
         }
         let grad_norm = match self.config.max_grad_norm {
             Some(max) => clip_grad_norm::<B, M>(model, &mut grads, max),

@@ -8,32 +8,35 @@ use burn::collective::{
     reset_collective,
 };
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use super::sync::GradSync;
+use super::watchdog::Watchdog;
 use crate::error::{Error, Result};
 use crate::optim::TrainConfig;
 use crate::train_loop::TrainLoop;
 
-fn collective_error(e: impl std::fmt::Debug) -> Error {
+pub(crate) fn collective_error(e: impl std::fmt::Debug) -> Error {
     Error::Collective(format!("{e:?}"))
 }
 
-/// One peer of burn-collective's local server (peers are threads of this process; the server is
-/// keyed by the inner backend type). Dropping it leaves the collective.
+/// One peer of burn-collective's server (the server is keyed by the inner backend type). A peer
+/// registered by [`Self::register`] leaves the collective when dropped; a peer of a
+/// [`super::Cluster`] stays registered for the cluster's life and calls through its watchdog.
 #[derive(Debug)]
 pub struct CollectiveSync<B: AutodiffBackend> {
     peer: PeerId,
     rank: usize,
     world: usize,
     device: B::Device,
+    owned: bool,
+    guard: Option<Arc<Watchdog>>,
 }
 
 impl<B: AutodiffBackend> CollectiveSync<B> {
-    /// Registers this thread as peer `rank` of `world` on `device`; blocks until all `world`
-    /// peers have registered.
+    /// Registers this thread as peer `rank` of `world` on `device` of this process; blocks until
+    /// all `world` peers have registered.
     ///
     /// # Errors
     /// [`Error::Collective`] when the server refuses the peer.
@@ -46,12 +49,74 @@ impl<B: AutodiffBackend> CollectiveSync<B> {
             rank,
             world,
             device,
+            owned: true,
+            guard: None,
+        })
+    }
+
+    /// A peer already registered by a cluster: global `rank` of `world`, calls guarded by
+    /// `guard`, not unregistered on drop.
+    pub(crate) fn registered(
+        rank: usize,
+        world: usize,
+        device: B::Device,
+        guard: Arc<Watchdog>,
+    ) -> Self {
+        Self {
+            peer: PeerId::from(rank),
+            rank,
+            world,
+            device,
+            owned: false,
+            guard: Some(guard),
+        }
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        what: &str,
+        op: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match &self.guard {
+            Some(guard) => guard.guarded(what, None, op),
+            None => op(),
+        }
+    }
+
+    fn all_reduce(
+        &self,
+        what: &str,
+        t: Tensor<B::InnerBackend, 1>,
+        op: ReduceOperation,
+    ) -> Result<Tensor<B::InnerBackend, 1>> {
+        let peer = self.peer;
+        // burn-collective's ring all-reduce across nodes cuts the tensor into one slice per node:
+        // pad short tensors (the loss sums) to at least one element per peer.
+        let len = t.dims()[0];
+        let t = if len < self.world {
+            let pad = Tensor::zeros([self.world - len], &self.device);
+            Tensor::cat(vec![t, pad], 0)
+        } else {
+            t
+        };
+        let t = t.into_primitive().tensor();
+        let out = self.call(what, move || {
+            all_reduce::<B::InnerBackend>(peer, t, op).map_err(collective_error)
+        })?;
+        let out = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(out));
+        Ok(if len < self.world {
+            out.slice(0..len)
+        } else {
+            out
         })
     }
 }
 
 impl<B: AutodiffBackend> Drop for CollectiveSync<B> {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = finish_collective::<B::InnerBackend>(self.peer) {
             tracing::warn!(rank = self.rank, error = ?e, "leaving the collective failed");
         }
@@ -73,23 +138,15 @@ impl<B: AutodiffBackend> GradSync<B> for CollectiveSync<B> {
             TensorData::new(data, [values.len()]),
             &self.device,
         );
-        let out = all_reduce::<B::InnerBackend>(
-            self.peer,
-            t.into_primitive().tensor(),
-            ReduceOperation::Sum,
-        )
-        .map_err(collective_error)?;
-        let out = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(out));
+        let out = self.all_reduce("sum", t, ReduceOperation::Sum)?;
         Ok(kiln_model::read_f32(out, "collective sum")?
             .into_iter()
             .map(f64::from)
             .collect())
     }
 
-    fn mean_grads(&self, grads: GradientsParams) -> Result<GradientsParams> {
-        grads
-            .all_reduce::<B::InnerBackend>(self.peer, ReduceOperation::Mean)
-            .map_err(collective_error)
+    fn mean(&self, flat: Tensor<B::InnerBackend, 1>) -> Result<Tensor<B::InnerBackend, 1>> {
+        self.all_reduce("gradient mean", flat, ReduceOperation::Mean)
     }
 }
 
@@ -123,21 +180,46 @@ where
         ));
     }
     reset_collective::<B::InnerBackend>();
-    let run = &run;
+    run_peers(
+        model,
+        config,
+        devices,
+        |local, device| CollectiveSync::<B>::register(local, world, device),
+        run,
+    )
+}
+
+/// Runs `run` on one thread per device, each with a copy of `model` forked to its device and the
+/// sync `sync(local index, device)` makes; returns the first local peer's model and every result.
+pub(crate) fn run_peers<B, M, R, F, S>(
+    model: M,
+    config: &TrainConfig,
+    devices: &[B::Device],
+    sync: S,
+    run: F,
+) -> Result<(M, Vec<R>)>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    R: Send,
+    F: Fn(&mut TrainLoop<B, M>) -> Result<R> + Sync,
+    S: Fn(usize, B::Device) -> Result<CollectiveSync<B>> + Sync,
+{
+    let (run, sync) = (&run, &sync);
     let results: Vec<Result<(Option<M>, R)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .iter()
             .enumerate()
-            .map(|(rank, device)| {
+            .map(|(local, device)| {
                 let model = model.clone().fork(device);
                 let config = config.clone();
                 let device = device.clone();
                 scope.spawn(move || -> Result<(Option<M>, R)> {
-                    let sync = CollectiveSync::<B>::register(rank, world, device)?;
-                    let mut train = TrainLoop::new(model, config)?.with_grad_sync(Arc::new(sync));
+                    let peer = sync(local, device)?;
+                    let mut train = TrainLoop::new(model, config)?.with_grad_sync(Arc::new(peer));
                     let out = run(&mut train)?;
                     let model = train.into_model()?;
-                    Ok(((rank == 0).then_some(model), out))
+                    Ok(((local == 0).then_some(model), out))
                 })
             })
             .collect();
@@ -150,7 +232,7 @@ where
             .collect()
     });
     let mut first = None;
-    let mut outs = Vec::with_capacity(world);
+    let mut outs = Vec::with_capacity(devices.len());
     for r in results {
         let (model, out) = r?;
         if first.is_none() {
@@ -169,8 +251,7 @@ where
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use burn::module::{AutodiffModule, ModuleVisitor, Param};
-    use burn::optim::GradientsParams;
+    use burn::module::AutodiffModule;
     use burn::tensor::Tensor;
     use burn::tensor::backend::AutodiffBackend;
     use kiln_losses::{DpoConfig, LogProbReduction};
@@ -186,25 +267,13 @@ mod tests {
 
     type Inner = <TB as AutodiffBackend>::InnerBackend;
 
-    /// Flattens the gradient of every float parameter of `model`, in visiting order.
-    struct GradsOf<'a>(&'a GradientsParams, Vec<f32>);
-
-    impl ModuleVisitor<TB> for GradsOf<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<TB, D>>) {
-            if let Some(g) = self.0.get::<Inner, D>(param.id) {
-                self.1.extend(kiln_model::read_f32(g, "grad").unwrap());
-            }
-        }
-    }
-
     /// A peer that records the averaged gradients of every step.
-    struct Recording<M> {
+    struct Recording {
         inner: Box<dyn GradSync<TB>>,
-        model: M,
         steps: Mutex<Vec<Vec<f32>>>,
     }
 
-    impl<M: AutodiffModule<TB> + Sync> GradSync<TB> for Recording<M> {
+    impl GradSync<TB> for Recording {
         fn rank(&self) -> usize {
             self.inner.rank()
         }
@@ -214,12 +283,13 @@ mod tests {
         fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
             self.inner.sum(values)
         }
-        fn mean_grads(&self, grads: GradientsParams) -> Result<GradientsParams> {
-            let grads = self.inner.mean_grads(grads)?;
-            let mut v = GradsOf(&grads, Vec::new());
-            self.model.visit(&mut v);
-            self.steps.lock().unwrap().push(v.1);
-            Ok(grads)
+        fn mean(&self, flat: Tensor<Inner, 1>) -> Result<Tensor<Inner, 1>> {
+            let flat = self.inner.mean(flat)?;
+            self.steps
+                .lock()
+                .unwrap()
+                .push(kiln_model::read_f32(flat.clone(), "grad").unwrap());
+            Ok(flat)
         }
     }
 
@@ -244,7 +314,6 @@ mod tests {
                         let inner = CollectiveSync::<TB>::register(rank, world, Default::default());
                         let rec = Arc::new(Recording {
                             inner: Box::new(inner.unwrap()),
-                            model: model.clone(),
                             steps: Mutex::new(Vec::new()),
                         });
                         let mut train = TrainLoop::new(model, config).unwrap();

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::error::Result;
@@ -22,11 +22,13 @@ pub trait GradSync<B: AutodiffBackend>: Send + Sync {
     /// The engine's (a peer that left, a timeout).
     fn sum(&self, values: &[f64]) -> Result<Vec<f64>>;
 
-    /// The mean of every parameter's gradient over the peers.
+    /// The element-wise mean over the peers of `flat`: every gradient of the model, flattened
+    /// and concatenated in the model's own visiting order (the same on every peer and in every
+    /// process, unlike parameter ids; see [`super::flat`]).
     ///
     /// # Errors
     /// The engine's.
-    fn mean_grads(&self, grads: GradientsParams) -> Result<GradientsParams>;
+    fn mean(&self, flat: Tensor<B::InnerBackend, 1>) -> Result<Tensor<B::InnerBackend, 1>>;
 }
 
 /// The indices of `0..len` that peer `rank` of `world` takes: contiguous shards whose sizes
