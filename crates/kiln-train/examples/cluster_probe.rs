@@ -1,21 +1,29 @@
-//! Probe: consecutive barriers across processes.
-#![allow(clippy::print_stderr, missing_docs)]
+//! Five consecutive barriers between processes through burn-collective's orchestrator: the
+//! reproduction of the multi-node sync bug `vendor/burn-collective/KILN-PATCH.md` fixes (with the
+//! published 0.21.0 the second barrier hangs). Run two ranks:
+//!
+//! ```text
+//! cargo build --release -p kiln-train --example cluster_probe
+//! for r in 0 1; do RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29641 \
+//!     KILN_PEER_TIMEOUT=10 target/release/examples/cluster_probe & done; wait
+//! ```
+#![allow(clippy::print_stderr)]
+
 use kiln_train::parallel::{Cluster, Launch, Team};
+
 type B = burn::backend::Autodiff<burn::backend::Flex>;
-fn main() {
-    let launch = Launch::from_env().unwrap().unwrap();
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let launch = Launch::from_env()?.ok_or("set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT")?;
     let rank = launch.rank;
-    let c = Cluster::<B>::join(
-        launch,
-        vec![Default::default()],
-        std::path::Path::new("/tmp/probe"),
-    )
-    .unwrap();
+    let shared = std::env::temp_dir().join("kiln-cluster-probe");
+    let cluster = Cluster::<B>::join(launch, vec![Default::default()], &shared)?;
     eprintln!("rank {rank} joined");
     for i in 0..5 {
-        c.barrier(&format!("b{i}")).unwrap();
+        cluster.barrier(&format!("barrier {i}"))?;
         eprintln!("rank {rank} passed barrier {i}");
     }
-    c.finish().unwrap();
+    cluster.finish()?;
     eprintln!("rank {rank} done");
+    Ok(())
 }
