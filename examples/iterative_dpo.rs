@@ -61,9 +61,9 @@ fn main() {
             println!();
             println!("{}", report::verdict(&summary));
             println!(
-                "total {:.1}s on {} peer(s) in {} process(es) (training, generation; annotation \
-                 and reference log-probs sharded over the processes; evaluation on rank 0); \
-                 outputs in {} (summary.json, reward_plot.svg, per-stage JSONL and checkpoints)",
+                "total {:.1}s on {} peer(s) in {} process(es) (training, generation, annotation \
+                 and reference log-probs on every peer; evaluation on rank 0); outputs in {} \
+                 (summary.json, reward_plot.svg, per-stage JSONL and checkpoints)",
                 summary.total_seconds,
                 summary.peers.max(1),
                 summary.processes.max(1),

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example score -- --model-dir RM_DIR (--pairs FILE.jsonl | --generations FILE.jsonl)
-//!     [--adapter DIR] [--json] [--batch-size N] [--max-len N] [--chat-template T]
+//!     [--adapter DIR] [--json] [--batch-size N] [--max-len N] [--chat-template T] [--devices N]
 //! ```
 //!
 //! `RM_DIR` is a Hugging Face `LlamaForSequenceClassification` directory (`config.json`,
@@ -13,7 +13,8 @@
 //! as JSON Lines. Prompts are text or a message list (multi-turn, with a system message). Every
 //! response is scored as `chat_template(prompt + [assistant response])` with the checkpoint's own
 //! template, at its last non-pad token, like transformers. A NaN or infinite score stops with an
-//! error naming the record.
+//! error naming the record. `--devices N` scores on N peers (threads sharing the model, each on
+//! whole batches: the same scores as one peer).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "support/logging.rs"]
@@ -26,8 +27,9 @@ use kiln::data::{
     ChatTemplate, GenerationRecord, PairRecord, TemplateChoice, Tokenizer, read_jsonl,
 };
 use kiln::model::{LlamaForSequenceClassification, MissingScore};
-use kiln::reward::annotate::{annotate, short};
-use kiln::reward::{LlamaRewardModel, RewardModel};
+use kiln::reward::LlamaRewardModel;
+use kiln::reward::annotate::short;
+use kiln::reward::parallel::{annotate_parallel, score_parallel};
 
 /// The backend the facade's features select: flex by default, LibTorch with `--features tch`,
 /// CUDA with `--features cuda`.
@@ -73,6 +75,10 @@ pub(crate) struct Args {
     /// checkpoint | llama3 | FILE.jinja.
     #[arg(long, value_name = "T", default_value = "checkpoint")]
     chat_template: TemplateChoice,
+    /// Peers scoring in parallel (threads sharing the model; on a CPU they share the cores), each
+    /// on whole batches, so the scores do not depend on it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    devices: u64,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -93,7 +99,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .with_max_len(args.max_len as usize);
     if let Some(file) = &args.generations {
         let records: Vec<GenerationRecord> = read_jsonl(file)?;
-        let annotated = annotate(&rm, &records).map_err(|e| format!("{}: {e}", file.display()))?;
+        let annotated = annotate_parallel(&rm, &records, args.devices as usize, |_, _| {})
+            .map_err(|e| format!("{}: {e}", file.display()))?;
         for r in annotated {
             println!("{}", serde_json::to_string(&r)?);
         }
@@ -116,7 +123,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for (p, (_, r)) in pairs.iter().zip(&texts) {
         items.push((&p.prompt, r.as_str()));
     }
-    let scores = rm.score_batch(&items)?;
+    let scores = score_parallel(&rm, &items, args.devices as usize, args.batch_size as usize)?;
     let n = pairs.len();
     let mut correct = 0usize;
     for i in 0..n {

@@ -26,11 +26,11 @@ pub struct Summary {
     /// every online policy is the SFT policy carried over (e.g. a reward model that scores every
     /// response the same). The table and the verdict say so too.
     pub nothing_trained: bool,
-    /// Peers over all processes that ran every training and generation stage (`--devices` times
-    /// the processes; 1 = no data parallelism).
+    /// Peers over all processes (`--devices` times the processes; 1 = no data parallelism) that
+    /// ran every training, generation, annotation and reference log-prob stage.
     pub peers: usize,
-    /// Processes of a torchrun launch (1 without one): annotation and reference log-probs are
-    /// sharded over them; evaluation, data preparation and selection run on rank 0.
+    /// Processes of a torchrun launch (1 without one); evaluation, data preparation and pair
+    /// selection run on rank 0.
     #[serde(default = "one")]
     pub processes: usize,
 }

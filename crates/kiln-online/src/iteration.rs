@@ -11,7 +11,8 @@ use kiln_data::{
 };
 use kiln_losses::{DpoConfig, DpoLoss, RrhfConfig};
 use kiln_reward::RewardModel;
-use kiln_reward::annotate::{PROMPTS_PER_CALL, annotate_with_progress};
+use kiln_reward::annotate::PROMPTS_PER_CALL;
+use kiln_reward::parallel::annotate_parallel;
 use kiln_train::dpo::{DpoTrainConfig, train_dpo};
 use kiln_train::parallel::{Team, gather, shard};
 use kiln_train::rrhf::{RrhfTrainConfig, ranked_examples, train_rrhf};
@@ -157,8 +158,8 @@ pub struct Iteration<'a, B: AutodiffBackend, P: Policy<B>> {
     pub enc: &'a ChatEncoder,
     /// The iteration's prompts.
     pub prompts: &'a [Content],
-    /// The annotator.
-    pub annotator: &'a dyn RewardModel,
+    /// The annotator (scored by this process's peers in parallel, each on whole chunks).
+    pub annotator: &'a (dyn RewardModel + Sync),
     /// Where policies are loaded and saved.
     pub store: &'a PolicyStore<B, P>,
     /// The policy this iteration starts from.
@@ -237,7 +238,9 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
             let label = format!("annotate ({rows} rows/prompt)");
             let range = aligned_shard(records.len(), PROMPTS_PER_CALL, team.as_deref());
             let bar = self.observer.bar(&label, range.len());
-            let part = annotate_with_progress(self.annotator, &records[range], |n, _| bar.set(n))?;
+            let peers = self.store.placement.local_devices().len();
+            let part =
+                annotate_parallel(self.annotator, &records[range], peers, |n, _| bar.set(n))?;
             bar.finish();
             let done = match team.as_deref() {
                 Some(t) => gather(t, "annotate", &part)?,

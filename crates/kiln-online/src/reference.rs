@@ -60,8 +60,9 @@ impl std::fmt::Display for ReferenceChoice {
 /// The reference log-probs of `pairs` for DPO of `policy` (loaded from `policy_dir`) against the
 /// policy in `reference_dir`. No second model is loaded when the reference is the policy's own
 /// start (reference = previous policy) or, for a LoRA policy, its base (pi_0 = the adapters
-/// switched off, as TRL does with PEFT); otherwise the reference is loaded once for this. In a
-/// multi-process run each process scores its shard of the pairs and every process gets all.
+/// switched off, as TRL does with PEFT); otherwise the reference is loaded once for this. The pairs
+/// are scored by this process's peers (threads, whole batches each) and, in a multi-process run,
+/// sharded across the processes; every process gets all, the same bits as one peer.
 ///
 /// # Errors
 /// Loading and collation errors.
@@ -84,7 +85,46 @@ pub fn reference_logps<B: AutodiffBackend, P: Policy<B>>(
     };
     let team = store.placement.team();
     let range = crate::iteration::aligned_shard(pairs.len(), BATCH, team.as_deref());
-    let part = precompute_reference_logps(&reference, &pairs[range], pad_id, BATCH, reduction)?;
+    // This process's pairs, on its peers (threads sharing the model), in whole batches.
+    let peers = store.placement.local_devices().len();
+    let shards = kiln_reward::parallel::block_shards(range.len(), BATCH, peers);
+    let mine = &pairs[range];
+    let score = |r: std::ops::Range<usize>| {
+        precompute_reference_logps(&reference, &mine[r], pad_id, BATCH, reduction)
+    };
+    let parts: Vec<kiln_train::Result<ReferenceLogps>> = if mine.is_empty() {
+        Vec::new()
+    } else if peers <= 1 {
+        vec![score(0..mine.len())]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = shards
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| s.spawn(move || score(r)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(kiln_train::Error::Collective(
+                            "a reference peer panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        })
+    };
+    let mut part = ReferenceLogps {
+        chosen: Vec::with_capacity(mine.len()),
+        rejected: Vec::with_capacity(mine.len()),
+        reduction,
+    };
+    for p in parts {
+        let p = p?;
+        part.chosen.extend(p.chosen);
+        part.rejected.extend(p.rejected);
+    }
     let Some(team) = team else {
         return Ok(part);
     };

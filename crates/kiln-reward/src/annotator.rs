@@ -112,8 +112,13 @@ impl<B: Backend, S: SequenceScorer<B> + HfModel<B>, L: CausalLm<B> + HfModel<B>>
 }
 
 impl<B: Backend, S: SequenceScorer<B>, L: CausalLm<B>> Annotator<B, S, L> {
-    /// As a [`RewardModel`] (the annotate stage).
-    pub fn reward_model(&self) -> &dyn RewardModel {
+    /// As a [`RewardModel`] (the annotate stage), shareable by scoring threads
+    /// ([`crate::parallel`]).
+    pub fn reward_model(&self) -> &(dyn RewardModel + Sync)
+    where
+        ClassifierRewardModel<B, S>: Sync,
+        PairwisePreferenceModel<B, L>: Sync,
+    {
         match self {
             Annotator::Bt(m) => m,
             Annotator::Pairwise(m) => m,

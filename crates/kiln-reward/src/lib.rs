@@ -49,6 +49,7 @@ pub mod error;
 pub mod model;
 pub mod normalize;
 pub mod pairwise;
+pub mod parallel;
 pub mod rules;
 
 pub use annotator::{Annotator, AnnotatorKind};
