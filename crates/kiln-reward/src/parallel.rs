@@ -131,7 +131,42 @@ pub fn score_parallel(
 
 #[cfg(test)]
 mod tests {
-    use super::block_shards;
+    use super::{annotate_parallel, block_shards, score_parallel};
+    use crate::{LlamaRewardModel, RewardModel};
+    use kiln_data::{Content, GenerationRecord};
+
+    /// The committed tiny HF reward model: 1, 2 and 3 peers give the same bits.
+    #[test]
+    fn peers_score_a_real_model_like_one_peer() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/reward/tiny-rm"
+        );
+        let rm = LlamaRewardModel::<burn::backend::Flex>::from_pretrained(dir, &Default::default())
+            .unwrap()
+            .with_batch_size(3);
+        let records: Vec<GenerationRecord> = (0..37)
+            .map(|i| {
+                let responses = (0..3)
+                    .map(|k| format!("answer {i} {}", "x ".repeat(k)))
+                    .collect();
+                GenerationRecord::new(Content::from(format!("question {i}?")), responses)
+            })
+            .collect();
+        let one = annotate_parallel(&rm, &records, 1, |_, _| {}).unwrap();
+        for peers in [2, 3] {
+            assert_eq!(
+                annotate_parallel(&rm, &records, peers, |_, _| {}).unwrap(),
+                one
+            );
+        }
+        let items: Vec<_> = records
+            .iter()
+            .map(|r| (&r.prompt, r.responses[0].as_str()))
+            .collect();
+        let single = rm.score_batch(&items).unwrap();
+        assert_eq!(score_parallel(&rm, &items, 3, 3).unwrap(), single);
+    }
 
     #[test]
     fn shards_are_whole_blocks_covering_the_input_once() {
