@@ -29,13 +29,15 @@ mod pipeline;
 mod progress;
 #[path = "iterative_dpo/report.rs"]
 mod report;
+#[path = "iterative_dpo/shipped.rs"]
+pub mod shipped;
 #[path = "iterative_dpo/stages.rs"]
 mod stages;
 #[path = "iterative_dpo/task.rs"]
 mod task;
 
 pub use config::{Algorithm, AnnotatorKind, LoopConfig, ReferenceChoice};
-pub use pipeline::{run, run_with};
+pub use pipeline::{run, run_with, setup_only};
 pub use report::{Evaluation, Summary, table, verdict};
 
 #[allow(dead_code)]
@@ -43,11 +45,25 @@ fn main() {
     kiln::malloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let cfg = match cli::parse(&refs) {
-        Ok(cfg) => cfg,
+    let (cfg, setup_only) = match cli::parse_command(&refs) {
+        Ok(parsed) => parsed,
         Err(e) => e.exit(),
     };
     logging::init();
+    if setup_only {
+        match pipeline::setup_only(&cfg) {
+            Ok(manifest) => println!(
+                "the SFT policy and the reward model are in {} ({} files, digests in manifest.json)",
+                cfg.out.display(),
+                manifest.files.len()
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     match run(&cfg) {
         Ok(summary) => {
             let rank = std::env::var("RANK")

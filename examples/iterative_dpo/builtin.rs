@@ -10,6 +10,7 @@
 use super::models::{B, I, Res, save_options};
 use super::pipeline::{Ctx, Setup, stage_seed};
 use super::progress::Console;
+use super::shipped;
 use super::task::{self, GoldJudge};
 use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
@@ -81,8 +82,10 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
     let sft_dir = root.path("sft");
     let sft_file = root.path(files[0]);
     let metrics = root.path("sft_metrics.jsonl");
-    root.run("sft", &["sft"], |out| {
-        train_sft_stage(ctx, &sft_file, out.path("sft")?, &metrics)
+    let shipped = shipped::for_run(cfg)?;
+    root.run("sft", &["sft"], |out| match &shipped {
+        Some(m) => shipped::install(m, "sft", out.path("sft")?),
+        None => train_sft_stage(ctx, &sft_file, out.path("sft")?, &metrics),
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[1]))?;
     let annotator = match (cfg.annotator, &cfg.annotator_model) {
@@ -96,12 +99,22 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
         }
         (AnnotatorKind::Bt, _) => {
             let metrics = root.path("reward_model_metrics.jsonl");
-            root.run("reward_model", &["reward_model"], |out| {
-                train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model")?, &metrics)
+            root.run("reward_model", &["reward_model"], |out| match &shipped {
+                Some(m) => shipped::install(m, "reward_model", out.path("reward_model")?),
+                None => {
+                    train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model")?, &metrics)
+                }
             })?;
             root.path("reward_model")
         }
     };
+    if shipped.is_some() {
+        eprintln!(
+            "   started from the shipped SFT policy and reward model ({}; --train-setup trains \
+             them in the run)",
+            shipped::dir().display()
+        );
+    }
     finish(root, files[2], train_pool, sft_dir, annotator)
 }
 

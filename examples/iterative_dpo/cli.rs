@@ -32,6 +32,11 @@ pub struct Args {
     /// Skip the offline baseline.
     #[arg(long, overrides_with = "offline")]
     pub no_offline: bool,
+    /// Built-in task: only train the SFT policy and the proxy reward model into --out, with
+    /// `manifest.json` (settings and SHA-256 digests) beside them; `--out assets/builtin`
+    /// refreshes the shipped ones.
+    #[arg(long)]
+    pub setup_only: bool,
     /// The run's settings, one flag per `LoopConfig` field.
     #[command(flatten)]
     pub run: LoopConfig,
@@ -73,9 +78,17 @@ impl Args {
 /// Parses a command line (without the program name) into a validated configuration; `Err` holds
 /// clap's error (which prints help and version too).
 pub fn parse(args: &[&str]) -> Result<LoopConfig, clap::Error> {
+    Ok(parse_command(args)?.0)
+}
+
+/// [`parse`], and whether `--setup-only` was given.
+pub fn parse_command(args: &[&str]) -> Result<(LoopConfig, bool), clap::Error> {
     let argv = std::iter::once("iterative_dpo").chain(args.iter().copied());
     let matches = Args::command().try_get_matches_from(argv)?;
     let args = Args::from_arg_matches(&matches)?;
-    args.into_config(&matches)
-        .map_err(|m| clap::Error::raw(clap::error::ErrorKind::ValueValidation, m + "\n"))
+    let setup_only = args.setup_only;
+    let cfg = args
+        .into_config(&matches)
+        .map_err(|m| clap::Error::raw(clap::error::ErrorKind::ValueValidation, m + "\n"))?;
+    Ok((cfg, setup_only))
 }

@@ -182,9 +182,15 @@ pub struct LoopConfig {
     pub rm_lora_rank: usize,
     /// Peers in this process, one per device (on a CPU they share the cores): SFT, the reward
     /// model and DPO/RRHF train data-parallel (gradients averaged with burn-collective), and
-    /// generation is sharded over them (the same bytes whatever the number).
+    /// generation, annotation and reference log-probs are sharded over them (the same bytes
+    /// whatever the number).
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
+    /// Built-in task: train the SFT policy and the proxy reward model in this run instead of
+    /// starting from the shipped ones (`assets/builtin/`; trained in the run anyway when a setup
+    /// setting differs from theirs).
+    #[arg(long)]
+    pub train_setup: bool,
     /// Micro-batch size for SFT and reward-model training.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,

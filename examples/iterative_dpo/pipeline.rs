@@ -5,10 +5,11 @@
 //! would.
 
 use super::builtin;
-use super::config::{LoopConfig, Mode};
+use super::config::{AnnotatorKind, LoopConfig, Mode};
 use super::models::{Annotation, B, Res, Store};
 use super::progress::Console;
 use super::report::{Evaluation, Summary, reward_plot_svg};
+use super::shipped::{self, Manifest};
 use super::stages::{cached_eval, prompts_stage, real_setup, report_gold_agreement};
 use super::task::GoldJudge;
 use kiln::burn::prelude::Backend;
@@ -46,6 +47,40 @@ pub struct Ctx {
     /// default device: on a CPU they share the cores), and the other processes of a torchrun
     /// launch.
     pub placement: Placement<B>,
+}
+
+/// `--setup-only`: trains the built-in task's SFT policy and proxy reward model into `cfg.out`
+/// (resumable stages, as in a run) and writes `manifest.json` beside them.
+pub fn setup_only(cfg: &LoopConfig) -> Res<Manifest> {
+    if cfg.mode() != Mode::Builtin || cfg.annotator != AnnotatorKind::Bt {
+        return Err(
+            "--setup-only makes the built-in task's SFT policy and Bradley-Terry reward \
+                    model: drop --policy, --reward-model and --annotator"
+                .into(),
+        );
+    }
+    let cfg = LoopConfig {
+        train_setup: true,
+        ..cfg.clone()
+    };
+    let truncation = TruncationConfig {
+        max_prompt_len: cfg.max_prompt_tokens,
+        max_total_len: cfg.max_total_tokens,
+    };
+    let ctx = Ctx {
+        enc: ChatEncoder::builtin_tiny(truncation)?,
+        judge: Some(GoldJudge::default()),
+        placement: Placement::devices(vec![Default::default(); cfg.devices.max(1)]),
+        cfg,
+    };
+    let mut root = StageRunner::open(&ctx.cfg.out)?;
+    write_json(root.path("config.json"), &ctx.cfg)?;
+    B::seed(&Default::default(), ctx.cfg.seed);
+    let judge = GoldJudge::default();
+    builtin::setup(&ctx, &judge, &mut root)?;
+    let manifest = shipped::manifest_of(&ctx.cfg.out, &ctx.cfg)?;
+    write_json(root.path("manifest.json"), &manifest)?;
+    Ok(manifest)
 }
 
 /// Runs (or resumes) the whole loop; see [`run_with`].

@@ -1,0 +1,173 @@
+//! The built-in task's shipped starting point: the SFT policy and the proxy reward model as small
+//! Hugging Face directories under `assets/builtin/`, made by `iterative_dpo --setup-only --out
+//! assets/builtin` and described by `assets/builtin/manifest.json` (the settings they were trained
+//! with and a SHA-256 digest of every file). A default run copies them into its output directory
+//! the way a user starts from a published SFT model and reward model; `--train-setup`, or any
+//! setup setting that differs from the manifest's, trains them in the run instead.
+
+use super::config::{AnnotatorKind, LoopConfig, Mode};
+use super::models::Res;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The settings the SFT policy and the reward model depend on (`--devices` is not one: it only
+/// changes how they are trained, not what from).
+pub const SETUP_KEYS: [&str; 16] = [
+    "seed",
+    "hidden_size",
+    "layers",
+    "train_phrasings",
+    "sft_examples",
+    "sft_steps",
+    "sft_lr",
+    "rm_pairs",
+    "rm_steps",
+    "rm_lr",
+    "label_noise",
+    "batch_size",
+    "max_prompt_tokens",
+    "max_total_tokens",
+    "max_new_tokens",
+    "annotator",
+];
+
+/// The directories a setup ships.
+pub const SHIPPED_DIRS: [&str; 2] = ["sft", "reward_model"];
+
+/// `assets/builtin/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// How to make the files again.
+    pub command: String,
+    /// [`SETUP_KEYS`] of the configuration they were trained with.
+    pub setup: BTreeMap<String, Value>,
+    /// SHA-256 (hex) of every shipped file, by path inside the directory.
+    pub files: BTreeMap<String, String>,
+    /// The CPU they were trained on (floating-point results depend on its vector units).
+    pub machine: String,
+}
+
+/// Where the shipped setup lives.
+pub fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/builtin")
+}
+
+/// [`SETUP_KEYS`] of `cfg`.
+pub fn setup_of(cfg: &LoopConfig) -> Res<BTreeMap<String, Value>> {
+    let Value::Object(all) = serde_json::to_value(cfg)? else {
+        return Err("the configuration is not a JSON object".into());
+    };
+    Ok(SETUP_KEYS
+        .iter()
+        .filter_map(|k| all.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect())
+}
+
+/// SHA-256 of a file, in hex.
+pub fn sha256(path: &Path) -> Res<String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Every file under `root/name` for each shipped directory, as paths relative to `root`.
+fn files(root: &Path) -> Res<Vec<String>> {
+    let mut out = Vec::new();
+    for d in SHIPPED_DIRS {
+        let dir = root.join(d);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        out.extend(names.into_iter().map(|n| format!("{d}/{n}")));
+    }
+    Ok(out)
+}
+
+/// The manifest of the setup trained in `root` with `cfg`.
+pub fn manifest_of(root: &Path, cfg: &LoopConfig) -> Res<Manifest> {
+    let mut digests = BTreeMap::new();
+    for f in files(root)? {
+        digests.insert(f.clone(), sha256(&root.join(&f))?);
+    }
+    Ok(Manifest {
+        command: "cargo run --release --example iterative_dpo -- --setup-only --out assets/builtin"
+            .into(),
+        setup: setup_of(cfg)?,
+        files: digests,
+        machine: machine(),
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let avx512 = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains("avx512f"));
+    format!("{cpu}{}", if avx512 { ", AVX-512" } else { "" })
+}
+
+/// The shipped setup, when this run can start from it: the built-in task with a Bradley-Terry
+/// reward model, no `--train-setup`, and the manifest's settings. `None` (with a note saying why)
+/// otherwise.
+///
+/// # Errors
+/// An unreadable manifest.
+pub fn for_run(cfg: &LoopConfig) -> Res<Option<Manifest>> {
+    if cfg.train_setup || cfg.mode() != Mode::Builtin || cfg.annotator != AnnotatorKind::Bt {
+        return Ok(None);
+    }
+    let path = dir().join("manifest.json");
+    let manifest: Manifest = kiln::data::atomic::read_json(&path)?;
+    let mine = setup_of(cfg)?;
+    if let Some((k, v)) = mine.iter().find(|(k, v)| manifest.setup.get(*k) != Some(v)) {
+        eprintln!(
+            "   the shipped SFT policy and reward model were trained with {k} = {}, this run has \
+             {v}: training them in this run",
+            manifest.setup.get(k).unwrap_or(&Value::Null)
+        );
+        return Ok(None);
+    }
+    Ok(Some(manifest))
+}
+
+/// Copies the shipped directory `name` (`sft` or `reward_model`) to `dest`, checking every file
+/// against the manifest's digest.
+///
+/// # Errors
+/// A missing file, or one whose digest differs from the manifest's (named).
+pub fn install(manifest: &Manifest, name: &str, dest: &Path) -> Res<()> {
+    let src = dir();
+    std::fs::create_dir_all(dest)?;
+    let prefix = format!("{name}/");
+    for (file, digest) in manifest
+        .files
+        .iter()
+        .filter(|(f, _)| f.starts_with(&prefix))
+    {
+        let from = src.join(file);
+        let got = sha256(&from)?;
+        if &got != digest {
+            return Err(format!(
+                "{}: SHA-256 {got} differs from the manifest's {digest}; regenerate the shipped \
+                 setup (`{}`) or run with --train-setup",
+                from.display(),
+                manifest.command
+            )
+            .into());
+        }
+        let to = dest.join(&file[prefix.len()..]);
+        std::fs::copy(&from, &to)
+            .map_err(|e| format!("{} -> {}: {e}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
