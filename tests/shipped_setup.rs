@@ -39,6 +39,20 @@ fn shipped_files_match_the_manifest_and_the_default_run_uses_them() {
         "the default configuration's setup settings are the shipped setup's"
     );
     assert!(shipped::for_run(&LoopConfig::default()).unwrap().is_some());
+    let online_seed = LoopConfig {
+        seed: 3,
+        devices: 2,
+        ..LoopConfig::default()
+    };
+    assert!(
+        shipped::for_run(&online_seed).unwrap().is_some(),
+        "--seed and --devices do not change what the setup is"
+    );
+    let setup_seed = LoopConfig {
+        setup_seed: 3,
+        ..LoopConfig::default()
+    };
+    assert!(shipped::for_run(&setup_seed).unwrap().is_none());
     let retrain = LoopConfig {
         train_setup: true,
         ..LoopConfig::default()

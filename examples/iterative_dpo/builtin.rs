@@ -41,7 +41,7 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
         "data/eval_prompts.jsonl",
     ];
     root.run_lead("data", &files, |out| -> Res<()> {
-        let mut rng = Rng::new(stage_seed(cfg.seed, 1));
+        let mut rng = Rng::new(stage_seed(cfg.setup_seed, 1));
         let sft: Vec<SftRecord> = (0..cfg.sft_examples)
             .map(|_| {
                 let q = task::pick(&mut rng, &train_pool);
@@ -112,7 +112,9 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
         eprintln!(
             "   started from the shipped SFT policy and reward model ({}; --train-setup trains \
              them in the run)",
-            shipped::dir().display()
+            shipped
+                .as_ref()
+                .map_or_else(Default::default, |s| s.dir.display().to_string())
         );
     }
     finish(root, files[2], train_pool, sft_dir, annotator)
@@ -131,7 +133,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
     let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
     root.run_lead("data", &files, |out| -> Res<()> {
         write_jsonl(out.path(files[1])?, &eval_records(ctx, &eval_pool))?;
-        let mut rng = Rng::new(stage_seed(cfg.seed, 1));
+        let mut rng = Rng::new(stage_seed(cfg.setup_seed, 1));
         let questions = task::sample_questions(&train_pool, cfg.rm_prompts, &mut rng);
         let pairs = sample_pairs(ctx, judge, &policy, &questions, &mut rng)?;
         write_jsonl(out.path(files[0])?, &pairs)?;
@@ -153,7 +155,7 @@ pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> 
 
 /// The held-out evaluation prompts (the same draw in both modes: stage seed 2).
 fn eval_records(ctx: &Ctx, eval_pool: &[task::Question]) -> Vec<PromptRecord> {
-    let mut rng = Rng::new(stage_seed(ctx.cfg.seed, 2));
+    let mut rng = Rng::new(stage_seed(ctx.cfg.setup_seed, 2));
     task::sample_questions(eval_pool, ctx.cfg.eval_prompts, &mut rng)
         .into_iter()
         .map(|q| PromptRecord {
@@ -203,7 +205,7 @@ fn sample_pairs(
         .map(|q| Content::Text(q.text.clone()))
         .collect();
     let settings = cfg.sampling(cfg.rm_samples, cfg.temperature, 16);
-    let seed = stage_seed(cfg.seed, 3);
+    let seed = stage_seed(cfg.setup_seed, 3);
     let out = sample(
         &model,
         enc,
@@ -281,14 +283,14 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
         .map(|r| ctx.enc.sft(r))
         .collect::<Result<Vec<_>, _>>()?;
     let device = Default::default();
-    B::seed(&device, stage_seed(cfg.seed, 10));
+    B::seed(&device, stage_seed(cfg.setup_seed, 10));
     let model = LlamaForCausalLM::<B>::init(&tiny_policy_config(ctx), 0.02, &device);
     let tc = TrainConfig::new(cfg.sft_steps)
         .with_lr(cfg.sft_lr)
         .with_warmup_steps(cfg.sft_steps / 20)
         .with_micro_batch_size(cfg.batch_size)
         .with_weight_decay(0.01)
-        .with_seed(stage_seed(cfg.seed, 11))
+        .with_seed(stage_seed(cfg.setup_seed, 11))
         .with_log_every(0);
     let sft = SftTrainConfig::new(ctx.enc.pad_id);
     let trained = train_watched(
@@ -310,7 +312,7 @@ fn train_reward_stage(
     metrics: &Path,
 ) -> Res<()> {
     let device = Default::default();
-    B::seed(&device, stage_seed(ctx.cfg.seed, 20));
+    B::seed(&device, stage_seed(ctx.cfg.setup_seed, 20));
     let backbone = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
     let model = LlamaForSequenceClassification::from_causal_lm(backbone, 0.02);
     let trained = train_bt(ctx, records, model, metrics)?;
@@ -328,7 +330,7 @@ fn train_policy_reward_stage(
 ) -> Res<()> {
     let cfg = &ctx.cfg;
     let device = Default::default();
-    B::seed(&device, stage_seed(cfg.seed, 20));
+    B::seed(&device, stage_seed(cfg.setup_seed, 20));
     let model = LlamaForSequenceClassification::<B>::from_pretrained(
         policy,
         &device,
@@ -371,7 +373,7 @@ fn train_bt(
         .with_lr(cfg.rm_lr)
         .with_warmup_steps(cfg.rm_steps / 20)
         .with_micro_batch_size(cfg.batch_size)
-        .with_seed(stage_seed(cfg.seed, 21))
+        .with_seed(stage_seed(cfg.setup_seed, 21))
         .with_log_every(0);
     let rtc = RewardTrainConfig::new(enc.pad_id)
         .with_loss(kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01));
@@ -406,13 +408,13 @@ fn train_pairwise_stage(
         examples.push(example(&r.prompt, &r.rejected, &r.chosen, "B")?);
     }
     let device = Default::default();
-    B::seed(&device, stage_seed(cfg.seed, 30));
+    B::seed(&device, stage_seed(cfg.setup_seed, 30));
     let model = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
     let tc = TrainConfig::new(cfg.rm_steps)
         .with_lr(cfg.rm_lr)
         .with_warmup_steps(cfg.rm_steps / 20)
         .with_micro_batch_size(cfg.batch_size)
-        .with_seed(stage_seed(cfg.seed, 31))
+        .with_seed(stage_seed(cfg.setup_seed, 31))
         .with_log_every(0);
     let sft = SftTrainConfig::new(enc.pad_id);
     let watching = watch("pairwise model", "nll", metrics);

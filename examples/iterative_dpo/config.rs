@@ -30,9 +30,18 @@ pub struct LoopConfig {
     /// Output directory (stage files, checkpoints, summary, plot).
     #[arg(long, value_name = "DIR", default_value = "runs/iterative_dpo")]
     pub out: PathBuf,
-    /// Master seed.
+    /// Master seed of the online loop (prompts, sampling, pair selection, data order,
+    /// evaluation samples).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Seed of the setup: the built-in task's data, SFT policy and reward model (the shipped ones
+    /// were made with 42), or the on-policy reward model's pairs.
+    #[arg(long, default_value_t = 42)]
+    pub setup_seed: u64,
+    /// Built-in task: start from the SFT policy and reward model of this `--setup-only` directory
+    /// (its `manifest.json`) instead of the shipped `assets/builtin`.
+    #[arg(long, value_name = "DIR")]
+    pub setup_from: Option<PathBuf>,
     /// dpo | rrhf: DPO on one pair per prompt, or RRHF on all K ranked responses.
     #[arg(long, value_name = "ALGORITHM", default_value_t = Algorithm::Dpo)]
     pub algorithm: Algorithm,

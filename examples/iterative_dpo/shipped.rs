@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// The settings the SFT policy and the reward model depend on (`--devices` is not one: it only
 /// changes how they are trained, not what from).
 pub const SETUP_KEYS: [&str; 16] = [
-    "seed",
+    "setup_seed",
     "hidden_size",
     "layers",
     "train_phrasings",
@@ -116,52 +116,58 @@ fn machine() -> String {
     format!("{cpu}{}", if avx512 { ", AVX-512" } else { "" })
 }
 
-/// The shipped setup, when this run can start from it: the built-in task with a Bradley-Terry
-/// reward model, no `--train-setup`, and the manifest's settings. `None` (with a note saying why)
-/// otherwise.
+/// A `--setup-only` directory and its manifest.
+#[derive(Debug, Clone)]
+pub struct Shipped {
+    /// The directory (`assets/builtin`, or `--setup-from`).
+    pub dir: PathBuf,
+    /// Its `manifest.json`.
+    pub manifest: Manifest,
+}
+
+/// The shipped setup (or `--setup-from`'s), when this run can start from it: the built-in task
+/// with a Bradley-Terry reward model, no `--train-setup`, and the manifest's settings. `None`
+/// (with a note saying why) otherwise.
 ///
 /// # Errors
 /// An unreadable manifest.
-pub fn for_run(cfg: &LoopConfig) -> Res<Option<Manifest>> {
+pub fn for_run(cfg: &LoopConfig) -> Res<Option<Shipped>> {
     if cfg.train_setup || cfg.mode() != Mode::Builtin || cfg.annotator != AnnotatorKind::Bt {
         return Ok(None);
     }
-    let path = dir().join("manifest.json");
-    let manifest: Manifest = kiln::data::atomic::read_json(&path)?;
+    let dir = cfg.setup_from.clone().unwrap_or_else(dir);
+    let manifest: Manifest = kiln::data::atomic::read_json(dir.join("manifest.json"))?;
     let mine = setup_of(cfg)?;
     if let Some((k, v)) = mine.iter().find(|(k, v)| manifest.setup.get(*k) != Some(v)) {
         eprintln!(
-            "   the shipped SFT policy and reward model were trained with {k} = {}, this run has \
+            "   the SFT policy and reward model in {} were trained with {k} = {}, this run has \
              {v}: training them in this run",
+            dir.display(),
             manifest.setup.get(k).unwrap_or(&Value::Null)
         );
         return Ok(None);
     }
-    Ok(Some(manifest))
+    Ok(Some(Shipped { dir, manifest }))
 }
 
-/// Copies the shipped directory `name` (`sft` or `reward_model`) to `dest`, checking every file
-/// against the manifest's digest.
+/// Copies the directory `name` (`sft` or `reward_model`) of `shipped` to `dest`, checking every
+/// file against the manifest's digest.
 ///
 /// # Errors
 /// A missing file, or one whose digest differs from the manifest's (named).
-pub fn install(manifest: &Manifest, name: &str, dest: &Path) -> Res<()> {
-    let src = dir();
+pub fn install(shipped: &Shipped, name: &str, dest: &Path) -> Res<()> {
     std::fs::create_dir_all(dest)?;
     let prefix = format!("{name}/");
-    for (file, digest) in manifest
-        .files
-        .iter()
-        .filter(|(f, _)| f.starts_with(&prefix))
-    {
-        let from = src.join(file);
+    let files = shipped.manifest.files.iter();
+    for (file, digest) in files.filter(|(f, _)| f.starts_with(&prefix)) {
+        let from = shipped.dir.join(file);
         let got = sha256(&from)?;
         if &got != digest {
             return Err(format!(
-                "{}: SHA-256 {got} differs from the manifest's {digest}; regenerate the shipped \
-                 setup (`{}`) or run with --train-setup",
+                "{}: SHA-256 {got} differs from the manifest's {digest}; regenerate it (`{}`) or \
+                 run with --train-setup",
                 from.display(),
-                manifest.command
+                shipped.manifest.command
             )
             .into());
         }
