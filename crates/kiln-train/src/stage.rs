@@ -473,12 +473,17 @@ mod tests {
                     let dir = dir.clone();
                     s.spawn(move || {
                         let rank = team.rank;
+                        let inside = Arc::clone(&team);
                         let mut stages = StageRunner::open(&dir).unwrap().with_team(Some(team));
                         assert_eq!(stages.is_lead(), rank == 0);
                         let (mut every, mut lead) = (0, 0);
+                        // A stage with collective work inside (here a barrier): rank 0 cannot
+                        // finish it alone, so every rank runs it. (A stage without any may be
+                        // skipped by a rank that arrives after rank 0 committed it.)
                         stages
                             .run("every", &["every.txt"], |out| {
                                 every += 1;
+                                inside.barrier("collective work")?;
                                 write(out.path("every.txt")?, &format!("rank {rank}"))
                             })
                             .unwrap();
