@@ -11,6 +11,8 @@
 #[path = "../examples/iterative_dpo.rs"]
 #[allow(dead_code, unused_imports)]
 mod iterative_dpo;
+#[path = "support/small_loop.rs"]
+mod small_loop;
 
 use iterative_dpo::{LoopConfig, Summary, run_with};
 use kiln::train::{StageEvent, StageHook};
@@ -20,25 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The loop's plumbing configuration (a few seconds a run), `devices` peers per process.
+/// The loop tests' plumbing configuration with `devices` peers per process.
 fn small(out: PathBuf, devices: usize) -> LoopConfig {
     LoopConfig {
-        out,
-        iterations: 2,
-        k: 4,
-        prompts_per_iteration: 16,
-        eval_prompts: 16,
-        max_new_tokens: 12,
-        hidden_size: 32,
-        layers: 1,
-        sft_examples: 400,
-        sft_steps: 120,
-        rm_pairs: 300,
-        rm_steps: 40,
-        batch_size: 16,
-        policy_epochs: 1,
         devices,
-        ..LoopConfig::default()
+        ..small_loop::small(out)
     }
 }
 

@@ -6,6 +6,8 @@
 #[path = "../examples/iterative_dpo.rs"]
 #[allow(dead_code, unused_imports)]
 mod iterative_dpo;
+#[path = "support/small_loop.rs"]
+mod small_loop;
 
 use iterative_dpo::{Algorithm, AnnotatorKind, LoopConfig, Summary, run, run_with};
 use kiln::data::{
@@ -13,6 +15,7 @@ use kiln::data::{
     SftRecord,
 };
 use kiln::train::{Error as TrainError, StageEvent, StageHook};
+use small_loop::small;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,27 +26,6 @@ fn reduced(out: PathBuf) -> LoopConfig {
         out,
         iterations: 2,
         eval_prompts: 256,
-        ..LoopConfig::default()
-    }
-}
-
-/// A few seconds per run: for the plumbing tests (resume, RRHF, pairwise, ties).
-fn small(out: PathBuf) -> LoopConfig {
-    LoopConfig {
-        out,
-        iterations: 2,
-        k: 4,
-        prompts_per_iteration: 16,
-        eval_prompts: 16,
-        max_new_tokens: 12,
-        hidden_size: 32,
-        layers: 1,
-        sft_examples: 400,
-        sft_steps: 120,
-        rm_pairs: 300,
-        rm_steps: 40,
-        batch_size: 16,
-        policy_epochs: 1,
         ..LoopConfig::default()
     }
 }

@@ -63,24 +63,46 @@ pub fn setup_only(cfg: &LoopConfig) -> Res<Manifest> {
         train_setup: true,
         ..cfg.clone()
     };
-    let truncation = TruncationConfig {
-        max_prompt_len: cfg.max_prompt_tokens,
-        max_total_len: cfg.max_total_tokens,
-    };
-    let ctx = Ctx {
-        enc: ChatEncoder::builtin_tiny(truncation)?,
-        judge: Some(GoldJudge::default()),
-        placement: Placement::devices(vec![Default::default(); cfg.devices.max(1)]),
-        cfg,
-    };
+    let devices = vec![Default::default(); cfg.devices.max(1)];
+    let ctx = Ctx::new(cfg, Placement::devices(devices))?;
     let mut root = StageRunner::open(&ctx.cfg.out)?;
     write_json(root.path("config.json"), &ctx.cfg)?;
     B::seed(&Default::default(), ctx.cfg.seed);
-    let judge = GoldJudge::default();
-    builtin::setup(&ctx, &judge, &mut root)?;
+    let judge = ctx
+        .judge
+        .as_ref()
+        .ok_or("the built-in task has a gold judge")?;
+    builtin::setup(&ctx, judge, &mut root)?;
     let manifest = shipped::manifest_of(&ctx.cfg.out, &ctx.cfg)?;
     write_json(root.path("manifest.json"), &manifest)?;
     Ok(manifest)
+}
+
+impl Ctx {
+    /// The context of a run of `cfg` on `placement`: the encoder of the policy's checkpoint (its
+    /// chat template, tokenizer and pad) or of the built-in task, and the gold judge outside real
+    /// mode.
+    pub fn new(cfg: LoopConfig, placement: Placement<B>) -> Res<Self> {
+        let truncation = TruncationConfig {
+            max_prompt_len: cfg.max_prompt_tokens,
+            max_total_len: cfg.max_total_tokens,
+        };
+        let enc = match &cfg.policy {
+            Some(dir) => ChatEncoder::from_model_dir(
+                dir,
+                &cfg.chat_template,
+                cfg.template_clock()?,
+                truncation,
+            )?,
+            None => ChatEncoder::builtin_tiny(truncation)?,
+        };
+        Ok(Ctx {
+            judge: (cfg.mode() != Mode::Real).then(GoldJudge::default),
+            enc,
+            placement,
+            cfg,
+        })
+    }
 }
 
 /// Runs (or resumes) the whole loop; see [`run_with`].
@@ -135,22 +157,7 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
             eprintln!("resuming the run in {}", cfg.out.display());
         }
     }
-    let truncation = TruncationConfig {
-        max_prompt_len: cfg.max_prompt_tokens,
-        max_total_len: cfg.max_total_tokens,
-    };
-    let enc = match &cfg.policy {
-        Some(dir) => {
-            ChatEncoder::from_model_dir(dir, &cfg.chat_template, cfg.template_clock()?, truncation)?
-        }
-        None => ChatEncoder::builtin_tiny(truncation)?,
-    };
-    let ctx = Ctx {
-        cfg: cfg.clone(),
-        judge: (cfg.mode() != Mode::Real).then(GoldJudge::default),
-        enc,
-        placement,
-    };
+    let ctx = Ctx::new(cfg.clone(), placement)?;
     B::seed(&Default::default(), cfg.seed);
     let setup = match (cfg.mode(), &ctx.judge) {
         (Mode::Builtin, Some(judge)) => builtin::setup(&ctx, judge, &mut root)?,

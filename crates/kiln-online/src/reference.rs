@@ -7,6 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use kiln_data::Example;
 use kiln_losses::LogProbReduction;
 use kiln_model::Adapters;
+use kiln_reward::parallel::{block_shards, on_peers};
 use kiln_train::dpo::{ReferenceLogps, precompute_reference_logps};
 use kiln_train::parallel::gather;
 use serde::{Deserialize, Serialize};
@@ -87,49 +88,22 @@ pub fn reference_logps<B: AutodiffBackend, P: Policy<B>>(
     let range = crate::iteration::aligned_shard(pairs.len(), BATCH, team.as_deref());
     // This process's pairs, on its peers (threads sharing the model), in whole batches.
     let peers = store.placement.local_devices().len();
-    let shards = kiln_reward::parallel::block_shards(range.len(), BATCH, peers);
+    let shards = block_shards(range.len(), BATCH, peers);
     let mine = &pairs[range];
     let score = |r: std::ops::Range<usize>| {
-        precompute_reference_logps(&reference, &mine[r], pad_id, BATCH, reduction)
+        let part = precompute_reference_logps(&reference, &mine[r], pad_id, BATCH, reduction)?;
+        Ok(part
+            .chosen
+            .into_iter()
+            .zip(part.rejected)
+            .collect::<Vec<(f32, f32)>>())
     };
-    let parts: Vec<kiln_train::Result<ReferenceLogps>> = if mine.is_empty() {
-        Vec::new()
-    } else if peers <= 1 {
-        vec![score(0..mine.len())]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = shards
-                .into_iter()
-                .filter(|r| !r.is_empty())
-                .map(|r| s.spawn(move || score(r)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(kiln_train::Error::Collective(
-                            "a reference peer panicked".into(),
-                        ))
-                    })
-                })
-                .collect()
-        })
+    let panicked = || kiln_train::Error::Collective("a reference peer panicked".into());
+    let mine: Vec<(f32, f32)> = on_peers(&shards, score, panicked)?;
+    let all = match team {
+        Some(team) => gather(team.as_ref(), "reference_logps", &mine)?,
+        None => mine,
     };
-    let mut part = ReferenceLogps {
-        chosen: Vec::with_capacity(mine.len()),
-        rejected: Vec::with_capacity(mine.len()),
-        reduction,
-    };
-    for p in parts {
-        let p = p?;
-        part.chosen.extend(p.chosen);
-        part.rejected.extend(p.rejected);
-    }
-    let Some(team) = team else {
-        return Ok(part);
-    };
-    let mine: Vec<(f32, f32)> = part.chosen.into_iter().zip(part.rejected).collect();
-    let all = gather(team.as_ref(), "reference_logps", &mine)?;
     Ok(ReferenceLogps {
         chosen: all.iter().map(|p| p.0).collect(),
         rejected: all.iter().map(|p| p.1).collect(),

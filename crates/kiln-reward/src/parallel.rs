@@ -44,11 +44,15 @@ pub fn block_shards(len: usize, block: usize, peers: usize) -> Vec<Range<usize>>
 }
 
 /// Runs `work` on each non-empty shard on its own thread (on this one for a single shard) and
-/// returns the parts in shard order.
-fn on_peers<T: Send>(
+/// returns the parts concatenated in shard order; a thread that panicked becomes `panicked()`.
+///
+/// # Errors
+/// The first shard's error in shard order.
+pub fn on_peers<T: Send, E: Send>(
     shards: &[Range<usize>],
-    work: impl Fn(Range<usize>) -> Result<Vec<T>> + Sync,
-) -> Result<Vec<T>> {
+    work: impl Fn(Range<usize>) -> std::result::Result<Vec<T>, E> + Sync,
+    panicked: impl Fn() -> E,
+) -> std::result::Result<Vec<T>, E> {
     let live: Vec<Range<usize>> = shards.iter().filter(|r| !r.is_empty()).cloned().collect();
     if live.len() <= 1 {
         return live.into_iter().try_fold(Vec::new(), |mut all, r| {
@@ -57,14 +61,11 @@ fn on_peers<T: Send>(
         });
     }
     let work = &work;
-    let parts: Vec<Result<Vec<T>>> = std::thread::scope(|s| {
+    let parts: Vec<std::result::Result<Vec<T>, E>> = std::thread::scope(|s| {
         let handles: Vec<_> = live.into_iter().map(|r| s.spawn(move || work(r))).collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::InvalidInput("a scoring peer panicked".into())))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(panicked())))
             .collect()
     });
     let mut all = Vec::new();
@@ -72,6 +73,10 @@ fn on_peers<T: Send>(
         all.extend(part?);
     }
     Ok(all)
+}
+
+fn peer_panicked() -> Error {
+    Error::InvalidInput("a scoring peer panicked".into())
 }
 
 /// [`annotate_with_progress`] on `peers` threads, each on whole chunks of [`PROMPTS_PER_CALL`]
@@ -88,7 +93,7 @@ pub fn annotate_parallel(
 ) -> Result<Vec<AnnotatedRecord>> {
     let shards = block_shards(records.len(), PROMPTS_PER_CALL, peers);
     let done: Vec<AtomicUsize> = shards.iter().map(|_| AtomicUsize::new(0)).collect();
-    on_peers(&shards, |range| {
+    let work = |range: Range<usize>| {
         let me = shards.iter().position(|s| *s == range).unwrap_or(0);
         let offset = range.start;
         annotate_with_progress(rm, &records[range], |n, _| {
@@ -110,7 +115,8 @@ pub fn annotate_parallel(
             },
             e => e,
         })
-    })
+    };
+    on_peers(&shards, work, peer_panicked)
 }
 
 /// [`RewardModel::score_batch`] on `peers` threads, each on whole runs of `block` items (use the
@@ -124,9 +130,12 @@ pub fn score_parallel(
     peers: usize,
     block: usize,
 ) -> Result<Vec<f32>> {
-    on_peers(&block_shards(items.len(), block, peers), |range| {
-        rm.score_batch(&items[range])
-    })
+    let shards = block_shards(items.len(), block, peers);
+    on_peers(
+        &shards,
+        |range| rm.score_batch(&items[range]),
+        peer_panicked,
+    )
 }
 
 #[cfg(test)]

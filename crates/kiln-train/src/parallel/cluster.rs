@@ -89,28 +89,18 @@ impl<B: AutodiffBackend> Cluster<B> {
             .with_global_address(address(&launch.orchestrator_url())?)
             .with_node_address(address(&launch.node_url())?)
             .with_data_service_port(launch.data_port());
-        let (tx, rx) = channel();
-        for (i, device) in devices.iter().enumerate() {
-            let (peer, device, config, tx) = (
-                PeerId::from(launch.rank * n + i),
-                device.clone(),
-                config.clone(),
-                tx.clone(),
-            );
-            std::thread::spawn(move || {
-                let _ =
-                    tx.send(register::<Inner<B>>(peer, device, config).map_err(collective_error));
-            });
-        }
-        drop(tx);
-        let waiting = move || -> Result<()> {
-            for _ in 0..n {
-                rx.recv()
-                    .map_err(|_| Error::Collective("a joining peer panicked".into()))??;
-            }
-            Ok(())
+        let first = launch.rank * n;
+        let join = move |peer: PeerId, device: B::Device| {
+            register::<Inner<B>>(peer, device, config.clone()).map_err(collective_error)
         };
-        watch.guarded("joining the run", Some(launch.timeout), waiting)?;
+        every_local_peer::<B>(
+            &watch,
+            "joining the run",
+            Some(launch.timeout),
+            &devices,
+            first,
+            join,
+        )?;
         tracing::info!(
             rank = launch.rank,
             world = launch.world,
@@ -225,34 +215,51 @@ impl<B: AutodiffBackend> Team for Cluster<B> {
     }
 
     fn barrier(&self, what: &str) -> Result<()> {
-        let n = self.devices.len();
         let peers = self.peers();
-        let (tx, rx) = channel();
-        for (i, device) in self.devices.iter().enumerate() {
-            let (peer, device, tx) = (PeerId::from(self.peer(i)), device.clone(), tx.clone());
-            std::thread::spawn(move || {
-                // One element per peer: the ring all-reduce across nodes needs a slice each.
-                let t = Tensor::<Inner<B>, 1>::zeros([peers], &device);
-                let out =
-                    all_reduce::<Inner<B>>(peer, t.into_primitive().tensor(), ReduceOperation::Sum)
-                        .map(|_| ())
-                        .map_err(collective_error);
-                let _ = tx.send(out);
-            });
-        }
-        drop(tx);
-        self.watch.guarded(what, None, move || {
-            for _ in 0..n {
-                rx.recv()
-                    .map_err(|_| Error::Collective("a barrier peer panicked".into()))??;
-            }
-            Ok(())
-        })
+        let meet = move |peer: PeerId, device: B::Device| {
+            // One element per peer: the ring all-reduce across nodes needs a slice each.
+            let t = Tensor::<Inner<B>, 1>::zeros([peers], &device);
+            all_reduce::<Inner<B>>(peer, t.into_primitive().tensor(), ReduceOperation::Sum)
+                .map(|_| ())
+                .map_err(collective_error)
+        };
+        let first = self.peer(0);
+        every_local_peer::<B>(&self.watch, what, None, &self.devices, first, meet)
     }
 
     fn next_gather(&self) -> usize {
         self.gathers.next()
     }
+}
+
+/// Calls `op(peer, device)` for every local peer at once (peers `first..first + devices.len()`,
+/// each on its own thread: a collective call returns only when every peer has made it) and waits
+/// for all of them under the watchdog.
+fn every_local_peer<B: AutodiffBackend>(
+    watch: &Watchdog,
+    what: &str,
+    deadline: Option<Duration>,
+    devices: &[B::Device],
+    first: usize,
+    op: impl Fn(PeerId, B::Device) -> Result<()> + Clone + Send + 'static,
+) -> Result<()> {
+    let (tx, rx) = channel();
+    for (i, device) in devices.iter().enumerate() {
+        let (op, device, tx) = (op.clone(), device.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(op(PeerId::from(first + i), device));
+        });
+    }
+    drop(tx);
+    let n = devices.len();
+    let panicked = format!("{what}: a peer panicked");
+    watch.guarded(what, deadline, move || {
+        for _ in 0..n {
+            rx.recv()
+                .map_err(|_| Error::Collective(panicked.clone()))??;
+        }
+        Ok(())
+    })
 }
 
 /// Starts burn-collective's orchestrator on `port` (all interfaces) on a thread of its own that

@@ -331,7 +331,6 @@ mod tests {
         out.into_iter().next().unwrap()
     }
 
-    #[allow(clippy::print_stderr)]
     fn compare(
         what: &str,
         one: &(Vec<Vec<f32>>, Vec<f32>),
@@ -355,7 +354,12 @@ mod tests {
             w < 1e-4,
             "{what}: weights after the steps differ by {w} (relative)"
         );
-        eprintln!("data parallel {what}: gradients {worst:.1e}, weights {w:.1e} (relative)");
+        tracing::info!(
+            what,
+            gradients = worst,
+            weights = w,
+            "data parallel vs one peer (relative)"
+        );
         worst
     }
 

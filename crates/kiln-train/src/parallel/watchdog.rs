@@ -122,13 +122,10 @@ impl Watchdog {
                     return Err(self.explain(what, e));
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    self.check().map_err(|e| match e {
-                        Error::PeerLost { .. } => {
-                            tracing::error!(what, error = %e, "stopping");
-                            e
-                        }
-                        e => e,
-                    })?;
+                    if let Err(e) = self.check() {
+                        tracing::error!(what, error = %e, "stopping");
+                        return Err(e);
+                    }
                     if let Some(d) = deadline
                         && start.elapsed() > d
                     {
