@@ -45,8 +45,9 @@ pub struct LoopConfig {
     /// dpo | rrhf: DPO on one pair per prompt, or RRHF on all K ranked responses.
     #[arg(long, value_name = "ALGORITHM", default_value_t = Algorithm::Dpo)]
     pub algorithm: Algorithm,
-    /// Online iterations T.
-    #[arg(long, default_value_t = 3)]
+    /// Online iterations T (4: gold rises at every one of them on most seeds from the shipped
+    /// setup; a fifth adds little and dips as often as it rises).
+    #[arg(long, default_value_t = 4)]
     pub iterations: usize,
     /// Responses per prompt K.
     #[arg(long, default_value_t = 8)]
@@ -155,8 +156,9 @@ pub struct LoopConfig {
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
     /// Built-in task: phrasings of each question in the training prompts (1 to 6); the
-    /// evaluation prompts ask the same facts in one more phrasing, never trained on.
-    #[arg(long, default_value_t = 2)]
+    /// evaluation prompts ask the same facts in one more phrasing, never trained on (6: what the
+    /// policy learns transfers to that phrasing; with 2 the SFT policy's gold on it is 0.6 lower).
+    #[arg(long, default_value_t = 6)]
     pub train_phrasings: usize,
     /// Built-in task: SFT demonstrations.
     #[arg(long, default_value_t = 3000)]
@@ -167,12 +169,13 @@ pub struct LoopConfig {
     /// Built-in task: SFT learning rate.
     #[arg(long, allow_hyphen_values = true, default_value_t = 3e-3)]
     pub sft_lr: f64,
-    /// Built-in task: offline preference pairs for the proxy reward model.
-    #[arg(long, default_value_t = 4000)]
+    /// Built-in task: offline preference pairs for the proxy reward model (32000: with 4000 it
+    /// memorises the label noise; the online gain follows the reward model's quality).
+    #[arg(long, default_value_t = 32000)]
     pub rm_pairs: usize,
-    /// Built-in task: reward-model optimiser steps (1800: held-out accuracy 0.81 at hidden size
-    /// 128, against 0.73 after 900; the online gain follows the reward model's quality).
-    #[arg(long, default_value_t = 1800)]
+    /// Built-in task: reward-model optimiser steps (3600 on 32000 pairs: held-out accuracy 0.88
+    /// on the noisy labels, against 0.85 after 1800 and 0.76 for 1800 steps on 4000 pairs).
+    #[arg(long, default_value_t = 3600)]
     pub rm_steps: usize,
     /// Built-in task: reward-model learning rate.
     #[arg(long, allow_hyphen_values = true, default_value_t = 1e-3)]
