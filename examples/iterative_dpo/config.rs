@@ -85,8 +85,9 @@ pub struct LoopConfig {
     /// Pair selection (DPO): max_min | max_random | max_max | random | max_min_p:LAMBDA[:chars].
     #[arg(long, value_name = "STRATEGY", default_value_t = SelectionStrategy::MaxMin)]
     pub choose: SelectionStrategy,
-    /// Reference model for DPO: sft (pi_0, the paper) | previous (the last iteration's policy).
-    #[arg(long, value_name = "REFERENCE", default_value_t = ReferenceChoice::Sft)]
+    /// Reference model for DPO: previous (the last iteration's policy, later RLHFlow scripts) |
+    /// sft (pi_0 at every iteration, the paper).
+    #[arg(long, value_name = "REFERENCE", default_value_t = ReferenceChoice::Previous)]
     pub reference: ReferenceChoice,
     /// Epochs over each iteration's pairs (DPO) or ranked lists (RRHF).
     #[arg(long, default_value_t = 4)]

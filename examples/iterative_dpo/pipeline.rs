@@ -168,20 +168,10 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
     let annotation = Annotation::load(cfg.annotator, &setup.annotator, &ctx.enc, &device)?;
     let store = Store::new(&setup.sft, cfg.lora(), device)?.with_placement(ctx.placement.clone());
     let icfg = cfg.iteration_config();
-    let eval = |stages: &mut StageRunner, name: &str, dir: &Path, reference: &Path, sft| {
-        cached_eval(
-            &ctx,
-            stages,
-            &setup,
-            &annotation,
-            &store,
-            sft,
-            name,
-            dir,
-            reference,
-        )
+    let eval = |stages: &mut StageRunner, name: &str, dir: &Path, sft| {
+        cached_eval(&ctx, stages, &setup, &annotation, &store, sft, name, dir)
     };
-    let sft_eval: EvalRecord = eval(&mut root, "sft_eval", &setup.sft, &setup.sft, None)?;
+    let sft_eval: EvalRecord = eval(&mut root, "sft_eval", &setup.sft, None)?;
     let mut summary = Summary {
         algorithm: format!("{:?}", cfg.algorithm).to_lowercase(),
         sft: sft_eval.evaluation,
@@ -213,7 +203,7 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         let stats = outcome.stats;
         online_steps += outcome.steps;
         let policy = stages.path("policy");
-        let rec = eval(&mut stages, "eval", &policy, &reference, Some(&sft_eval))?;
+        let rec = eval(&mut stages, "eval", &policy, Some(&sft_eval))?;
         summary
             .iterations
             .push(row(rec.evaluation, t as i64, &stats, &stages));
@@ -240,7 +230,7 @@ pub fn run_with(cfg: &LoopConfig, hook: Option<StageHook>) -> Res<Summary> {
         )?
         .stats;
         let policy = stages.path("policy");
-        let rec = eval(&mut stages, "eval", &policy, &setup.sft, Some(&sft_eval))?;
+        let rec = eval(&mut stages, "eval", &policy, Some(&sft_eval))?;
         summary.offline_dpo = Some(row(rec.evaluation, -1, &stats, &stages));
         print_stage_times("offline baseline", &stages);
     }

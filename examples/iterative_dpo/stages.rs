@@ -15,7 +15,7 @@ use kiln::online::{EvalRecord, EvalSetup};
 use kiln::train::StageRunner;
 use std::path::Path;
 
-/// The `<name>.json` evaluation stage of policy `dir` against `reference`.
+/// The `<name>.json` evaluation stage of policy `dir` (its KL against the SFT policy).
 #[allow(clippy::too_many_arguments)]
 pub fn cached_eval(
     ctx: &Ctx,
@@ -26,12 +26,12 @@ pub fn cached_eval(
     sft: Option<&EvalRecord>,
     name: &str,
     dir: &Path,
-    reference: &Path,
 ) -> Res<EvalRecord> {
     let file = format!("{name}.json");
     stages.run_lead(name, &[&file], |out| -> Res<()> {
         let policy = store.load(dir)?;
-        let reference = store.load(reference)?;
+        // KL against SFT (pi_0) whatever DPO's reference: the drift from the starting point.
+        let reference = store.load(&setup.sft)?;
         let judge = ctx
             .judge
             .as_ref()
