@@ -2,12 +2,14 @@
 //! arXiv 2405.07863), with DPO or RRHF, assembled from Kiln's public API.
 //!
 //! `cargo run --release --example iterative_dpo` runs the whole loop on a built-in tiny task on
-//! CPU, offline: a programmatic gold judge plays the humans, a tiny Llama-3-shaped policy is trained
-//! by SFT on demonstrations of mixed quality, a proxy annotator (Bradley-Terry reward model, or a
-//! pairwise preference model) is trained on noisy gold-labelled pairs, then T online iterations of
-//! generate K -> annotate -> select -> train run, followed by an offline baseline with the same
-//! algorithm, pairs and steps. Every stage's files land under `--out` (default
-//! `runs/iterative_dpo`); rerunning resumes.
+//! CPU, offline: a programmatic gold judge plays the humans; a tiny Llama-3-shaped SFT policy
+//! (trained on demonstrations of mixed quality) and a Bradley-Terry proxy reward model (trained on
+//! noisy gold-labelled pairs) start the run, loaded from `assets/builtin/` (`--train-setup` trains
+//! them in the run; `--annotator pairwise` trains a pairwise preference model); then T online
+//! iterations of generate K -> annotate -> select -> train run (DPO against the previous
+//! iteration's policy by default), followed by an offline baseline with the same algorithm, pairs
+//! and steps. Every stage's files land under `--out` (default `runs/iterative_dpo`); rerunning
+//! resumes.
 //!
 //! With `--policy DIR --reward-model DIR --prompts FILE.jsonl` the same loop runs on Hugging Face
 //! checkpoints (no gold judge: evaluation uses the reward model). `--help` lists every option.
