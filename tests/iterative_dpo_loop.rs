@@ -1,7 +1,7 @@
 //! The online loop of `examples/iterative_dpo.rs`, run through the same code: it learns on the
 //! built-in task, every stage file parses, a run killed anywhere resumes to the same summary, RRHF
 //! and the pairwise annotator run, all-tie iterations carry the policy over, real-model mode runs
-//! on HF fixture directories, and the command line merges `--config` with flags.
+//! on HF fixture directories.
 
 #[path = "../examples/iterative_dpo.rs"]
 #[allow(dead_code, unused_imports)]
@@ -9,9 +9,7 @@ mod iterative_dpo;
 #[path = "support/small_loop.rs"]
 mod small_loop;
 
-use iterative_dpo::{
-    Algorithm, AnnotatorKind, LoopConfig, ReferenceChoice, Summary, run, run_with,
-};
+use iterative_dpo::{Algorithm, AnnotatorKind, LoopConfig, Summary, run, run_with};
 use kiln::data::{
     AnnotatedRecord, GenerationRecord, JsonlReader, PairRecord, PromptRecord, RankedRecord,
     SftRecord,
@@ -477,99 +475,6 @@ fn nan_metrics_round_trip_through_summary_json() {
     assert!(text.contains("\"kl_to_reference\":null"), "{text}");
     let back: Summary = serde_json::from_str(&text).unwrap();
     assert!(back.sft.kl_to_reference.is_nan());
-}
-
-#[test]
-fn the_command_line_merges_config_files_and_flags_in_any_order() {
-    use iterative_dpo::cli::{Args, parse};
-    let dir = scratch("loop-cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("c.json");
-    std::fs::write(&file, r#"{"k": 6, "beta": 0.3, "offline": false}"#).unwrap();
-    let f = file.to_str().unwrap();
-    for args in [
-        vec!["--k", "4", "--config", f],
-        vec!["--config", f, "--k", "4"],
-        vec!["--k=4", "--config", f],
-    ] {
-        let cfg = parse(&args).unwrap();
-        assert_eq!(
-            cfg.k, 4,
-            "flags win over the file whatever the order: {args:?}"
-        );
-        assert_eq!(cfg.beta, 0.3, "the file's other keys apply");
-        assert!(!cfg.offline);
-    }
-    assert!(parse(&["--config", f, "--offline"]).unwrap().offline);
-    assert!(!parse(&["--offline", "--no-offline"]).unwrap().offline);
-    assert!(parse(&["--no-offline", "--offline"]).unwrap().offline);
-    assert!(parse(&[]).unwrap().offline, "the baseline runs by default");
-    assert_eq!(parse(&[]).unwrap().reference, ReferenceChoice::Previous);
-    // The shipped real-model config parses and keeps the reference its seeds were measured with.
-    let real = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/real_model/smollm2_loop.json"
-    );
-    assert_eq!(
-        parse(&["--config", real]).unwrap().reference,
-        ReferenceChoice::Sft
-    );
-    let cfg = parse(&[
-        "--loss",
-        "cdpo:0.1",
-        "--choose",
-        "max_min_p:0.05",
-        "--algorithm",
-        "rrhf",
-        "--lora-targets",
-        "q,v",
-        "--eval-prompts",
-        "32",
-    ])
-    .unwrap();
-    assert_eq!(cfg.loss.to_string(), "cdpo:0.1");
-    assert_eq!(cfg.choose.to_string(), "max_min_p:0.05");
-    assert_eq!(cfg.algorithm, Algorithm::Rrhf);
-    assert_eq!(cfg.lora_targets.len(), 2);
-    assert_eq!(cfg.eval_prompts, 32);
-    for bad in [
-        vec!["--k", "1"],
-        vec!["--loss", "dpo"],
-        vec!["--lora-targets", "qq"],
-        vec!["--train-phrasings", "0"],
-        vec!["--train-phrasings", "7"],
-    ] {
-        assert!(parse(&bad).is_err(), "{bad:?}");
-    }
-    // Negative numbers are values: the validation that names the option answers, not clap's
-    // "unexpected argument '-0.1'".
-    for (args, names) in [
-        (vec!["--beta", "-0.1"], "--beta"),
-        (vec!["--lr", "-1e-5"], "--lr"),
-        (vec!["--seed", "-1"], "--seed"),
-        (vec!["--iterations", "-3"], "--iterations"),
-    ] {
-        let err = parse(&args).unwrap_err().to_string();
-        assert!(
-            err.contains(names) && !err.contains("unexpected argument"),
-            "{args:?}: {err}"
-        );
-    }
-    // Every LoopConfig field has a flag.
-    use clap::CommandFactory;
-    let cmd = Args::command();
-    let longs: Vec<String> = cmd
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .collect();
-    let json = serde_json::to_value(LoopConfig::default()).unwrap();
-    for key in json.as_object().unwrap().keys() {
-        let flag = key.replace('_', "-");
-        assert!(
-            longs.contains(&flag),
-            "LoopConfig field `{key}` has no --{flag}"
-        );
-    }
 }
 
 /// `--devices 2`: SFT, the reward model and DPO train data-parallel on two peers (threads sharing
