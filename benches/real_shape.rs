@@ -112,10 +112,12 @@ fn training_on<B: AutodiffBackend>(cr: &mut Criterion, group: &str) {
     let vocab = LlamaConfig::smollm2_135m().vocab_size;
     let data = pairs(vocab);
     let pad = 2;
-    let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), pad);
+    let dtc = DpoTrainConfig::new()
+        .with_loss(DpoConfig::new().with_beta(0.1))
+        .with_pad_id(Some(pad));
     let reference = {
         let r = LlamaForCausalLM::<B::InnerBackend>::from_pretrained(&dir, &device).unwrap();
-        precompute_reference_logps(&r, &data, pad, 8, dtc.reduction).unwrap()
+        precompute_reference_logps(&r, &data, pad, 8, dtc.reduction()).unwrap()
     };
     let tc = || {
         TrainConfig::new(1_000_000)
@@ -140,7 +142,7 @@ fn training_on<B: AutodiffBackend>(cr: &mut Criterion, group: &str) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 timed(iters, || {
-                    let dtc = dtc.clone().with_until_step(train.step() + 1);
+                    let dtc = dtc.clone().with_until_step(Some(train.step() + 1));
                     train_dpo(&mut train, (&data, &reference), &dtc).unwrap();
                 })
             })
@@ -160,12 +162,12 @@ fn training_on<B: AutodiffBackend>(cr: &mut Criterion, group: &str) {
             margin: None,
         })
         .collect();
-    let rtc = RewardTrainConfig::new(pad);
+    let rtc = RewardTrainConfig::new().with_pad_id(Some(pad));
     let mut train = TrainLoop::new(rm, tc()).unwrap();
     group.bench_function("rm_step_f32", |b| {
         b.iter_custom(|iters| {
             timed(iters, || {
-                let rtc = rtc.clone().with_until_step(train.step() + 1);
+                let rtc = rtc.clone().with_until_step(Some(train.step() + 1));
                 train_reward_model(&mut train, &rm_pairs, &rtc).unwrap();
             })
         })

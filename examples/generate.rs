@@ -1,4 +1,4 @@
-//! Generate text with a Hugging Face Llama-3 checkpoint on the CPU.
+//! Generate text with a Hugging Face Llama or Qwen2 checkpoint on the CPU.
 //!
 //! ```text
 //! cargo run --release --example generate -- --model-dir DIR (--prompt TEXT | --messages FILE.json)
@@ -7,23 +7,30 @@
 //! ```
 //!
 //! `DIR` holds `config.json`, `model.safetensors` (or shards), `tokenizer.json` and the chat
-//! template (`chat_template.jinja` or `tokenizer_config.json`). Without `--raw` the conversation
-//! (an optional system message, then the prompt as a user message, or the `--messages` file) is
-//! rendered through the checkpoint's own chat template with the generation prompt, exactly like
-//! transformers' `apply_chat_template`; with `--raw` the text is encoded as is. Generation stops
-//! at `generation_config.json`'s `eos_token_id` and the template's end-of-turn token. `--adapter`
-//! applies a PEFT LoRA adapter (merged into the weights). Try it on the tiny fixture:
+//! template (`chat_template.jinja` or `tokenizer_config.json`), or PEFT adapters over their base
+//! (`adapter_config.json`'s `base_model_name_or_path`; the tokenizer and template are then read
+//! from the base unless the adapter directory has its own). The architecture is `config.json`'s
+//! `model_type` (the base's for adapters): `llama` (Llama 2/3, SmolLM2, ...) or `qwen2` (Qwen2,
+//! Qwen2.5); another type is an error naming the file and the type. Without `--raw` the
+//! conversation (an optional system message, then the prompt as a user message, or the
+//! `--messages` file) is rendered through the checkpoint's own chat template with the generation
+//! prompt, exactly like transformers' `apply_chat_template`; with `--raw` the text is encoded as
+//! is. Generation stops at `generation_config.json`'s `eos_token_id` and the template's
+//! end-of-turn token. `--adapter` applies a PEFT LoRA adapter (merged into the weights). Try it on
+//! the tiny fixtures (a Llama-3 one and a Qwen2 one with a ChatML template):
 //!
 //! ```text
 //! cargo run --release --example generate -- --model-dir tests/fixtures/sampling/tiny-chat \
 //!     --prompt "What colour is the sky?" --n 2 --max-new-tokens 32
+//! cargo run --release --example generate -- --model-dir tests/fixtures/qwen2/chat \
+//!     --prompt "What colour is the sky?" --max-new-tokens 32
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "support/logging.rs"]
 mod logging;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -31,14 +38,17 @@ use clap::Parser;
 use kiln::data::hf_files::read_eos_token_ids;
 use kiln::data::message::read_messages;
 use kiln::data::{ChatTemplate, DateTime, Message, TemplateChoice, TemplateClock, Tokenizer};
-use kiln::model::LlamaForCausalLM;
+use kiln::model::traits::resolve_model_dir;
+use kiln::model::{
+    Adapters, CausalLm, HfModel, LlamaConfig, LlamaForCausalLM, ModelType, Qwen2ForCausalLM,
+};
 use kiln::sampling::{GenerationConfig, Generator, Progress, SamplerConfig};
 
 /// The backend the facade's features select: flex by default, LibTorch with `--features tch`,
 /// CUDA with `--features cuda`.
 type B = kiln::backend::Selected;
 
-/// Generate text with a Hugging Face Llama checkpoint
+/// Generate text with a Hugging Face Llama or Qwen2 checkpoint
 /// (flex on the CPU; LibTorch with `--features tch`, CUDA with `--features cuda`).
 #[derive(Debug, Parser)]
 // Negative numbers are values, not flags (`--temperature -1` reaches the validation that names
@@ -51,7 +61,8 @@ shown by default."
 )]
 pub(crate) struct Args {
     /// Directory with config.json, model.safetensors (or shards), tokenizer.json and a chat
-    /// template (chat_template.jinja or tokenizer_config.json).
+    /// template (chat_template.jinja or tokenizer_config.json), or PEFT adapters over their base;
+    /// Llama or Qwen2, as config.json's model_type says.
     #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
     /// The prompt (a user message unless --raw).
@@ -104,23 +115,53 @@ fn parse_date(s: &str) -> Result<DateTime, String> {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    run_to(args, &mut std::io::stdout().lock())
+}
+
+/// [`run`] writing what it prints to `out`.
+pub(crate) fn run_to(args: Args, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
     if !args.model_dir.is_dir() {
         return Err(format!("--model-dir {}: not a directory", args.model_dir.display()).into());
     }
+    match ModelType::of_dir(&args.model_dir)? {
+        ModelType::Llama => generate_with::<LlamaForCausalLM<B>>(&args, out),
+        ModelType::Qwen2 => generate_with::<Qwen2ForCausalLM<B>>(&args, out),
+    }
+}
+
+/// Where the tokenizer, the chat template and `generation_config.json` are read: `model_dir`,
+/// or the base checkpoint's directory for PEFT adapters without a `tokenizer.json` of their own.
+fn tokenizer_dir(model_dir: &Path, base: &Path) -> PathBuf {
+    if model_dir.join("tokenizer.json").exists() {
+        model_dir.to_path_buf()
+    } else {
+        base.to_path_buf()
+    }
+}
+
+/// Loads the checkpoint as `M` (the architecture `config.json` names) and generates.
+fn generate_with<M>(args: &Args, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>>
+where
+    M: CausalLm<B> + HfModel<B> + Adapters<B> + Sync,
+{
     let device = Default::default();
     let t0 = Instant::now();
-    let mut model = LlamaForCausalLM::<B>::from_pretrained(&args.model_dir, &device)?;
+    let (base, _) = resolve_model_dir(&args.model_dir)?;
+    let config = LlamaConfig::from_file(base.join("config.json"))?;
+    // Adapters in --model-dir (a LoRA checkpoint) and --adapter are merged into the weights.
+    let mut model = M::load_hf(&args.model_dir, &device)?.merge_adapters();
     if let Some(adapter) = &args.adapter {
         model = model.load_adapter(adapter, &device)?.merge_adapters();
     }
-    let tokenizer = Tokenizer::from_model_dir(&args.model_dir)?;
+    let files = tokenizer_dir(&args.model_dir, &base);
+    let tokenizer = Tokenizer::from_model_dir(&files)?;
     let load_secs = t0.elapsed().as_secs_f64();
 
     let mut pad_id = None;
     let (mut stop_ids, prompt_ids) = match (&args.prompt, args.raw) {
         (Some(prompt), true) => {
-            let mut stop_ids = read_eos_token_ids(&args.model_dir, &tokenizer)?;
-            stop_ids.extend(&model.config().eos_token_id);
+            let mut stop_ids = read_eos_token_ids(&files, &tokenizer)?;
+            stop_ids.extend(&config.eos_token_id);
             for name in ["<|eot_id|>", "<|end_of_text|>"] {
                 stop_ids.extend(tokenizer.token_id(name).ok());
             }
@@ -130,13 +171,12 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let clock = args
                 .template_date
                 .map_or(TemplateClock::System, TemplateClock::Pinned);
-            let template =
-                ChatTemplate::load(&args.chat_template, Some(&args.model_dir), &tokenizer)?
-                    .with_clock(clock);
-            let messages = conversation(&args)?;
+            let template = ChatTemplate::load(&args.chat_template, Some(&files), &tokenizer)?
+                .with_clock(clock);
+            let messages = conversation(args)?;
             let ids = template.encode(&tokenizer, &messages, true)?.ids;
             pad_id = template
-                .resolve_pad_id(&tokenizer, model.config().pad_token_id)
+                .resolve_pad_id(&tokenizer, config.pad_token_id)
                 .ok();
             (template.stop_ids(), ids)
         }
@@ -149,7 +189,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .with_top_p(args.top_p)
         .with_top_k(args.top_k)
         .with_seed(args.seed);
-    let config = GenerationConfig::new()
+    let gen_config = GenerationConfig::new()
         .with_sampler(sampler)
         .with_max_new_tokens(args.max_new_tokens)
         .with_num_responses(args.n)
@@ -158,11 +198,11 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             // Raw prompts have no template: the tokenizer's pad, else the config's.
             pad_id
                 .or_else(|| tokenizer.pad_id().ok())
-                .or(model.config().pad_token_id)
+                .or(config.pad_token_id)
                 .unwrap_or(0),
         )
         .with_concurrent_batches(kiln::backend::decode_concurrency());
-    let generator = Generator::new(&model, config)?.with_tokenizer(&tokenizer);
+    let generator = Generator::new(&model, gen_config)?.with_tokenizer(&tokenizer);
 
     let bar = indicatif::ProgressBar::new((args.n * args.max_new_tokens) as u64);
     if args.json || !std::io::stderr().is_terminal() {
@@ -180,10 +220,10 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             p.finished_responses, p.total_responses, p.generated_tokens
         ));
     };
-    let out = generator.generate_with_progress(std::slice::from_ref(&prompt_ids), &[0], show)?;
+    let result = generator.generate_with_progress(std::slice::from_ref(&prompt_ids), &[0], show)?;
     bar.finish_and_clear();
 
-    let responses = &out.responses[0];
+    let responses = &result.responses[0];
     if args.json {
         for g in responses {
             let obj = serde_json::json!({
@@ -193,30 +233,33 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "finish_reason": g.finish_reason,
                 "logprobs": g.logprobs,
             });
-            println!("{obj}");
+            writeln!(out, "{obj}")?;
         }
         return Ok(());
     }
-    let s = &out.stats;
-    println!(
+    let s = &result.stats;
+    writeln!(
+        out,
         "model {} ({} parameters, loaded in {load_secs:.2}s); prompt: {} tokens",
         args.model_dir.display(),
-        model.config().num_parameters(),
+        config.num_parameters(),
         prompt_ids.len()
-    );
+    )?;
     for g in responses {
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(
+            out,
             "--- response {} ({} tokens, {}, log-prob {:.2}) ---",
             g.sample_index,
             g.token_ids.len(),
             g.finish_reason,
             g.total_logprob()
-        );
-        println!("{}", g.text);
+        )?;
+        writeln!(out, "{}", g.text)?;
     }
-    println!();
-    println!(
+    writeln!(out)?;
+    writeln!(
+        out,
         "{} tokens in {:.2}s: {:.1} tokens/s (prefill {:.3}s, decode {:.2}s over {} steps)",
         s.generated_tokens,
         s.wall_seconds,
@@ -224,7 +267,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         s.prefill_seconds,
         s.decode_seconds,
         s.steps
-    );
+    )?;
     Ok(())
 }
 

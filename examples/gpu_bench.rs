@@ -64,7 +64,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let pairs = vec![(row(0), row(1)), (row(2), row(3))];
     let pad = 0;
-    let dtc = DpoTrainConfig::new(DpoConfig::new(), pad);
+    let dtc = DpoTrainConfig::new()
+        .with_loss(DpoConfig::new())
+        .with_pad_id(Some(pad));
     println!(
         "backend {}, {} ({:.2}B parameters), DPO step on 2 pairs x {} tokens",
         std::any::type_name::<TB>(),
@@ -76,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = LlamaForCausalLM::<Autodiff<TB>>::init(&config, 0.02, &device);
     let reference = {
         let r = base.valid_copy();
-        precompute_reference_logps(&r, &pairs, pad, 2, dtc.reduction)?
+        precompute_reference_logps(&r, &pairs, pad, 2, dtc.reduction())?
     };
     for lora in [false, true] {
         let mut policy = base.clone();
@@ -94,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         train_dpo(
             &mut train,
             (&pairs, &reference),
-            &dtc.clone().with_until_step(1),
+            &dtc.clone().with_until_step(Some(1)),
         )?; // warm-up (kernel compilation)
         let start = Instant::now();
         train_dpo(&mut train, (&pairs, &reference), &dtc)?;

@@ -6,34 +6,51 @@
 //!     [--adapter DIR] [--json] [--batch-size N] [--max-len N] [--chat-template T] [--devices N]
 //! ```
 //!
-//! `RM_DIR` is a Hugging Face `LlamaForSequenceClassification` directory (`config.json`,
-//! safetensors, `tokenizer.json`, its chat template). With `--pairs`, each line is
+//! `RM_DIR` is a Hugging Face sequence-classification directory with one label (`config.json`,
+//! safetensors, `tokenizer.json`, its chat template), or PEFT adapters over their base (the
+//! tokenizer and template are then read from the base unless the adapter directory has its own).
+//! The architecture is `config.json`'s `model_type` (the base's for adapters): `llama`
+//! (`LlamaForSequenceClassification`) or `qwen2` (`Qwen2ForSequenceClassification`); another type
+//! is an error naming the file and the type. With `--pairs`, each line is
 //! `{"prompt": ..., "chosen": ..., "rejected": ...}`; with `--generations`, each line is
 //! `{"prompt": ..., "responses": [...]}` and the annotated records (`"rewards"` added) are printed
 //! as JSON Lines. Prompts are text or a message list (multi-turn, with a system message). Every
 //! response is scored as `chat_template(prompt + [assistant response])` with the checkpoint's own
 //! template, at its last non-pad token, like transformers. A NaN or infinite score stops with an
 //! error naming the record. `--devices N` scores on N peers (threads sharing the model, each on
-//! whole batches: the same scores as one peer).
+//! whole batches: the same scores as one peer). Try it on the tiny fixtures:
+//!
+//! ```text
+//! cargo run --release --example score -- --model-dir tests/fixtures/reward/tiny-rm \
+//!     --pairs tests/fixtures/reward/tiny-rm/pairs.jsonl
+//! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "support/logging.rs"]
 mod logging;
-use std::path::PathBuf;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use kiln::data::{
     ChatTemplate, GenerationRecord, PairRecord, TemplateChoice, Tokenizer, read_jsonl,
 };
-use kiln::model::{LlamaForSequenceClassification, MissingScore};
-use kiln::reward::LlamaRewardModel;
-use kiln::reward::annotate::short;
-use kiln::reward::parallel::{annotate_parallel, score_parallel};
+use kiln::model::traits::{has_adapter_files, resolve_model_dir};
+use kiln::model::{
+    Adapters, HfModel, LlamaForSequenceClassification, MissingScore, ModelType,
+    Qwen2ForSequenceClassification, SequenceScorer,
+};
+use kiln::reward::annotate::{PROMPTS_PER_CALL, annotate_with_progress, short};
+use kiln::reward::{ClassifierRewardModel, RewardModel};
+use kiln::train::parallel::{block_shards, on_threads};
 
 /// The backend the facade's features select: flex by default, LibTorch with `--features tch`,
 /// CUDA with `--features cuda`.
 type B = kiln::backend::Selected;
+/// The selected backend's device.
+type Device = <B as kiln::burn::tensor::backend::BackendTypes>::Device;
 
 /// Score preference pairs or annotate generations with a reward model
 /// (flex on the CPU; LibTorch with `--features tch`, CUDA with `--features cuda`).
@@ -47,7 +64,8 @@ type B = kiln::backend::Selected;
 shown by default."
 )]
 pub(crate) struct Args {
-    /// LlamaForSequenceClassification directory with tokenizer.json and a chat template.
+    /// Sequence-classification directory (Llama or Qwen2, one label) with tokenizer.json and a
+    /// chat template, or PEFT adapters over their base.
     #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
     /// JSON Lines of {"prompt", "chosen", "rejected"}.
@@ -81,28 +99,98 @@ pub(crate) struct Args {
     devices: u64,
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let device = Default::default();
-    let tokenizer = Tokenizer::from_model_dir(&args.model_dir)?;
-    let template = ChatTemplate::load(&args.chat_template, Some(&args.model_dir), &tokenizer)?;
-    let missing = match args.adapter {
-        Some(_) => MissingScore::Init { std: 0.0 },
-        None => MissingScore::Error,
+pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    run_to(
+        args,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// An error a scoring thread can hand back (and [`score_with`]'s).
+type PeerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// [`run`] writing what it prints to `out` (the records, the pairs, the accuracy) and `err` (the
+/// accuracy with `--json`).
+pub(crate) fn run_to(
+    args: Args,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let scored = match ModelType::of_dir(&args.model_dir)? {
+        ModelType::Llama => score_with(&args, out, err, |dir, device, missing| {
+            LlamaForSequenceClassification::<B>::from_pretrained(dir, device, missing)
+        }),
+        ModelType::Qwen2 => score_with(&args, out, err, |dir, device, missing| {
+            Qwen2ForSequenceClassification::<B>::from_pretrained(dir, device, missing)
+        }),
     };
-    let mut model =
-        LlamaForSequenceClassification::<B>::from_pretrained(&args.model_dir, &device, missing)?;
-    if let Some(adapter) = &args.adapter {
-        model = model.load_adapter(adapter, &device)?.merge_adapters();
-    }
-    let rm = LlamaRewardModel::from_parts(model, tokenizer, template)?
+    scored.map_err(|e| e as Box<dyn std::error::Error>)
+}
+
+/// Loads the reward model as `S` (the architecture `config.json` names; `from_pretrained` reads a
+/// plain checkpoint directory) and scores.
+fn score_with<S>(
+    args: &Args,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    from_pretrained: impl FnOnce(&Path, &Device, MissingScore) -> kiln::model::Result<S>,
+) -> Result<(), PeerError>
+where
+    S: SequenceScorer<B> + HfModel<B> + Adapters<B> + Sync,
+{
+    let device = Default::default();
+    let (base, _) = resolve_model_dir(&args.model_dir)?;
+    let files = if args.model_dir.join("tokenizer.json").exists() {
+        args.model_dir.clone()
+    } else {
+        base
+    };
+    let tokenizer = Tokenizer::from_model_dir(&files)?;
+    let template = ChatTemplate::load(&args.chat_template, Some(&files), &tokenizer)?;
+    let model = match &args.adapter {
+        // A PEFT adapter directory (or a LoRA checkpoint) brings its own score head.
+        None => S::load_hf(&args.model_dir, &device)?.merge_adapters(),
+        Some(adapter) => {
+            // --adapter (SEQ_CLS) brings the score head a causal-LM base lacks.
+            let base = if has_adapter_files(&args.model_dir) {
+                S::load_hf(&args.model_dir, &device)?.merge_adapters()
+            } else {
+                from_pretrained(&args.model_dir, &device, MissingScore::Init { std: 0.0 })?
+            };
+            base.load_adapter(adapter, &device)?.merge_adapters()
+        }
+    };
+    let rm = ClassifierRewardModel::from_parts(model, tokenizer, template)?
         .with_batch_size(args.batch_size as usize)
         .with_max_len(args.max_len as usize);
+    let devices = args.devices as usize;
     if let Some(file) = &args.generations {
         let records: Vec<GenerationRecord> = read_jsonl(file)?;
-        let annotated = annotate_parallel(&rm, &records, args.devices as usize, |_, _| {})
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let shards = block_shards(records.len(), PROMPTS_PER_CALL, devices);
+        let annotate = |range: Range<usize>| -> Result<_, PeerError> {
+            let offset = range.start;
+            annotate_with_progress(&rm, &records[range], |_, _| {}).map_err(|e| {
+                let e = match e {
+                    kiln::reward::Error::NonFiniteReward {
+                        index,
+                        prompt,
+                        response,
+                        value,
+                    } => kiln::reward::Error::NonFiniteReward {
+                        index: index + offset,
+                        prompt,
+                        response,
+                        value,
+                    },
+                    e => e,
+                };
+                format!("{}: {e}", file.display()).into()
+            })
+        };
+        let annotated = on_threads("annotating", &shards, annotate)?;
         for r in annotated {
-            println!("{}", serde_json::to_string(&r)?);
+            writeln!(out, "{}", serde_json::to_string(&r)?)?;
         }
         return Ok(());
     }
@@ -123,7 +211,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for (p, (_, r)) in pairs.iter().zip(&texts) {
         items.push((&p.prompt, r.as_str()));
     }
-    let scores = score_parallel(&rm, &items, args.devices as usize, args.batch_size as usize)?;
+    // Each peer scores whole batches, so the scores are the same bits for any --devices.
+    let batch = args.batch_size as usize;
+    let shards = block_shards(items.len(), batch, devices);
+    let scores = on_threads("scoring", &shards, |range| -> Result<_, PeerError> {
+        Ok(rm.score_batch(&items[range])?)
+    })?;
     let n = pairs.len();
     let mut correct = 0usize;
     for i in 0..n {
@@ -150,20 +243,22 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "score_rejected": r,
                 "correct": ok,
             });
-            println!("{obj}");
+            writeln!(out, "{obj}")?;
         } else {
-            println!(
+            writeln!(
+                out,
                 "pair {i:>5}: chosen {c:>10.4}  rejected {r:>10.4}  margin {:>9.4}  {}",
                 c - r,
                 if ok { "ok" } else { "WRONG" }
-            );
+            )?;
         }
     }
     let accuracy = correct as f64 / n as f64;
+    let summary = format!("pairwise accuracy {accuracy:.4} ({correct}/{n})");
     if args.json {
-        eprintln!("pairwise accuracy {accuracy:.4} ({correct}/{n})");
+        writeln!(err, "{summary}")?;
     } else {
-        println!("pairwise accuracy {accuracy:.4} ({correct}/{n})");
+        writeln!(out, "{summary}")?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@
 ///     let tokenizer = Tokenizer::builtin_tiny()?; // kiln-data
 ///     let config = LlamaConfig::tiny(tokenizer.vocab_size(), 32);
 ///     config.validate()?; // kiln-model's ConfigError
-///     let _dpo = DpoConfig::new().with_loss(DpoLoss::SIGMOID).init()?; // kiln-losses
+///     let _dpo = DpoConfig::new().with_loss(DpoLoss::Sigmoid).init()?; // kiln-losses
 ///     Ok(config.num_hidden_layers)
 /// }
 /// assert!(setup()? > 0);

@@ -99,8 +99,8 @@ fn losses_match_their_f64_references_on_the_selected_backend() {
         [-10.5, -2.5, -6.5],
     );
     for loss in [
-        DpoLoss::SIGMOID,
-        DpoLoss::Sigmoid {
+        DpoLoss::Sigmoid,
+        DpoLoss::Cdpo {
             label_smoothing: 0.1,
         },
         DpoLoss::Robust {
@@ -149,12 +149,12 @@ fn steps_on<A: AutodiffBackend>() -> (f64, f64) {
         loss_mask: (0..24).map(|t| t >= 12).collect(),
     };
     let pairs = vec![(row(1), row(2)), (row(3), row(4))];
-    let dtc = DpoTrainConfig::new(DpoConfig::new(), 0);
+    let dtc = DpoTrainConfig::new().with_pad_id(Some(0));
     let reference = {
         let r =
             LlamaForCausalLM::<A::InnerBackend>::from_pretrained(fixture("untied-gqa"), &device)
                 .unwrap();
-        precompute_reference_logps(&r, &pairs, 0, 2, dtc.reduction).unwrap()
+        precompute_reference_logps(&r, &pairs, 0, 2, dtc.reduction()).unwrap()
     };
     let mut train = TrainLoop::new(
         policy,

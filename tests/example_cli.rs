@@ -1,7 +1,8 @@
 //! The example binaries' command lines: a negative number after an option is its value, so the
 //! validation that names the option answers (`generate --temperature -1`, `score --batch-size -1`)
 //! instead of clap's "unexpected argument '-1' found"; `iterative_dpo` merges `--config` with flags
-//! in any order, and every `LoopConfig` field has a flag.
+//! in any order, names the flag of a NaN and the key of a bad `--config` value, and its defaults
+//! are the built-in task's.
 // The examples include the shared `examples/support/logging.rs`.
 #![allow(clippy::duplicate_mod)]
 
@@ -16,7 +17,7 @@ mod iterative_dpo;
 mod score;
 
 use clap::Parser;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,11 +75,15 @@ fn score_takes_negative_numbers_and_validation_names_the_option() {
 #[test]
 fn the_command_line_merges_config_files_and_flags_in_any_order() {
     use iterative_dpo::cli::{Args, parse};
-    use iterative_dpo::{Algorithm, LoopConfig, ReferenceChoice};
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("loop-cli");
-    std::fs::create_dir_all(&dir).unwrap();
+    use iterative_dpo::config::{LoopConfig, online_defaults};
+    use kiln::online::{Algorithm, ReferenceChoice};
+    let dir = kiln_test_support::scratch("cli-config");
     let file = dir.join("c.json");
-    std::fs::write(&file, r#"{"k": 6, "beta": 0.3, "offline": false}"#).unwrap();
+    std::fs::write(
+        &file,
+        r#"{"generation": {"num_responses": 6}, "dpo": {"loss": {"beta": 0.3}}, "offline": false}"#,
+    )
+    .unwrap();
     let f = file.to_str().unwrap();
     for args in [
         vec!["--k", "4", "--config", f],
@@ -87,26 +92,40 @@ fn the_command_line_merges_config_files_and_flags_in_any_order() {
     ] {
         let cfg = parse(&args).unwrap();
         assert_eq!(
-            cfg.k, 4,
+            cfg.online.k(),
+            4,
             "flags win over the file whatever the order: {args:?}"
         );
-        assert_eq!(cfg.beta, 0.3, "the file's other keys apply");
-        assert!(!cfg.offline);
+        assert_eq!(cfg.online.dpo.loss.beta, 0.3, "the file's other keys apply");
+        assert!(!cfg.online.offline);
     }
-    assert!(parse(&["--config", f, "--offline"]).unwrap().offline);
-    assert!(!parse(&["--offline", "--no-offline"]).unwrap().offline);
-    assert!(parse(&["--no-offline", "--offline"]).unwrap().offline);
-    assert!(parse(&[]).unwrap().offline, "the baseline runs by default");
-    assert_eq!(parse(&[]).unwrap().reference, ReferenceChoice::Previous);
-    // The shipped real-model config parses and keeps the reference its seeds were measured with.
+    assert!(!parse(&["--no-offline"]).unwrap().online.offline);
+    let defaults = parse(&[]).unwrap();
+    assert!(defaults.online.offline, "the baseline runs by default");
+    assert_eq!(defaults.online.reference, ReferenceChoice::Previous);
+    assert_eq!(
+        defaults.online,
+        online_defaults(),
+        "the flags' defaults are the task's"
+    );
+    assert_eq!(defaults, LoopConfig::default());
+    // A run's config.json is a --config file (its recorded inputs are not settings).
+    let run = dir.join("config.json");
+    let mut json = parse(&["--beta", "0.2"]).unwrap().to_json();
+    json["policy_dir"] = "runs/x/sft".into();
+    json["reward_source"] = serde_json::json!({"bt": "runs/x/reward_model"});
+    std::fs::write(&run, json.to_string()).unwrap();
+    let again = parse(&["--config", run.to_str().unwrap()]).unwrap();
+    assert_eq!(again.online.dpo.loss.beta, 0.2);
+    // The shipped real-model config parses.
     let real = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/scripts/real_model/smollm2_loop.json"
     );
-    assert_eq!(
-        parse(&["--config", real]).unwrap().reference,
-        ReferenceChoice::Previous
-    );
+    let cfg = parse(&["--config", real]).unwrap();
+    assert_eq!(cfg.online.reference, ReferenceChoice::Previous);
+    assert_eq!(cfg.online.lora.as_ref().map(|l| l.rank), Some(16));
+    assert_eq!(cfg.online.k(), 4);
     let cfg = parse(&[
         "--loss",
         "cdpo:0.1",
@@ -114,31 +133,61 @@ fn the_command_line_merges_config_files_and_flags_in_any_order() {
         "max_min_p:0.05",
         "--algorithm",
         "rrhf",
+        "--lora-rank",
+        "4",
         "--lora-targets",
         "q,v",
         "--eval-prompts",
         "32",
     ])
     .unwrap();
-    assert_eq!(cfg.loss.to_string(), "cdpo:0.1");
-    assert_eq!(cfg.choose.to_string(), "max_min_p:0.05");
-    assert_eq!(cfg.algorithm, Algorithm::Rrhf);
-    assert_eq!(cfg.lora_targets.len(), 2);
-    assert_eq!(cfg.eval_prompts, 32);
+    assert_eq!(cfg.online.dpo.loss.loss.to_string(), "cdpo:0.1");
+    assert_eq!(cfg.online.choose.to_string(), "max_min_p:0.05");
+    assert_eq!(cfg.online.algorithm, Algorithm::Rrhf);
+    let lora = cfg.online.lora.unwrap();
+    assert_eq!((lora.targets.len(), lora.alpha), (2, 16.0));
+    assert_eq!(cfg.online.eval_prompts, 32);
     for bad in [
         vec!["--k", "1"],
         vec!["--loss", "dpo"],
         vec!["--lora-targets", "qq"],
         vec!["--train-phrasings", "0"],
         vec!["--train-phrasings", "7"],
+        vec!["--devices", "0"],
     ] {
         assert!(parse(&bad).is_err(), "{bad:?}");
+    }
+    // A NaN or an infinity names the flag; a bad --config key names the key.
+    for flag in ["--beta", "--lr", "--temperature", "--label-noise"] {
+        for v in ["NaN", "inf", "-inf"] {
+            let err = parse(&[flag, v]).unwrap_err().to_string();
+            assert!(
+                err.contains(flag) && err.contains("finite"),
+                "{flag} {v}: {err}"
+            );
+        }
+    }
+    for (text, key) in [
+        (r#"{"dpo": {"loss": {"beta": null}}}"#, "dpo.loss.beta"),
+        (r#"{"iterations": "three"}"#, "iterations"),
+        (r#"{"no_such_key": 1}"#, "no_such_key"),
+        (
+            r#"{"generation": {"max_new_tokens": true}}"#,
+            "generation.max_new_tokens",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = parse(&["--config", f]).unwrap_err().to_string();
+        assert!(
+            err.contains(key) && err.contains("--config"),
+            "{text}: {err}"
+        );
     }
     // Negative numbers are values: the validation that names the option answers, not clap's
     // "unexpected argument '-0.1'".
     for (args, names) in [
-        (vec!["--beta", "-0.1"], "--beta"),
-        (vec!["--lr", "-1e-5"], "--lr"),
+        (vec!["--beta", "-0.1"], "beta"),
+        (vec!["--lr", "-1e-5"], "lr"),
         (vec!["--seed", "-1"], "--seed"),
         (vec!["--iterations", "-3"], "--iterations"),
     ] {
@@ -148,19 +197,11 @@ fn the_command_line_merges_config_files_and_flags_in_any_order() {
             "{args:?}: {err}"
         );
     }
-    // Every LoopConfig field has a flag.
+    // Every flag's help says what it does, and none carries measurement history.
     use clap::CommandFactory;
-    let cmd = Args::command();
-    let longs: Vec<String> = cmd
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .collect();
-    let json = serde_json::to_value(LoopConfig::default()).unwrap();
-    for key in json.as_object().unwrap().keys() {
-        let flag = key.replace('_', "-");
-        assert!(
-            longs.contains(&flag),
-            "LoopConfig field `{key}` has no --{flag}"
-        );
+    let help = Args::command().render_long_help().to_string();
+    for word in ["measured", "seeds", "win rate"] {
+        assert!(!help.contains(word), "--help mentions `{word}`:\n{help}");
     }
+    assert!(help.contains("[default: 4]"), "defaults are shown");
 }

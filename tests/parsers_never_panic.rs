@@ -1,8 +1,8 @@
 //! The loop's readers of outside files return a value or an error, never panic or hang, on
 //! arbitrary bytes and on mutated valid files: the `--config FILE.json` of
 //! `examples/iterative_dpo` (through `cli::parse`, which reads, merges and validates it),
-//! `<out>/config.json` read back on resume (`LoopConfig`), and the stage files the loop reads
-//! back with `read_json` (evaluations). `generate --messages` files are read by
+//! `<out>/config.json` read back (the library's `OnlineConfig`, the example's `LoopConfig`), and
+//! the stage files the loop reads back with `read_json` (evaluations, summaries). `generate --messages` files are read by
 //! `kiln_data::message::read_messages`, covered in kiln-data's `tests/parsers_never_panic/`.
 //!
 //! Each case runs on its own thread under a time limit, so a hang fails the test.
@@ -14,12 +14,15 @@ mod iterative_dpo;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use iterative_dpo::LoopConfig;
 use iterative_dpo::cli::parse;
-use iterative_dpo::{Algorithm, AnnotatorKind, Evaluation, LoopConfig, ReferenceChoice};
 use kiln::data::atomic::read_json;
 use kiln::data::{LengthUnit, SelectionStrategy, TemplateChoice};
 use kiln::losses::DpoLoss;
+use kiln::model::LoraConfig;
 use kiln::model::LoraTarget;
+use kiln::online::{Algorithm, Evaluation, OnlineConfig, ReferenceChoice, Summary};
+use kiln::reward::AnnotatorKind;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -27,9 +30,7 @@ use proptest::sample::Index;
 // Harness: scratch directories, the time limit.
 // ------------------------------------------------------------------------------------------------
 
-#[path = "support/never_panic.rs"]
-mod never_panic;
-use never_panic::*;
+use kiln_test_support::never_panic::{self, *};
 
 /// Byte edits splicing in this file's [`SPLICES`].
 fn byte_edits() -> impl Strategy<Value = Vec<ByteEdit>> {
@@ -140,66 +141,63 @@ fn valid_configs() -> &'static [String] {
     static CONFIGS: OnceLock<Vec<String>> = OnceLock::new();
     CONFIGS.get_or_init(|| {
         let base = LoopConfig::default();
-        let configs = [
-            base.clone(),
-            LoopConfig {
-                algorithm: Algorithm::Rrhf,
-                loss: DpoLoss::Robust {
-                    label_smoothing: 0.1,
-                },
-                choose: SelectionStrategy::MaxMinP {
-                    lambda: 0.05,
-                    unit: LengthUnit::Chars,
-                },
-                reference: ReferenceChoice::Previous,
-                lora_rank: 4,
-                lora_targets: vec![LoraTarget::Q, LoraTarget::V],
-                template_date: Some("2024-07-26".into()),
-                ..base.clone()
-            },
-            LoopConfig {
-                annotator: AnnotatorKind::Pairwise,
-                policy: Some(PathBuf::from("models/policy")),
-                reward_model: Some(PathBuf::from("models/rm")),
-                prompts: Some(PathBuf::from("prompts.jsonl")),
-                annotator_model: Some(PathBuf::from("models/pairwise")),
-                chat_template: TemplateChoice::File(PathBuf::from("t.jinja")),
-                ..base.clone()
-            },
-            LoopConfig {
-                policy: Some(PathBuf::from("models/policy")),
-                loss: DpoLoss::Ipo,
-                choose: SelectionStrategy::Random,
-                chat_template: TemplateChoice::Llama3,
-                ..base
-            },
-        ];
-        let mut texts: Vec<String> = configs
+        let mut rrhf = base.clone();
+        rrhf.online.algorithm = Algorithm::Rrhf;
+        rrhf.online.dpo.loss.loss = DpoLoss::Robust {
+            label_smoothing: 0.1,
+        };
+        rrhf.online.choose = SelectionStrategy::MaxMinP {
+            lambda: 0.05,
+            unit: LengthUnit::Chars,
+        };
+        rrhf.online.reference = ReferenceChoice::Sft;
+        rrhf.online.lora = Some(LoraConfig::new(vec![LoraTarget::Q, LoraTarget::V]).with_rank(4));
+        rrhf.online.template_date = Some("2024-07-26".into());
+        let mut real = base.clone();
+        real.task.annotator = AnnotatorKind::Pairwise;
+        real.task.policy = Some(PathBuf::from("models/policy"));
+        real.task.reward_model = Some(PathBuf::from("models/rm"));
+        real.task.prompts = Some(PathBuf::from("prompts.jsonl"));
+        real.task.annotator_model = Some(PathBuf::from("models/pairwise"));
+        real.online.chat_template = TemplateChoice::File(PathBuf::from("t.jinja"));
+        let mut on_policy = base.clone();
+        on_policy.task.policy = Some(PathBuf::from("models/policy"));
+        on_policy.online.dpo.loss.loss = DpoLoss::Ipo;
+        on_policy.online.choose = SelectionStrategy::Random;
+        on_policy.online.chat_template = TemplateChoice::Llama3;
+        let mut texts: Vec<String> = [base, rrhf, real, on_policy]
             .iter()
-            .map(|c| serde_json::to_string_pretty(c).unwrap())
+            .map(|c| serde_json::to_string_pretty(&c.to_json()).unwrap())
             .collect();
         // A partial file, as users write them.
         texts.push(
-            r#"{"k": 6, "beta": 0.3, "offline": false, "choose": {"type": "max_max"}}"#.into(),
+            r#"{"generation": {"num_responses": 6}, "offline": false, "choose": {"type": "max_max"}}"#
+                .into(),
         );
         texts
     })
 }
 
-/// Reads `path` as `--config` (with and without flags on top) and as `<out>/config.json`.
+/// Reads `path` as `--config` (with and without flags on top), as `<out>/config.json` (the
+/// library's config and the task's) and as an evaluation.
 fn read_loop_config(path: &Path) {
     let Some(p) = path.to_str() else {
         return;
     };
     let _ = parse(&["--config", p]);
-    let _ = parse(&["--k", "4", "--config", p, "--offline"]);
-    if let Ok(cfg) = read_json::<LoopConfig>(path) {
+    let _ = parse(&["--k", "4", "--config", p, "--no-offline"]);
+    if let Ok(cfg) = read_json::<OnlineConfig>(path) {
         let _ = cfg.validate();
-        let _ = cfg.mode();
-        let _ = cfg.lora();
         let _ = cfg.template_clock();
     }
+    if let Ok(v) = read_json::<serde_json::Value>(path)
+        && let Ok(cfg) = LoopConfig::from_json(v)
+    {
+        let _ = cfg.validate();
+        let _ = cfg.mode();
+    }
     let _ = read_json::<Evaluation>(path);
+    let _ = read_json::<Summary>(path);
 }
 
 proptest! {
@@ -225,9 +223,8 @@ proptest! {
     #[test]
     fn evaluations_survive_mutations(json in json_edits(), bytes in byte_edits()) {
         let text = serde_json::to_string(&Evaluation {
-            iteration: 2,
             gold_reward_mean: Some(1.5),
-            kl_to_reference: f64::NAN,
+            kl_to_sft: f64::NAN,
             ..Evaluation::default()
         })
         .unwrap();

@@ -221,7 +221,9 @@ fn dpo_step_then_save_reloads_identically() {
         precompute_reference_logps(&reference, &pairs, pad, 1, LogProbReduction::Sum).unwrap();
     let config = TrainConfig::new(1).with_lr(1e-5).with_micro_batch_size(1);
     let mut train = TrainLoop::new(policy, config).unwrap();
-    let dpo = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), pad);
+    let dpo = DpoTrainConfig::new()
+        .with_loss(DpoConfig::new().with_beta(0.1))
+        .with_pad_id(Some(pad));
     let stats = train_dpo(&mut train, (&pairs, &ref_logps), &dpo).unwrap();
     assert_eq!(stats.len(), 1);
     let loss = stats[0].loss;

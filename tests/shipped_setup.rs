@@ -9,7 +9,7 @@ mod iterative_dpo;
 
 use iterative_dpo::shipped::{self, Manifest};
 use iterative_dpo::{LoopConfig, setup_only};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn manifest() -> Manifest {
     let text = std::fs::read_to_string(shipped::dir().join("manifest.json")).unwrap();
@@ -39,59 +39,42 @@ fn shipped_files_match_the_manifest_and_the_default_run_uses_them() {
         "the default configuration's setup settings are the shipped setup's"
     );
     assert!(shipped::for_run(&LoopConfig::default()).unwrap().is_some());
-    let online_seed = LoopConfig {
-        seed: 3,
-        devices: 2,
-        ..LoopConfig::default()
-    };
+    let mut online_seed = LoopConfig::default();
+    online_seed.online.seed = 3;
+    online_seed.task.devices = 2;
     assert!(
         shipped::for_run(&online_seed).unwrap().is_some(),
         "--seed and --devices do not change what the setup is"
     );
-    let setup_seed = LoopConfig {
-        setup_seed: 3,
-        ..LoopConfig::default()
-    };
+    let mut setup_seed = LoopConfig::default();
+    setup_seed.task.setup_seed = 3;
     assert!(shipped::for_run(&setup_seed).unwrap().is_none());
-    let retrain = LoopConfig {
-        train_setup: true,
-        ..LoopConfig::default()
-    };
+    let mut retrain = LoopConfig::default();
+    retrain.task.train_setup = true;
     assert!(shipped::for_run(&retrain).unwrap().is_none());
-    let other = LoopConfig {
-        hidden_size: 32,
-        ..LoopConfig::default()
-    };
+    let mut other = LoopConfig::default();
+    other.task.hidden_size = 32;
     assert!(
         shipped::for_run(&other).unwrap().is_none(),
         "another shape trains its own"
     );
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// A reduced setup (a few seconds): the same code path as the shipped one.
 fn reduced(out: PathBuf) -> LoopConfig {
-    LoopConfig {
-        out,
-        hidden_size: 32,
-        layers: 1,
-        sft_examples: 300,
-        sft_steps: 60,
-        rm_pairs: 200,
-        rm_steps: 30,
-        batch_size: 16,
-        ..LoopConfig::default()
-    }
+    let mut c = LoopConfig::default();
+    let t = &mut c.task;
+    (t.out, t.hidden_size, t.layers, t.batch_size) = (out, 32, 1, 16);
+    (t.sft_examples, t.sft_steps, t.rm_pairs, t.rm_steps) = (300, 60, 200, 30);
+    c
 }
 
 #[test]
 fn the_setup_is_made_bit_for_bit_again() {
-    let (a, b) = (scratch("setup-a"), scratch("setup-b"));
+    let (a, b) = (
+        kiln_test_support::scratch("setup-a"),
+        kiln_test_support::scratch("setup-b"),
+    );
     let ma = setup_only(&reduced(a.clone())).unwrap();
     let mb = setup_only(&reduced(b.clone())).unwrap();
     assert_eq!(ma.files, mb.files, "two builds, different bytes");

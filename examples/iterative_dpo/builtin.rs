@@ -7,33 +7,81 @@
 //! model's pairs come from pi_0's own samples on training questions, gold-labelled with the same
 //! label noise; the reward model is pi_0's backbone with LoRA adapters and a score head.
 
-use super::models::{B, I, Res, save_options};
-use super::pipeline::{Ctx, Setup, stage_seed};
-use super::progress::Console;
+use super::config::{LoopConfig, Mode};
+use super::console::Console;
 use super::shipped;
 use super::task::{self, GoldJudge};
+use super::{B, I, Res};
 use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
+use kiln::data::rng::stage_seed;
 use kiln::data::{
-    Content, Example, Message, PairRecord, PromptRecord, Rng, SftRecord, read_jsonl, write_jsonl,
+    ChatEncoder, Content, Example, Message, PairRecord, PromptRecord, Rng, SftRecord, read_jsonl,
+    write_jsonl,
 };
 use kiln::model::{
-    LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
-    MissingScore,
+    Adapters, CausalLm, HfModel, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
+    LoraConfig, LoraTarget, MissingScore, ModelType, Qwen2ForCausalLM,
+    Qwen2ForSequenceClassification, SequenceScorer,
 };
-use kiln::online::{Watch, sample, train_watched};
+use kiln::online::{
+    FitProgress, Session, StageRunner, exact_save_options as save_options, fit, sample,
+};
+use kiln::reward::AnnotatorKind;
 use kiln::reward::pairwise::judge_message;
-use kiln::sampling::FinishReason;
+use kiln::sampling::{FinishReason, SamplerConfig};
 use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
 use kiln::train::sft::{SftTrainConfig, train_sft};
-use kiln::train::{StageRunner, TrainConfig};
+use kiln::train::{Placement, TrainConfig};
 use std::path::{Path, PathBuf};
 
-use super::config::AnnotatorKind;
+/// What the setup stages hand to the loop (the models are where [`annotator_dir`] and the run's
+/// `sft` directory say).
+pub struct Setup {
+    /// Held-out evaluation prompts.
+    pub eval_prompts: Vec<Content>,
+    /// Training prompts each iteration's prompts are drawn from.
+    pub pool: Vec<Content>,
+}
+
+/// What the setup stages read.
+pub struct Ctx<'a> {
+    /// The run's configuration.
+    pub cfg: &'a LoopConfig,
+    /// Text to ids.
+    pub enc: &'a ChatEncoder,
+    /// Where training runs.
+    pub placement: &'a Placement<B>,
+}
+
+/// Where the setup puts the annotator, before it runs (the run's settings name it).
+pub fn annotator_dir(cfg: &LoopConfig, out: &Path) -> PathBuf {
+    match (cfg.task.annotator, &cfg.task.annotator_model, cfg.mode()) {
+        (AnnotatorKind::Pairwise, Some(dir), _) => dir.clone(),
+        (AnnotatorKind::Pairwise, None, Mode::Builtin) => out.join("pairwise_model"),
+        _ => out.join("reward_model"),
+    }
+}
+
+/// The setup of `cfg`'s mode in `session` (the built-in task's data, SFT policy and annotator).
+pub fn run_setup(session: &mut Session<B>, cfg: &LoopConfig, enc: &ChatEncoder) -> Res<Setup> {
+    let placement = session.placement().clone();
+    let ctx = Ctx {
+        cfg,
+        enc,
+        placement: &placement,
+    };
+    let judge = GoldJudge::default();
+    match cfg.mode() {
+        Mode::Builtin => setup(&ctx, &judge, session.stages()),
+        Mode::BuiltinOnPolicy => setup_on_policy(&ctx, &judge, session.stages()),
+        Mode::Real => Err("real-model mode has no setup stages".into()),
+    }
+}
 
 /// Data, SFT and the proxy annotator; returns what the loop needs.
 pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.cfg.task;
     let (train_pool, eval_pool) = task::split_pools(cfg.train_phrasings);
     let files = [
         "data/sft.jsonl",
@@ -82,20 +130,19 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
     let sft_dir = root.path("sft");
     let sft_file = root.path(files[0]);
     let metrics = root.path("sft_metrics.jsonl");
-    let shipped = shipped::for_run(cfg)?;
+    let shipped = shipped::for_run(ctx.cfg)?;
     root.run("sft", &["sft"], |out| match &shipped {
         Some(m) => shipped::install(m, "sft", out.path("sft")?),
         None => train_sft_stage(ctx, &sft_file, out.path("sft")?, &metrics),
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[1]))?;
-    let annotator = match (cfg.annotator, &cfg.annotator_model) {
-        (AnnotatorKind::Pairwise, Some(dir)) => dir.clone(),
+    match (cfg.annotator, &cfg.annotator_model) {
+        (AnnotatorKind::Pairwise, Some(_)) => {}
         (AnnotatorKind::Pairwise, None) => {
             let metrics = root.path("pairwise_model_metrics.jsonl");
             root.run("pairwise_model", &["pairwise_model"], |out| {
                 train_pairwise_stage(ctx, &pairs, &sft_dir, out.path("pairwise_model")?, &metrics)
             })?;
-            root.path("pairwise_model")
         }
         (AnnotatorKind::Bt, _) => {
             let metrics = root.path("reward_model_metrics.jsonl");
@@ -105,9 +152,8 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
                     train_reward_stage(ctx, &pairs, &sft_dir, out.path("reward_model")?, &metrics)
                 }
             })?;
-            root.path("reward_model")
         }
-    };
+    }
     if shipped.is_some() {
         eprintln!(
             "   started from the shipped SFT policy and reward model ({}; --train-setup trains \
@@ -117,46 +163,69 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
                 .map_or_else(Default::default, |s| s.dir.display().to_string())
         );
     }
-    finish(root, files[2], train_pool, sft_dir, annotator)
+    finish(root, files[2], train_pool)
 }
 
 /// The built-in task on a real policy: held-out evaluation prompts, reward-model pairs from
 /// pi_0's own samples (gold-labelled, with label noise), and a LoRA reward model on pi_0's
 /// backbone.
 pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.cfg.task;
     let policy = cfg
         .policy
         .clone()
-        .expect("mode BuiltinOnPolicy has a policy");
+        .ok_or("the built-in task on a policy needs --policy")?;
     let (train_pool, eval_pool) = task::split_pools(cfg.train_phrasings);
     let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
     root.run_lead("data", &files, |out| -> Res<()> {
         write_jsonl(out.path(files[1])?, &eval_records(ctx, &eval_pool))?;
         let mut rng = Rng::new(stage_seed(cfg.setup_seed, 1));
         let questions = task::sample_questions(&train_pool, cfg.rm_prompts, &mut rng);
-        let pairs = sample_pairs(ctx, judge, &policy, &questions, &mut rng)?;
+        let pairs = match ModelType::of_dir(&policy)? {
+            ModelType::Llama => {
+                sample_pairs::<LlamaForCausalLM<I>>(ctx, judge, &policy, &questions, &mut rng)?
+            }
+            ModelType::Qwen2 => {
+                sample_pairs::<Qwen2ForCausalLM<I>>(ctx, judge, &policy, &questions, &mut rng)?
+            }
+        };
         write_jsonl(out.path(files[0])?, &pairs)?;
         Ok(())
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[0]))?;
-    let annotator = match (cfg.annotator, &cfg.annotator_model) {
-        (AnnotatorKind::Pairwise, Some(dir)) => dir.clone(),
+    match (cfg.annotator, &cfg.annotator_model) {
+        (AnnotatorKind::Pairwise, Some(_)) => {}
         _ => {
             let metrics = root.path("reward_model_metrics.jsonl");
+            let init = MissingScore::Init { std: 0.02 };
             root.run("reward_model", &["reward_model"], |out| {
-                train_policy_reward_stage(ctx, &pairs, &policy, out.path("reward_model")?, &metrics)
+                let out = out.path("reward_model")?;
+                match ModelType::of_dir(&policy)? {
+                    ModelType::Llama => {
+                        train_policy_reward_stage(ctx, &pairs, &policy, out, &metrics, |p, d| {
+                            Ok(LlamaForSequenceClassification::<B>::from_pretrained(
+                                p, d, init,
+                            )?)
+                        })
+                    }
+                    ModelType::Qwen2 => {
+                        train_policy_reward_stage(ctx, &pairs, &policy, out, &metrics, |p, d| {
+                            Ok(Qwen2ForSequenceClassification::<B>::from_pretrained(
+                                p, d, init,
+                            )?)
+                        })
+                    }
+                }
             })?;
-            root.path("reward_model")
         }
-    };
-    finish(root, files[1], train_pool, policy, annotator)
+    }
+    finish(root, files[1], train_pool)
 }
 
 /// The held-out evaluation prompts (the same draw in both modes: stage seed 2).
 fn eval_records(ctx: &Ctx, eval_pool: &[task::Question]) -> Vec<PromptRecord> {
-    let mut rng = Rng::new(stage_seed(ctx.cfg.setup_seed, 2));
-    task::sample_questions(eval_pool, ctx.cfg.eval_prompts, &mut rng)
+    let mut rng = Rng::new(stage_seed(ctx.cfg.task.setup_seed, 2));
+    task::sample_questions(eval_pool, ctx.cfg.online.eval_prompts, &mut rng)
         .into_iter()
         .map(|q| PromptRecord {
             prompt: Content::Text(q.text),
@@ -166,13 +235,7 @@ fn eval_records(ctx: &Ctx, eval_pool: &[task::Question]) -> Vec<PromptRecord> {
 
 /// The [`Setup`] from the finished stages: evaluation prompts read back from `eval_file`, the
 /// training questions as the loop's prompt pool.
-fn finish(
-    root: &StageRunner,
-    eval_file: &str,
-    train_pool: Vec<task::Question>,
-    sft: PathBuf,
-    annotator: PathBuf,
-) -> Res<Setup> {
+fn finish(root: &StageRunner, eval_file: &str, train_pool: Vec<task::Question>) -> Res<Setup> {
     let eval_prompts = read_jsonl::<PromptRecord>(root.path(eval_file))?
         .into_iter()
         .map(|p| p.prompt)
@@ -181,42 +244,44 @@ fn finish(
         .into_iter()
         .map(|q| Content::Text(q.text))
         .collect();
-    Ok(Setup {
-        sft,
-        annotator,
-        eval_prompts,
-        pool,
-    })
+    Ok(Setup { eval_prompts, pool })
 }
 
 /// `rm_samples` responses of pi_0 to each question; every two with different gold rewards make a
 /// pair oriented by gold and flipped with probability `label_noise` (the noisy human labels).
-fn sample_pairs(
+fn sample_pairs<L: CausalLm<I> + HfModel<I> + Sync>(
     ctx: &Ctx,
     judge: &GoldJudge,
     policy: &Path,
     questions: &[task::Question],
     rng: &mut Rng,
 ) -> Res<Vec<PairRecord>> {
-    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
-    let model = LlamaForCausalLM::<I>::from_pretrained(policy, &Default::default())?;
+    let (cfg, enc) = (&ctx.cfg.task, ctx.enc);
+    let model = L::load_hf(policy, &Default::default())?;
     let prompts: Vec<Content> = questions
         .iter()
         .map(|q| Content::Text(q.text.clone()))
         .collect();
-    let settings = cfg.sampling(cfg.rm_samples, cfg.temperature, 16);
+    let online = &ctx.cfg.online;
+    let generation = online
+        .generation
+        .clone()
+        .with_num_responses(cfg.rm_samples)
+        .with_prompt_batch_size(16)
+        .with_sampler(SamplerConfig::new().with_temperature(online.generation.sampler.temperature));
     let seed = stage_seed(cfg.setup_seed, 3);
     let out = sample(
+        ctx.placement,
         &model,
         enc,
         &prompts,
-        &settings,
+        &generation,
         seed,
         "reward-model samples",
         &Console,
     )?;
     let mut pairs = Vec::new();
-    for (q, gens) in questions.iter().zip(&out.responses) {
+    for (q, gens) in questions.iter().zip(&out) {
         let gold: Vec<f32> = gens
             .iter()
             .map(|g| judge.score(&q.text, &g.text, g.finish_reason != FinishReason::Length))
@@ -253,11 +318,13 @@ fn sample_pairs(
 
 /// The built-in task's policy shape: Llama-3 layout, tiny sizes, the shipped tokenizer's ids.
 fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
-    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let (cfg, enc) = (&ctx.cfg.task, ctx.enc);
+    let online = &ctx.cfg.online;
     let mut c = LlamaConfig::tiny(enc.tokenizer.vocab_size(), cfg.hidden_size);
     c.num_hidden_layers = cfg.layers;
     c.intermediate_size = cfg.hidden_size * 3;
-    c.max_position_embeddings = 256.max(cfg.max_total_tokens + cfg.max_new_tokens);
+    c.max_position_embeddings =
+        256.max(online.truncation.max_total_len + online.generation.max_new_tokens);
     c.bos_token_id = enc.template.bos_id();
     c.eos_token_id = enc.stop_ids();
     c.pad_token_id = Some(enc.pad_id);
@@ -265,8 +332,8 @@ fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
 }
 
 /// A training stage's bar (on the console) and metrics log.
-fn watch<'a>(label: &'a str, metric: &'static str, metrics: &'a Path) -> Watch<'a> {
-    Watch {
+fn watch<'a>(label: &'a str, metric: &'static str, metrics: &'a Path) -> FitProgress<'a> {
+    FitProgress {
         label,
         metric,
         metrics,
@@ -276,7 +343,7 @@ fn watch<'a>(label: &'a str, metric: &'static str, metrics: &'a Path) -> Watch<'
 
 /// SFT of the tiny policy from scratch; every step is written to `metrics`.
 fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.cfg.task;
     let records: Vec<SftRecord> = read_jsonl(file)?;
     let examples = records
         .iter()
@@ -292,11 +359,11 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
         .with_weight_decay(0.01)
         .with_seed(stage_seed(cfg.setup_seed, 11))
         .with_log_every(0);
-    let sft = SftTrainConfig::new(ctx.enc.pad_id);
-    let trained = train_watched(
+    let sft = SftTrainConfig::new().with_pad_id(Some(ctx.enc.pad_id));
+    let trained = fit(
         model,
         tc,
-        &ctx.placement,
+        ctx.placement,
         &watch("SFT", "nll", metrics),
         |t| train_sft(t, &examples, &sft),
     )?;
@@ -312,7 +379,7 @@ fn train_reward_stage(
     metrics: &Path,
 ) -> Res<()> {
     let device = Default::default();
-    B::seed(&device, stage_seed(ctx.cfg.setup_seed, 20));
+    B::seed(&device, stage_seed(ctx.cfg.task.setup_seed, 20));
     let backbone = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
     let model = LlamaForSequenceClassification::from_causal_lm(backbone, 0.02);
     let trained = train_bt(ctx, records, model, metrics)?;
@@ -321,24 +388,21 @@ fn train_reward_stage(
 
 /// A reward model on the real policy's backbone: LoRA adapters (`rm_lora_rank`) plus a fresh
 /// score head, saved as a PEFT SEQ_CLS adapter over the policy directory.
-fn train_policy_reward_stage(
+fn train_policy_reward_stage<C: RewardModelType>(
     ctx: &Ctx,
     records: &[PairRecord],
     policy: &Path,
     out: &Path,
     metrics: &Path,
+    load: impl Fn(&Path, &kiln::burn::tensor::Device<B>) -> Res<C>,
 ) -> Res<()> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.cfg.task;
     let device = Default::default();
     B::seed(&device, stage_seed(cfg.setup_seed, 20));
-    let model = LlamaForSequenceClassification::<B>::from_pretrained(
-        policy,
-        &device,
-        MissingScore::Init { std: 0.02 },
-    )?;
+    let model = load(policy, &device)?;
     if cfg.rm_lora_rank == 0 {
         let trained = train_bt(ctx, records, model, metrics)?;
-        return Ok(trained.save_pretrained(out, save_options())?);
+        return Ok(trained.save_hf(out, save_options())?);
     }
     let base = std::fs::canonicalize(policy)?.display().to_string();
     let lora = LoraConfig::new(LoraTarget::ALL.to_vec())
@@ -349,15 +413,29 @@ fn train_policy_reward_stage(
     Ok(trained.save_adapter(out)?)
 }
 
+/// A reward model the setup trains: a sequence classifier (Llama's or Qwen2's) with adapters.
+pub trait RewardModelType:
+    SequenceScorer<B> + HfModel<B> + Adapters<B> + AutodiffModule<B, InnerModule: SequenceScorer<I>>
+{
+}
+
+impl<C> RewardModelType for C where
+    C: SequenceScorer<B>
+        + HfModel<B>
+        + Adapters<B>
+        + AutodiffModule<B, InnerModule: SequenceScorer<I>>
+{
+}
+
 /// Bradley-Terry training of `model` on 90 % of the noisy pairs (every step written to
 /// `metrics`); reports held-out accuracy.
-fn train_bt(
+fn train_bt<C: RewardModelType>(
     ctx: &Ctx,
     records: &[PairRecord],
-    model: LlamaForSequenceClassification<B>,
+    model: C,
     metrics: &Path,
-) -> Res<LlamaForSequenceClassification<B>> {
-    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+) -> Res<C> {
+    let (cfg, enc) = (&ctx.cfg.task, ctx.enc);
     let mut pairs = records
         .iter()
         .map(|r| -> Res<RewardPair> {
@@ -375,10 +453,11 @@ fn train_bt(
         .with_micro_batch_size(cfg.batch_size)
         .with_seed(stage_seed(cfg.setup_seed, 21))
         .with_log_every(0);
-    let rtc = RewardTrainConfig::new(enc.pad_id)
+    let rtc = RewardTrainConfig::new()
+        .with_pad_id(Some(enc.pad_id))
         .with_loss(kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01));
     let watching = watch("reward model", "accuracy", metrics);
-    let trained = train_watched(model, tc, &ctx.placement, &watching, |t| {
+    let trained = fit(model, tc, ctx.placement, &watching, |t| {
         train_reward_model(t, &pairs, &rtc)
     })?;
     let (acc, margin) = pairwise_accuracy(&trained.valid(), &held_out, enc.pad_id, 64)?;
@@ -397,7 +476,7 @@ fn train_pairwise_stage(
     out: &Path,
     metrics: &Path,
 ) -> Res<()> {
-    let (cfg, enc) = (&ctx.cfg, &ctx.enc);
+    let (cfg, enc) = (&ctx.cfg.task, ctx.enc);
     let example = |p: &Content, a: &Content, b: &Content, answer: &str| -> Res<Example> {
         let judge = Content::Messages(vec![judge_message(p, &a.text(), &b.text())]);
         Ok(enc.prompt_completion(&judge, &Content::Text(answer.into()))?)
@@ -416,9 +495,9 @@ fn train_pairwise_stage(
         .with_micro_batch_size(cfg.batch_size)
         .with_seed(stage_seed(cfg.setup_seed, 31))
         .with_log_every(0);
-    let sft = SftTrainConfig::new(enc.pad_id);
+    let sft = SftTrainConfig::new().with_pad_id(Some(enc.pad_id));
     let watching = watch("pairwise model", "nll", metrics);
-    let trained = train_watched(model, tc, &ctx.placement, &watching, |t| {
+    let trained = fit(model, tc, ctx.placement, &watching, |t| {
         train_sft(t, &examples, &sft)
     })?;
     Ok(trained.save_pretrained(out, save_options())?)

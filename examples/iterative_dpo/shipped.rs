@@ -5,8 +5,9 @@
 //! the way a user starts from a published SFT model and reward model; `--train-setup`, or any
 //! setup setting that differs from the manifest's, trains them in the run instead.
 
-use super::config::{AnnotatorKind, LoopConfig, Mode};
-use super::models::Res;
+use super::Res;
+use super::config::{LoopConfig, Mode};
+use kiln::reward::AnnotatorKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -55,10 +56,29 @@ pub fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/builtin")
 }
 
-/// [`SETUP_KEYS`] of `cfg`.
+/// [`SETUP_KEYS`] of `cfg`, under the flag names they have on the command line.
 pub fn setup_of(cfg: &LoopConfig) -> Res<BTreeMap<String, Value>> {
-    let Value::Object(all) = serde_json::to_value(cfg)? else {
-        return Err("the configuration is not a JSON object".into());
+    let (t, o) = (&cfg.task, &cfg.online);
+    let all = serde_json::json!({
+        "setup_seed": t.setup_seed,
+        "hidden_size": t.hidden_size,
+        "layers": t.layers,
+        "train_phrasings": t.train_phrasings,
+        "sft_examples": t.sft_examples,
+        "sft_steps": t.sft_steps,
+        "sft_lr": t.sft_lr,
+        "rm_pairs": t.rm_pairs,
+        "rm_steps": t.rm_steps,
+        "rm_lr": t.rm_lr,
+        "label_noise": t.label_noise,
+        "batch_size": t.batch_size,
+        "max_prompt_tokens": o.truncation.max_prompt_len,
+        "max_total_tokens": o.truncation.max_total_len,
+        "max_new_tokens": o.generation.max_new_tokens,
+        "annotator": t.annotator,
+    });
+    let Value::Object(all) = all else {
+        return Err("the setup is not a JSON object".into());
     };
     Ok(SETUP_KEYS
         .iter()
@@ -132,10 +152,11 @@ pub struct Shipped {
 /// # Errors
 /// An unreadable manifest.
 pub fn for_run(cfg: &LoopConfig) -> Res<Option<Shipped>> {
-    if cfg.train_setup || cfg.mode() != Mode::Builtin || cfg.annotator != AnnotatorKind::Bt {
+    let t = &cfg.task;
+    if t.train_setup || cfg.mode() != Mode::Builtin || t.annotator != AnnotatorKind::Bt {
         return Ok(None);
     }
-    let dir = cfg.setup_from.clone().unwrap_or_else(dir);
+    let dir = t.setup_from.clone().unwrap_or_else(dir);
     let manifest: Manifest = kiln::data::atomic::read_json(dir.join("manifest.json"))?;
     let mine = setup_of(cfg)?;
     if let Some((k, v)) = mine.iter().find(|(k, v)| manifest.setup.get(*k) != Some(v)) {
@@ -156,10 +177,20 @@ pub fn for_run(cfg: &LoopConfig) -> Res<Option<Shipped>> {
 /// # Errors
 /// A missing file, or one whose digest differs from the manifest's (named).
 pub fn install(shipped: &Shipped, name: &str, dest: &Path) -> Res<()> {
-    std::fs::create_dir_all(dest)?;
     let prefix = format!("{name}/");
-    let files = shipped.manifest.files.iter();
-    for (file, digest) in files.filter(|(f, _)| f.starts_with(&prefix)) {
+    let files: Vec<_> = (shipped.manifest.files.iter())
+        .filter(|(f, _)| f.starts_with(&prefix))
+        .collect();
+    if files.is_empty() {
+        return Err(format!(
+            "{}: lists no file under {prefix}; regenerate it (`{}`) or run with --train-setup",
+            shipped.dir.join("manifest.json").display(),
+            shipped.manifest.command
+        )
+        .into());
+    }
+    std::fs::create_dir_all(dest)?;
+    for (file, digest) in files {
         let from = shipped.dir.join(file);
         let got = sha256(&from)?;
         if &got != digest {

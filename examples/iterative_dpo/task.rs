@@ -302,6 +302,12 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
+impl kiln::online::Judge for GoldJudge {
+    fn score(&self, prompt: &str, response: &str, finished: bool) -> f32 {
+        GoldJudge::score(self, prompt, response, finished)
+    }
+}
+
 impl GoldJudge {
     /// The question behind a prompt text, if it is one of the task's.
     pub fn question(&self, prompt: &str) -> Option<&Question> {

@@ -1,4 +1,5 @@
-//! The examples' logging: `tracing` to stderr, filtered by `RUST_LOG` (warnings by default).
+//! The examples' logging: `tracing` to stderr, filtered by `RUST_LOG` (warnings by default),
+//! coloured only on a terminal.
 
 /// Installs the subscriber once; later calls (tests that run several mains) are no-ops.
 pub fn init() {
@@ -7,5 +8,6 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::hf_files::{
     TemplateSource, find_chat_template, read_eos_token_ids, read_special_tokens,
 };
-use crate::jinja::JinjaTemplate;
+use crate::jinja::{JinjaTemplate, python_strip};
 use crate::message::{Message, Role};
 use crate::tokenizer::{PAD_TOKEN, Tokenizer};
 
@@ -37,12 +37,6 @@ pub const END_OF_TEXT: &str = "<|end_of_text|>";
 /// verbatim: what the built-in renderer reproduces, and what [`ChatTemplate::save_files`] writes
 /// for it.
 pub const LLAMA3_JINJA: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
-
-/// Strips leading and trailing whitespace exactly like Python's `str.strip()` (which Jinja's `trim`
-/// uses): Unicode `White_Space` plus the separators U+001C..U+001F.
-pub fn python_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
-}
 
 /// Token ids of a rendered chat and which of them are assistant tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -572,14 +566,6 @@ fn render_with_spans(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn python_strip_matches_python() {
-        assert_eq!(python_strip("  a b \n\t"), "a b");
-        assert_eq!(python_strip("\u{1f}x\u{1c}"), "x");
-        assert_eq!(python_strip("\u{a0}x\u{3000}"), "x");
-        assert_eq!(python_strip("\u{200b}x"), "\u{200b}x"); // zero-width space is not whitespace
-    }
 
     #[test]
     fn render_matches_the_template_text() {

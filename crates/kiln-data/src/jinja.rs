@@ -21,7 +21,6 @@ use std::fmt::Write as _;
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
-use crate::chat_template::python_strip;
 use crate::date::TemplateClock;
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -454,9 +453,23 @@ fn write_py_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Strips leading and trailing whitespace exactly like Python's `str.strip()` (which Jinja's `trim`
+/// uses): Unicode `White_Space` plus the separators U+001C..U+001F.
+pub fn python_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_strip_matches_python() {
+        assert_eq!(python_strip("  a b \n\t"), "a b");
+        assert_eq!(python_strip("\u{1f}x\u{1c}"), "x");
+        assert_eq!(python_strip("\u{a0}x\u{3000}"), "x");
+        assert_eq!(python_strip("\u{200b}x"), "\u{200b}x"); // zero-width space is not whitespace
+    }
     use crate::date::DateTime;
 
     fn render(src: &str, msgs: &[Message], add_gen: bool) -> Result<Rendered> {

@@ -52,14 +52,13 @@ pub mod jsonl;
 pub mod message;
 pub mod pairs;
 pub mod rng;
+pub mod selection_config;
 pub mod split;
 pub mod tokenizer;
 pub mod train_tokenizer;
 pub mod truncate;
 
-pub use chat_template::{
-    ChatTemplate, EncodedChat, PromptCompletion, TemplateChoice, python_strip,
-};
+pub use chat_template::{ChatTemplate, EncodedChat, PromptCompletion, TemplateChoice};
 pub use collate::{IGNORE_INDEX, LmBatch, PaddedBatch, PairBatch};
 pub use date::{DateTime, TemplateClock};
 pub use encoder::ChatEncoder;
@@ -70,6 +69,7 @@ pub use formats::{
     SftRecord,
 };
 pub use hf_files::TemplateSource;
+pub use jinja::python_strip;
 pub use jsonl::{JsonlReader, JsonlWriter, read_jsonl, write_jsonl};
 pub use message::{Content, Message, Role};
 pub use pairs::{LengthUnit, SelectionConfig, SelectionStats, SelectionStrategy};

@@ -34,6 +34,22 @@ impl std::fmt::Display for LengthUnit {
     }
 }
 
+impl LengthUnit {
+    /// The length of `text` in this unit; `Tokens` needs the tokenizer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for `Tokens` without a tokenizer; tokenisation errors.
+    pub fn measure(self, text: &str, tokenizer: Option<&Tokenizer>) -> Result<usize> {
+        match (self, tokenizer) {
+            (LengthUnit::Chars, _) => Ok(text.chars().count()),
+            (LengthUnit::Tokens, Some(tok)) => Ok(tok.encode(text)?.len()),
+            (LengthUnit::Tokens, None) => Err(Error::InvalidConfig(
+                "measuring length in tokens needs a tokenizer".into(),
+            )),
+        }
+    }
+}
+
 impl std::str::FromStr for LengthUnit {
     type Err = Error;
 
@@ -146,26 +162,7 @@ impl std::str::FromStr for SelectionStrategy {
     }
 }
 
-/// Settings of [`select_pairs`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SelectionConfig {
-    /// The strategy.
-    pub strategy: SelectionStrategy,
-    /// K: prompts with fewer responses are reported and skipped (at least 2 is always required).
-    pub min_responses: usize,
-    /// Seed of the per-prompt random streams.
-    pub seed: u64,
-}
-
-impl Default for SelectionConfig {
-    fn default() -> Self {
-        SelectionConfig {
-            strategy: SelectionStrategy::MaxMin,
-            min_responses: 2,
-            seed: 0,
-        }
-    }
-}
+pub use crate::selection_config::SelectionConfig;
 
 /// Why a prompt produced no pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -378,23 +375,9 @@ impl<'a> PairSelector<'a> {
 
     fn lengths(&self, record: &AnnotatedRecord) -> Result<Vec<usize>> {
         match self.config.strategy {
-            SelectionStrategy::MaxMinP {
-                unit: LengthUnit::Tokens,
-                ..
-            } => {
-                let tok = self
-                    .tokenizer
-                    .ok_or_else(|| Error::InvalidConfig("no tokenizer".into()))?;
-                record
-                    .responses
-                    .iter()
-                    .map(|r| Ok(tok.encode(r)?.len()))
-                    .collect()
-            }
-            SelectionStrategy::MaxMinP {
-                unit: LengthUnit::Chars,
-                ..
-            } => Ok(record.responses.iter().map(|r| r.chars().count()).collect()),
+            SelectionStrategy::MaxMinP { unit, .. } => (record.responses.iter())
+                .map(|r| unit.measure(r, self.tokenizer))
+                .collect(),
             _ => Ok(Vec::new()),
         }
     }

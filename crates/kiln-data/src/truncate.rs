@@ -1,30 +1,30 @@
 //! Truncation rules: keep the end of the prompt, the start of the completion (RECIPE.md 3d).
 
-use serde::{Deserialize, Serialize};
+use burn::config::Config;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Length limits for prompt + completion sequences (reference: 1000 / 2048 tokens for DPO).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub struct TruncationConfig {
     /// The prompt keeps at most its last `max_prompt_len` tokens.
+    #[config(default = 1000)]
     pub max_prompt_len: usize,
     /// Prompt + completion keep at most `max_total_len` tokens (the completion is cut at its end).
+    #[config(default = 2048)]
     pub max_total_len: usize,
 }
 
 impl Default for TruncationConfig {
+    /// [`Self::new`]: 1000 / 2048 tokens.
     fn default() -> Self {
-        TruncationConfig {
-            max_prompt_len: 1000,
-            max_total_len: 2048,
-        }
+        Self::new()
     }
 }
 
 impl TruncationConfig {
     /// Checks `0 < max_prompt_len < max_total_len`, so every completion keeps at least one token.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> crate::Result<()> {
         if self.max_prompt_len == 0 || self.max_prompt_len >= self.max_total_len {
             return Err(Error::InvalidConfig(format!(
                 "truncation needs 0 < max_prompt_len ({}) < max_total_len ({})",

@@ -5,11 +5,9 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln_losses::{
-    BradleyTerryConfig, DpoConfig, DpoLoss, LogProbReduction, RrhfConfig, sequence_logprobs,
-};
+use kiln_losses::{BradleyTerryConfig, DpoConfig, DpoLoss, RrhfConfig};
 use std::hint::black_box;
 
 type B = Autodiff<Flex>;
@@ -23,7 +21,7 @@ fn bench_dpo(c: &mut Criterion) {
     let device = Default::default();
     let mut group = c.benchmark_group("dpo_batch64_fwd_bwd");
     for loss in [
-        DpoLoss::SIGMOID,
+        DpoLoss::Sigmoid,
         DpoLoss::Robust {
             label_smoothing: 0.1,
         },
@@ -75,26 +73,9 @@ fn bench_bt_rrhf(c: &mut Criterion) {
     });
 }
 
-fn bench_logprobs(c: &mut Criterion) {
-    let device = Default::default();
-    let (t, v) = (128, 512);
-    let logits: Tensor<B, 3> =
-        Tensor::random([BATCH, t, v], Distribution::Normal(0.0, 1.0), &device);
-    let ids: Tensor<B, 2, Int> =
-        Tensor::random([BATCH, t], Distribution::Uniform(0.0, v as f64), &device);
-    let mask: Tensor<B, 2> = Tensor::ones([BATCH, t], &device);
-    c.bench_function("sequence_logprobs_64x128x512_fwd_bwd", |b| {
-        b.iter(|| {
-            let logits = logits.clone().require_grad();
-            let lp = sequence_logprobs(logits, ids.clone(), mask.clone(), LogProbReduction::Sum);
-            black_box(lp.sum().backward());
-        })
-    });
-}
-
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = bench_dpo, bench_bt_rrhf, bench_logprobs
+    targets = bench_dpo, bench_bt_rrhf
 }
 criterion_main!(benches);

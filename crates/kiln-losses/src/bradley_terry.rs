@@ -14,7 +14,7 @@ use burn::tensor::{ElementConversion, FloatDType, Tensor};
 use crate::error::check;
 
 /// Configuration of the Bradley-Terry loss. `init` validates it.
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct BradleyTerryConfig {
     /// Reward-centering coefficient `c >= 0` (0 disables centering).
     #[config(default = 0.0)]

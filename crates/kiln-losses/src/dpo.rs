@@ -5,7 +5,8 @@
 //!
 //! | variant | per-pair loss | paper |
 //! |---|---|---|
-//! | [`DpoLoss::Sigmoid`] | `-(1-eps) log s(beta h) - eps log s(-beta h)` | Rafailov et al. 2023 (DPO); eps > 0 is cDPO (Mitchell 2023) |
+//! | [`DpoLoss::Sigmoid`] | `-log s(beta h)` | Rafailov et al. 2023 (DPO) |
+//! | [`DpoLoss::Cdpo`] | `-(1-eps) log s(beta h) - eps log s(-beta h)` | Mitchell 2023 (cDPO, label smoothing) |
 //! | [`DpoLoss::Robust`] | `[-(1-eps) log s(beta h) + eps log s(-beta h)] / (1 - 2 eps)` | Chowdhury et al. 2024 (rDPO) |
 //! | [`DpoLoss::Ipo`] | `(h - 1/(2 beta))^2` | Azar et al. 2023 (IPO) |
 //! | [`DpoLoss::Hinge`] | `max(0, 1 - beta h)` | Zhao et al. 2023 (SLiC-HF) |
@@ -17,7 +18,7 @@
 //! they push the margin back, which is how they regularise over-confident policies.
 //!
 //! IPO as TRL runs it uses length-averaged log-probs: compute them with
-//! [`LogProbReduction::Mean`](crate::LogProbReduction::Mean).
+//! `kiln_model::LogProbReduction::Mean`.
 
 use burn::config::Config;
 use burn::tensor::activation::{log_sigmoid, relu};
@@ -29,13 +30,19 @@ use crate::error::check;
 /// Which member of the DPO family to optimise.
 ///
 /// On a command line ([`FromStr`](std::str::FromStr) / [`Display`](std::fmt::Display)):
-/// `sigmoid`, `cdpo:EPS`, `robust:EPS`, `ipo`, `hinge`. In JSON (serde): `{"Sigmoid":
-/// {"label_smoothing": 0.0}}`, `"Ipo"`, ...
-#[derive(Debug, Clone, Copy, PartialEq, burn::serde::Serialize, burn::serde::Deserialize)]
+/// `sigmoid`, `cdpo:EPS`, `robust:EPS`, `ipo`, `hinge`. In JSON (serde): `"Sigmoid"`,
+/// `{"Cdpo": {"label_smoothing": 0.1}}`, `"Ipo"`, ... The default is [`DpoLoss::Sigmoid`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Default, burn::serde::Serialize, burn::serde::Deserialize,
+)]
 #[serde(crate = "burn::serde")]
 pub enum DpoLoss {
-    /// `-(1-eps) log s(beta h) - eps log s(-beta h)`: DPO, or cDPO with label smoothing `eps > 0`.
-    Sigmoid {
+    /// `-log s(beta h)`: DPO.
+    #[default]
+    Sigmoid,
+    /// `-(1-eps) log s(beta h) - eps log s(-beta h)`: conservative DPO (cDPO), the sigmoid loss
+    /// with label smoothing.
+    Cdpo {
         /// Label smoothing `eps` in `[0, 0.5]` (probability that a preference label is flipped).
         label_smoothing: f64,
     },
@@ -52,15 +59,12 @@ pub enum DpoLoss {
 }
 
 impl DpoLoss {
-    /// Plain DPO: the sigmoid loss without label smoothing.
-    pub const SIGMOID: DpoLoss = DpoLoss::Sigmoid {
-        label_smoothing: 0.0,
-    };
-
-    /// A short lowercase name (`sigmoid`, `robust`, `ipo`, `hinge`) for logs and file names.
+    /// A short lowercase name (`sigmoid`, `cdpo`, `robust`, `ipo`, `hinge`) for logs and file
+    /// names.
     pub fn name(&self) -> &'static str {
         match self {
-            DpoLoss::Sigmoid { .. } => "sigmoid",
+            DpoLoss::Sigmoid => "sigmoid",
+            DpoLoss::Cdpo { .. } => "cdpo",
             DpoLoss::Robust { .. } => "robust",
             DpoLoss::Ipo => "ipo",
             DpoLoss::Hinge => "hinge",
@@ -71,10 +75,8 @@ impl DpoLoss {
 impl std::fmt::Display for DpoLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DpoLoss::Sigmoid { label_smoothing } if *label_smoothing == 0.0 => {
-                f.write_str("sigmoid")
-            }
-            DpoLoss::Sigmoid { label_smoothing } => write!(f, "cdpo:{label_smoothing}"),
+            DpoLoss::Sigmoid => f.write_str("sigmoid"),
+            DpoLoss::Cdpo { label_smoothing } => write!(f, "cdpo:{label_smoothing}"),
             DpoLoss::Robust { label_smoothing } => write!(f, "robust:{label_smoothing}"),
             DpoLoss::Ipo => f.write_str("ipo"),
             DpoLoss::Hinge => f.write_str("hinge"),
@@ -100,8 +102,8 @@ impl std::str::FromStr for DpoLoss {
                 .map_err(|_| bad("a number after the colon, e.g. cdpo:0.1"))
         };
         let loss = match (name, arg) {
-            ("sigmoid", None) => DpoLoss::SIGMOID,
-            ("sigmoid" | "cdpo", a) => DpoLoss::Sigmoid {
+            ("sigmoid", None) => DpoLoss::Sigmoid,
+            ("sigmoid" | "cdpo", a) => DpoLoss::Cdpo {
                 label_smoothing: eps(a)?,
             },
             ("robust", a) => DpoLoss::Robust {
@@ -116,13 +118,13 @@ impl std::str::FromStr for DpoLoss {
 }
 
 /// Configuration of a DPO-family loss. `init` validates it.
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct DpoConfig {
     /// Temperature `beta > 0` of the implicit reward `beta * log(pi / ref)`.
     #[config(default = 0.1)]
     pub beta: f64,
     /// The loss variant.
-    #[config(default = "DpoLoss::SIGMOID")]
+    #[config(default = "DpoLoss::Sigmoid")]
     pub loss: DpoLoss,
     /// Reference-free mode: the reference log-probs are ignored (treated as 0), so
     /// `h = logp_pi(y_w) - logp_pi(y_l)` and the rewards are `beta * logp_pi(y)`.
@@ -139,7 +141,7 @@ impl DpoConfig {
     pub fn init(&self) -> crate::Result<Dpo> {
         check("dpo", "beta", self.beta, self.beta > 0.0, "beta > 0")?;
         match self.loss {
-            DpoLoss::Sigmoid { label_smoothing } => check(
+            DpoLoss::Cdpo { label_smoothing } => check(
                 "dpo",
                 "label_smoothing",
                 label_smoothing,
@@ -153,7 +155,7 @@ impl DpoConfig {
                 (0.0..0.5).contains(&label_smoothing),
                 "0 <= label_smoothing < 0.5",
             )?,
-            DpoLoss::Ipo | DpoLoss::Hinge => {}
+            DpoLoss::Sigmoid | DpoLoss::Ipo | DpoLoss::Hinge => {}
         }
         Ok(Dpo {
             beta: self.beta,
@@ -194,7 +196,8 @@ impl Dpo {
     pub fn pair_losses<B: Backend>(&self, h: Tensor<B, 1>) -> Tensor<B, 1> {
         let beta = self.beta;
         match self.loss {
-            DpoLoss::Sigmoid { label_smoothing } => {
+            DpoLoss::Sigmoid => log_sigmoid(h.mul_scalar(beta)).mul_scalar(-1.0),
+            DpoLoss::Cdpo { label_smoothing } => {
                 let z = h.mul_scalar(beta);
                 let main = log_sigmoid(z.clone()).mul_scalar(-(1.0 - label_smoothing));
                 if label_smoothing == 0.0 {
@@ -226,7 +229,7 @@ impl Dpo {
     ///
     /// # Shapes
     /// - every input: `[batch]` (one log-prob per sequence, see
-    ///   [`sequence_logprobs`](crate::sequence_logprobs))
+    ///   `kiln_model::sequence_logprobs`)
     /// - output: [`DpoOutput`] with `loss` `[1]` and per-pair tensors `[batch]`
     pub fn forward<B: Backend>(
         &self,
@@ -336,10 +339,10 @@ mod tests {
     #[test]
     fn command_line_forms_round_trip() {
         for (text, loss) in [
-            ("sigmoid", DpoLoss::SIGMOID),
+            ("sigmoid", DpoLoss::Sigmoid),
             (
                 "cdpo:0.1",
-                DpoLoss::Sigmoid {
+                DpoLoss::Cdpo {
                     label_smoothing: 0.1,
                 },
             ),

@@ -1,11 +1,7 @@
-//! Preference-optimisation losses for Kiln, generic over any burn backend.
+//! Preference-optimisation losses for Kiln over sequence log-prob tensors, generic over any burn
+//! backend. The log-probs themselves (the next-token shift, the chunked LM-head computation) come
+//! from `kiln-model`; this crate depends on burn only.
 //!
-//! - [`sequence_logprobs`] / [`gather_logprobs`]: log-probs of target tokens under a causal LM
-//!   (the next-token shift lives here, once).
-//! - [`ChunkedLogProbs`] ([`ChunkedLogProbsConfig`], [`LmHead`], [`LogProbStrategy`]): the same
-//!   log-probs straight from final hidden states and the LM head, chunk by chunk, without the
-//!   `[batch, seq, vocab]` logits; for training, gradients computed by hand and handed back to
-//!   autodiff through a surrogate (bounded memory for a 128k vocabulary).
 //! - [`Dpo`] ([`DpoConfig`], [`DpoLoss`]): the DPO family (sigmoid/cDPO, robust, IPO, hinge) with
 //!   TRL-named metrics.
 //! - [`BradleyTerry`] ([`BradleyTerryConfig`]): the pairwise reward-model loss with margins and
@@ -25,7 +21,7 @@
 //!
 //! type B = Autodiff<Flex>;
 //! let device = Default::default();
-//! let dpo = DpoConfig::new().with_beta(0.1).with_loss(DpoLoss::SIGMOID).init()?;
+//! let dpo = DpoConfig::new().with_beta(0.1).with_loss(DpoLoss::Sigmoid).init()?;
 //! let policy_chosen = Tensor::<B, 1>::from_floats([-10.0, -12.0], &device).require_grad();
 //! let policy_rejected = Tensor::<B, 1>::from_floats([-11.0, -9.0], &device).require_grad();
 //! let reference = Tensor::<B, 1>::from_floats([-10.5, -10.5], &device);
@@ -51,10 +47,8 @@
 )]
 
 pub mod bradley_terry;
-pub mod chunked_logprobs;
 pub mod dpo;
 pub mod error;
-pub mod logprobs;
 pub mod rrhf;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -62,10 +56,6 @@ pub mod testing;
 pub use bradley_terry::{
     BradleyTerry, BradleyTerryConfig, BradleyTerryMetrics, BradleyTerryOutput,
 };
-pub use chunked_logprobs::{
-    ChunkedLogProbs, ChunkedLogProbsConfig, LmHead, LogProbStrategy, full_sequence_logprobs,
-};
 pub use dpo::{Dpo, DpoConfig, DpoLoss, DpoMetrics, DpoOutput};
 pub use error::{Error, Result};
-pub use logprobs::{LogProbReduction, gather_logprobs, sequence_logprobs, shifted_token_logprobs};
 pub use rrhf::{Rrhf, RrhfConfig, RrhfOutput};

@@ -19,7 +19,7 @@ use burn::tensor::{FloatDType, Tensor};
 use crate::error::check;
 
 /// Configuration of the RRHF loss. `init` validates it.
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct RrhfConfig {
     /// Length-normalisation exponent `alpha >= 0` of `p_i = logp(y_i) / |y_i|^alpha` (1 in the paper).
     #[config(default = 1.0)]
@@ -83,7 +83,7 @@ impl Rrhf {
     ///
     /// # Shapes
     /// - `logps`: `[prompts, k]` summed response log-probs under the policy
-    ///   ([`sequence_logprobs`](crate::sequence_logprobs) with `Sum`)
+    ///   (`kiln_model::sequence_logprobs` with `Sum`)
     /// - `lengths`: `[prompts, k]` response lengths in tokens
     /// - `rewards`: `[prompts, k]` reward of each response
     /// - output: [`RrhfOutput`] with `loss` `[1]` and per-prompt terms `[prompts]`

@@ -1,15 +1,14 @@
-//! Every loss and `sequence_logprobs` keep their inputs' dtype (f32, f64, bf16): no tensor is
-//! built in the default float dtype, values agree with the f64 references within dtype-sized
-//! tolerances, metrics read back, and backward runs (gradients in the input dtype).
+//! Every loss keeps its inputs' dtype (f32, f64, bf16): no tensor is built in the default float
+//! dtype, values agree with the f64 references within dtype-sized tolerances, metrics read back,
+//! and backward runs (gradients in the input dtype). (`sequence_logprobs` is checked the same way
+//! in kiln-model's `tests/logprob_dtypes.rs`.)
 #![allow(clippy::print_stderr)]
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use kiln_losses::testing::reference;
-use kiln_losses::{
-    BradleyTerryConfig, DpoConfig, DpoLoss, LogProbReduction, RrhfConfig, sequence_logprobs,
-};
+use kiln_losses::{BradleyTerryConfig, DpoConfig, DpoLoss, RrhfConfig};
 
 type AD = Autodiff<Flex>;
 
@@ -71,8 +70,8 @@ const RR: [f64; 4] = [-13.5, -29.5, -9.0, -2.5];
 #[test]
 fn dpo_keeps_the_dtype_for_every_variant() {
     let losses = [
-        DpoLoss::SIGMOID,
-        DpoLoss::Sigmoid {
+        DpoLoss::Sigmoid,
+        DpoLoss::Cdpo {
             label_smoothing: 0.1,
         },
         DpoLoss::Robust {
@@ -210,71 +209,5 @@ fn rrhf_keeps_the_dtype() {
         );
         let g = lp_t.grad(&out.loss.backward()).expect("gradient");
         assert_eq!(g.dtype(), dtype);
-    }
-}
-
-#[test]
-fn sequence_logprobs_keeps_the_dtype() {
-    let (batch, seq, vocab) = (2, 5, 7);
-    let logits: Vec<f64> = (0..batch * seq * vocab)
-        .map(|i| ((i * 37 % 23) as f64 - 11.0) * 0.3)
-        .collect();
-    let ids = [[0i64, 3, 6, 1, 2], [4, 4, 0, 5, 1]];
-    let mask = [0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-    for dtype in DTYPES {
-        let lg = rounded(&logits, dtype);
-        let rows: Vec<Vec<Vec<f64>>> = (0..batch)
-            .map(|b| {
-                (0..seq)
-                    .map(|t| lg[(b * seq + t) * vocab..(b * seq + t + 1) * vocab].to_vec())
-                    .collect()
-            })
-            .collect();
-        for reduction in [LogProbReduction::Sum, LogProbReduction::Mean] {
-            let logits_t = Tensor::<Flex, 3>::from_data(
-                TensorData::new(lg.clone(), [batch, seq, vocab]),
-                (&Default::default(), dtype),
-            );
-            let ids_t = Tensor::<Flex, 2, Int>::from_data(ids, &Default::default());
-            // The loss mask as collated (default f32) with bf16/f64 logits.
-            let out = sequence_logprobs(
-                logits_t,
-                ids_t,
-                t2::<Flex>(&mask, [batch, seq], DType::F32),
-                reduction,
-            );
-            assert_eq!(out.dtype(), dtype, "{reduction:?}");
-            let want: Vec<f64> = (0..batch)
-                .map(|b| {
-                    let ids: Vec<usize> = ids[b].iter().map(|&i| i as usize).collect();
-                    reference::sequence_logprob(
-                        &rows[b],
-                        &ids,
-                        &mask[b * seq..(b + 1) * seq],
-                        reduction,
-                    )
-                })
-                .collect();
-            assert_close(
-                &format!("sequence_logprobs {reduction:?}"),
-                dtype,
-                &read(out),
-                &want,
-            );
-
-            let logits_t = Tensor::<AD, 3>::from_data(
-                TensorData::new(lg.clone(), [batch, seq, vocab]),
-                (&Default::default(), dtype),
-            )
-            .require_grad();
-            let out = sequence_logprobs(
-                logits_t.clone(),
-                Tensor::<AD, 2, Int>::from_data(ids, &Default::default()),
-                t2::<AD>(&mask, [batch, seq], DType::F32),
-                reduction,
-            );
-            let g = logits_t.grad(&out.sum().backward()).expect("gradient");
-            assert_eq!(g.dtype(), dtype);
-        }
     }
 }

@@ -1,11 +1,11 @@
 //! `LlamaForCausalLM`: the decoder stack plus a (tied or untied) LM head; the reference
 //! implementation of [`CausalLm`].
 
+use crate::logprobs::LmHead;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use kiln_losses::LmHead;
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;

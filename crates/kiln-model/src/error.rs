@@ -32,8 +32,8 @@ pub enum Error {
     },
     /// A checkpoint of another architecture than the type asked to load it.
     #[error(
-        "{path}: model_type `{found}` checkpoint, but {loader} loads `{expected}`; load it with \
-         {suggested}"
+        "{path}: the checkpoint's model_type is `{found}`, but this loader ({loader}) reads \
+         `{expected}` checkpoints; `{found}` is read by {suggested}"
     )]
     WrongModelType {
         /// The `config.json` read.
@@ -46,6 +46,28 @@ pub enum Error {
         loader: &'static str,
         /// The type that loads `found`.
         suggested: &'static str,
+    },
+    /// A parameter of a log-prob computation lies outside its valid range.
+    #[error("{what}: parameter `{name}` = {value} is invalid: expected {expected}")]
+    InvalidParameter {
+        /// The computation (`chunked_logprobs`).
+        what: &'static str,
+        /// The parameter's name as it appears in the config.
+        name: &'static str,
+        /// The value that was given.
+        value: f64,
+        /// The range the value must lie in, in words.
+        expected: &'static str,
+    },
+    /// A command-line value (e.g. `--reduction mean`) could not be parsed.
+    #[error("invalid {what} `{input}`: expected {expected}")]
+    Parse {
+        /// What was being parsed (`log-prob reduction`).
+        what: &'static str,
+        /// The text given.
+        input: String,
+        /// What is accepted, in words.
+        expected: &'static str,
     },
     /// A config built in code breaks an invariant of the model (see
     /// [`LlamaConfig::validate`](crate::LlamaConfig::validate)); a `config.json` that does is
@@ -245,5 +267,25 @@ impl Error {
             path: path.into(),
             message: message.into(),
         }
+    }
+}
+
+/// Returns [`Error::InvalidParameter`] unless `value` is finite and satisfies `ok`.
+pub(crate) fn check_parameter(
+    what: &'static str,
+    name: &'static str,
+    value: f64,
+    ok: bool,
+    expected: &'static str,
+) -> Result<()> {
+    if value.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            what,
+            name,
+            value,
+            expected,
+        })
     }
 }

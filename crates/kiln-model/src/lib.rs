@@ -23,7 +23,8 @@
 //!   head's weight, vocabulary, context length, device, new cache; logits and `forward` follow)
 //!   and [`SequenceScorer`] (a score per sequence). Generation, every trainer and the reward
 //!   models are generic over them; Llama is the reference implementation.
-//! - Log-prob helpers for trainers, for every [`CausalLm`] ([`LogProbs`], via `kiln_losses`):
+//! - Log-probs ([`logprobs`]): the next-token shift done once ([`sequence_logprobs`]), the LM head's
+//!   chunked log-probs ([`ChunkedLogProbs`]), and helpers for every [`CausalLm`] ([`LogProbs`]):
 //!   `next_token_logprobs`, `label_logprobs`, `sequence_logprobs` (chunked
 //!   `logit[label] - logsumexp` without autodiff: the `[batch, seq, vocab]` logits never exist),
 //!   `sequence_logprob_loss` (training: the same chunked values with gradients computed by
@@ -179,7 +180,10 @@ pub use classifier::LlamaForSequenceClassification;
 pub use config::{Llama3RopeScaling, LlamaConfig};
 pub use config_error::ConfigError;
 pub use error::{Error, Result};
-pub use kiln_losses::{ChunkedLogProbs, LmHead, LogProbReduction, LogProbStrategy};
+pub use logprobs::{
+    ChunkedLogProbs, ChunkedLogProbsConfig, LmHead, LogProbReduction, LogProbStrategy,
+    full_sequence_logprobs, gather_logprobs, sequence_logprobs, shifted_token_logprobs,
+};
 pub use lora::{AdapterConfig, LoraConfig, LoraTarget, PeftTaskType};
 pub use model::LlamaModel;
 pub use model_type::ModelType;

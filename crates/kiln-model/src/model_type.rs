@@ -1,6 +1,8 @@
 //! [`ModelType`]: the decoder architectures Kiln implements, as `config.json`'s `model_type`
 //! names them.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 /// A `model_type` of Hugging Face's `config.json` that Kiln implements. Both share the Llama
@@ -46,6 +48,17 @@ impl ModelType {
                     Self::ALL.map(Self::as_str).join(", ")
                 )
             })
+    }
+
+    /// The `model_type` of the checkpoint in `dir`: its `config.json`'s, or for a PEFT adapter
+    /// directory its base's (`base_model_name_or_path`). What the command-line tools and the
+    /// online trainer dispatch on.
+    ///
+    /// # Errors
+    /// A missing or malformed `config.json` (named), a `model_type` Kiln does not implement.
+    pub fn of_dir(dir: &Path) -> crate::Result<Self> {
+        let (base, _) = crate::traits::resolve_model_dir(dir)?;
+        Ok(crate::LlamaConfig::from_file(base.join("config.json"))?.model_type)
     }
 
     /// Whether the query, key and value projections carry biases (`*_proj.bias`).

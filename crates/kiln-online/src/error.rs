@@ -17,6 +17,21 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid online-loop config: {0}")]
     InvalidConfig(String),
+    /// Input that cannot be used (a stage output that was not declared or not written, values
+    /// of different lengths for a statistic).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A run was stopped at a stage boundary by its hook (cancellation, or a simulated kill in
+    /// tests); rerunning resumes there.
+    #[error("stage `{stage}` in {dir} interrupted: {reason}")]
+    Interrupted {
+        /// The stage directory.
+        dir: PathBuf,
+        /// The stage.
+        stage: String,
+        /// Why (the hook's words).
+        reason: String,
+    },
     /// kiln-model (checkpoints, adapters).
     #[error(transparent)]
     Model(#[from] kiln_model::Error),
@@ -38,7 +53,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,

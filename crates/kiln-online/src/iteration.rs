@@ -7,159 +7,34 @@ use kiln_data::atomic::{read_json, write_json};
 use kiln_data::pairs::{rank_records, select_pairs_file};
 use kiln_data::{
     ChatEncoder, Content, GenerationRecord, PairRecord, RankedRecord, SelectionConfig,
-    SelectionStats, SelectionStrategy, read_jsonl, write_jsonl,
+    SelectionStats, read_jsonl, write_jsonl,
 };
-use kiln_losses::{DpoConfig, DpoLoss, RrhfConfig};
 use kiln_reward::RewardModel;
-use kiln_reward::annotate::PROMPTS_PER_CALL;
-use kiln_reward::parallel::annotate_parallel;
-use kiln_train::dpo::{DpoTrainConfig, train_dpo};
-use kiln_train::parallel::{Team, gather, shard};
-use kiln_train::rrhf::{RrhfTrainConfig, ranked_examples, train_rrhf};
-use kiln_train::{StageRunner, StepStats, TrainConfig, TrainLoop};
-use serde::{Deserialize, Serialize};
+use kiln_train::dpo::train_dpo;
+use kiln_train::rrhf::{ranked_examples, train_rrhf};
+use kiln_train::{StepStats, TrainConfig, TrainLoop};
 
+use crate::annotate::annotate_on;
+use crate::config::{Algorithm, OnlineConfig};
 use crate::error::Result;
-use crate::generate::{SamplingSettings, sharded_generation_records};
-use crate::observer::{Observer, Watch, train_watched};
+use crate::generate::generation_records;
+use crate::observer::{FitProgress, Observer, fit};
 use crate::policy::Policy;
 use crate::reference::reference_logps;
+use crate::stage::StageRunner;
 use crate::store::PolicyStore;
-
-/// What trains the policy on an iteration's annotated responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    /// DPO on one selected pair per prompt, against the reference model.
-    #[default]
-    Dpo,
-    /// RRHF on all K ranked responses per prompt: length-normalised ranking loss plus the NLL of
-    /// the best response; no reference model.
-    Rrhf,
-}
-
-impl std::str::FromStr for Algorithm {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "dpo" => Ok(Algorithm::Dpo),
-            "rrhf" => Ok(Algorithm::Rrhf),
-            other => Err(format!("unknown algorithm `{other}` (dpo | rrhf)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Algorithm::Dpo => "dpo",
-            Algorithm::Rrhf => "rrhf",
-        })
-    }
-}
-
-/// DPO's settings for an iteration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DpoSettings {
-    /// beta.
-    pub beta: f64,
-    /// The DPO-family loss.
-    pub loss: DpoLoss,
-    /// Learning rate (AdamW, 10 % warmup, cosine).
-    pub lr: f64,
-    /// Pairs per micro-batch.
-    pub batch_size: usize,
-    /// Weight of an NLL term on the chosen responses (TRL's `rpo_alpha`; 0 = plain DPO).
-    pub nll_weight: f64,
-}
-
-impl Default for DpoSettings {
-    fn default() -> Self {
-        Self {
-            beta: 0.1,
-            loss: DpoLoss::SIGMOID,
-            lr: 5e-7,
-            batch_size: 16,
-            nll_weight: 0.0,
-        }
-    }
-}
-
-/// RRHF's settings for an iteration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RrhfSettings {
-    /// Learning rate.
-    pub lr: f64,
-    /// Prompts (K responses each) per micro-batch.
-    pub batch_size: usize,
-    /// Length normalisation exponent: scores are `logp / |y|^alpha` (1 = the paper).
-    pub length_alpha: f64,
-    /// Weight of the ranking term.
-    pub rank_weight: f64,
-}
-
-impl Default for RrhfSettings {
-    fn default() -> Self {
-        Self {
-            lr: 1e-4,
-            batch_size: 4,
-            length_alpha: 1.0,
-            rank_weight: 1.0,
-        }
-    }
-}
-
-/// How one online iteration generates, selects and trains.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct IterationConfig {
-    /// DPO or RRHF.
-    pub algorithm: Algorithm,
-    /// Sampling of the `K` responses per prompt.
-    pub sampling: SamplingSettings,
-    /// Pair selection (DPO).
-    pub choose: SelectionStrategy,
-    /// Epochs over the iteration's pairs or ranked lists (sets the step count).
-    pub epochs: usize,
-    /// DPO settings.
-    pub dpo: DpoSettings,
-    /// RRHF settings.
-    pub rrhf: RrhfSettings,
-}
-
-impl IterationConfig {
-    /// Optimiser steps for `items` pairs or ranked prompts: `epochs` passes at the algorithm's
-    /// batch size, at least one when there is anything to train on; `fixed` overrides.
-    pub fn steps(&self, items: usize, fixed: Option<usize>) -> usize {
-        let batch = match self.algorithm {
-            Algorithm::Dpo => self.dpo.batch_size,
-            Algorithm::Rrhf => self.rrhf.batch_size,
-        };
-        fixed
-            .unwrap_or_else(|| (items * self.epochs).div_ceil(batch.max(1)))
-            .max(usize::from(items > 0))
-    }
-
-    /// The training data file and its statistics file of the select stage.
-    pub fn selection_files(&self) -> (&'static str, &'static str) {
-        match self.algorithm {
-            Algorithm::Dpo => ("pairs.jsonl", "pairs_stats.json"),
-            Algorithm::Rrhf => ("ranked.jsonl", "ranked_stats.json"),
-        }
-    }
-}
 
 /// One iteration's inputs: the policy it starts from, the reference, the prompts and who
 /// annotates.
 pub struct Iteration<'a, B: AutodiffBackend, P: Policy<B>> {
     /// How to generate, select and train.
-    pub config: &'a IterationConfig,
+    pub config: &'a OnlineConfig,
     /// Text to ids (tokenizer, chat template, truncation, pad).
     pub enc: &'a ChatEncoder,
     /// The iteration's prompts.
     pub prompts: &'a [Content],
-    /// The annotator (scored by this process's peers in parallel, each on whole chunks).
-    pub annotator: &'a (dyn RewardModel + Sync),
+    /// Who scores the responses (on every peer of the store's placement, whole chunks each).
+    pub reward: &'a (dyn RewardModel + Sync),
     /// Where policies are loaded and saved.
     pub store: &'a PolicyStore<B, P>,
     /// The policy this iteration starts from.
@@ -191,18 +66,6 @@ pub struct IterationOutcome {
     pub policy: PathBuf,
 }
 
-/// One process's part of `len` items cut in blocks of `block` (so every block is processed as
-/// one batch whatever the number of processes, and the results are the same bytes): contiguous
-/// shards of whole blocks. Everything without a team.
-pub fn aligned_shard(len: usize, block: usize, team: Option<&dyn Team>) -> std::ops::Range<usize> {
-    let Some(t) = team else {
-        return 0..len;
-    };
-    let block = block.max(1);
-    let blocks = shard(len.div_ceil(block), t.rank(), t.world());
-    (blocks.start * block).min(len)..(blocks.end * block).min(len)
-}
-
 impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
     /// Runs (or resumes) the iteration's stages in `stages`: `generate` (`generations.jsonl`),
     /// `annotate` (`annotated.jsonl`), `select` (pairs or ranked lists and their statistics)
@@ -216,36 +79,27 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
     pub fn run(&self, stages: &mut StageRunner) -> Result<IterationOutcome> {
         let cfg = self.config;
         let generations = stages.path("generations.jsonl");
-        let team = self.store.placement.team();
         let annotated = stages.path("annotated.jsonl");
+        let placement = &self.store.placement;
         stages.run("generate", &["generations.jsonl"], |out| -> Result<()> {
             let policy = self.store.load(self.policy_dir)?;
-            let records = sharded_generation_records(
+            let records = generation_records(
+                placement,
                 &policy,
                 self.enc,
                 self.prompts,
-                &cfg.sampling,
+                &cfg.generation,
                 self.seed,
                 self.observer,
-                team.as_deref(),
             )?;
             write_jsonl(out.path("generations.jsonl")?, &records)?;
             Ok(())
         })?;
         stages.run("annotate", &["annotated.jsonl"], |out| -> Result<()> {
             let records: Vec<GenerationRecord> = read_jsonl(&generations)?;
-            let rows = self.annotator.rows_per_prompt(cfg.sampling.k);
+            let rows = self.reward.rows_per_prompt(cfg.k());
             let label = format!("annotate ({rows} rows/prompt)");
-            let range = aligned_shard(records.len(), PROMPTS_PER_CALL, team.as_deref());
-            let bar = self.observer.bar(&label, range.len());
-            let peers = self.store.placement.local_devices().len();
-            let part =
-                annotate_parallel(self.annotator, &records[range], peers, |n, _| bar.set(n))?;
-            bar.finish();
-            let done = match team.as_deref() {
-                Some(t) => gather(t, "annotate", &part)?,
-                None => part,
-            };
+            let done = annotate_on(placement, self.reward, &records, self.observer, &label)?;
             write_jsonl(out.path("annotated.jsonl")?, &done)?;
             Ok(())
         })?;
@@ -253,15 +107,14 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
         stages.run_lead("select", &[data, stats_file], |out| -> Result<()> {
             let stats = match cfg.algorithm {
                 Algorithm::Dpo => {
-                    let sc = SelectionConfig {
-                        strategy: cfg.choose,
-                        min_responses: cfg.sampling.k,
-                        seed: self.seed,
-                    };
+                    let sc = SelectionConfig::new()
+                        .with_strategy(cfg.choose)
+                        .with_min_responses(cfg.k())
+                        .with_seed(self.seed);
                     select_pairs_file(&annotated, out.path(data)?, sc, Some(&self.enc.tokenizer))?
                 }
                 Algorithm::Rrhf => {
-                    let (ranked, stats) = rank_records(&read_jsonl(&annotated)?, cfg.sampling.k);
+                    let (ranked, stats) = rank_records(&read_jsonl(&annotated)?, cfg.k());
                     write_jsonl(out.path(data)?, &ranked)?;
                     stats
                 }
@@ -272,7 +125,7 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
         self.observer.note(&format!(
             "   proxy reward: mean {:.3}, best-of-{} {:.3}; {} {}, {} ties dropped",
             stats.mean_reward,
-            cfg.sampling.k,
+            cfg.k(),
             stats.mean_best_reward,
             stats.emitted,
             match cfg.algorithm {
@@ -311,17 +164,13 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
     /// DPO of the starting policy on `pairs_file` for `steps` optimiser steps; every step is
     /// written to `dpo_metrics.jsonl` beside it.
     fn train_dpo(&self, pairs_file: &Path, steps: usize) -> Result<P> {
-        let (cfg, enc) = (&self.config.dpo, self.enc);
+        let enc = self.enc;
         let records: Vec<PairRecord> = read_jsonl(pairs_file)?;
         let pairs = records
             .iter()
             .map(|r| enc.pair(r))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let dtc = DpoTrainConfig::new(
-            DpoConfig::new().with_beta(cfg.beta).with_loss(cfg.loss),
-            enc.pad_id,
-        )
-        .with_nll_weight(cfg.nll_weight);
+        let dtc = self.config.dpo.clone().with_pad_id(Some(enc.pad_id));
         // Fresh LoRA adapters draw from the backend RNG: seed it per stage, so a resumed run
         // draws the same ones.
         B::seed(&self.store.device, self.seed);
@@ -333,13 +182,13 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
             self.reference_dir,
             &pairs,
             enc.pad_id,
-            dtc.reduction,
+            dtc.reduction(),
         )?;
-        let tc = self.train_config(steps, cfg.lr, cfg.batch_size);
+        let tc = self.train_config(&self.config.dpo_optimizer, steps);
         let label = format!("DPO ({} pairs)", pairs.len());
         let metrics = pairs_file.with_file_name("dpo_metrics.jsonl");
-        let watch = (label.as_str(), "rewards/accuracies", metrics.as_path());
-        self.fit(policy, tc, watch, |train| {
+        let progress = (label.as_str(), "rewards/accuracies", metrics.as_path());
+        self.fit(policy, tc, progress, |train| {
             train_dpo(train, (&pairs, &reference), &dtc)
         })
     }
@@ -347,27 +196,21 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
     /// RRHF of the starting policy on `ranked_file` for `steps` optimiser steps; every step is
     /// written to `rrhf_metrics.jsonl` beside it.
     fn train_rrhf(&self, ranked_file: &Path, steps: usize) -> Result<P> {
-        let cfg = &self.config.rrhf;
         let records: Vec<RankedRecord> = read_jsonl(ranked_file)?;
         let items = ranked_examples(&records, self.enc)?;
-        let rrhf = RrhfConfig::new()
-            .with_length_alpha(cfg.length_alpha)
-            .with_rank_weight(cfg.rank_weight);
-        let tc = self.train_config(steps, cfg.lr, cfg.batch_size);
-        let label = format!(
-            "RRHF ({} prompts x {})",
-            items.len(),
-            self.config.sampling.k
-        );
+        let tc = self.train_config(&self.config.rrhf_optimizer, steps);
+        let label = format!("RRHF ({} prompts x {})", items.len(), self.config.k());
         B::seed(&self.store.device, self.seed);
         let policy = self.store.load_trainable(self.policy_dir)?;
         let metrics = ranked_file.with_file_name("rrhf_metrics.jsonl");
-        let rtc = RrhfTrainConfig::new(rrhf, self.enc.pad_id);
-        let watch = (label.as_str(), "rank_loss", metrics.as_path());
-        self.fit(policy, tc, watch, |train| train_rrhf(train, &items, &rtc))
+        let rtc = self.config.rrhf.clone().with_pad_id(Some(self.enc.pad_id));
+        let progress = (label.as_str(), "rank_loss", metrics.as_path());
+        self.fit(policy, tc, progress, |train| {
+            train_rrhf(train, &items, &rtc)
+        })
     }
 
-    /// [`train_watched`] on the store's placement.
+    /// [`fit`] on the store's placement.
     fn fit<F>(
         &self,
         policy: P,
@@ -378,21 +221,21 @@ impl<B: AutodiffBackend, P: Policy<B>> Iteration<'_, B, P> {
     where
         F: Fn(&mut TrainLoop<B, P>) -> kiln_train::Result<Vec<StepStats>> + Sync,
     {
-        let watch = Watch {
+        let progress = FitProgress {
             label,
             metric,
             metrics,
             observer: self.observer,
         };
-        train_watched(policy, tc, &self.store.placement, &watch, train)
+        fit(policy, tc, &self.store.placement, &progress, train)
     }
 
-    fn train_config(&self, steps: usize, lr: f64, batch_size: usize) -> TrainConfig {
-        TrainConfig::new(steps)
-            .with_lr(lr)
-            .with_warmup_steps(steps / 10)
-            .with_micro_batch_size(batch_size)
-            .with_seed(self.seed)
-            .with_log_every(0)
+    /// `optimizer` for `steps` steps with the iteration's seed.
+    fn train_config(&self, optimizer: &TrainConfig, steps: usize) -> TrainConfig {
+        TrainConfig {
+            total_steps: steps,
+            seed: self.seed,
+            ..optimizer.clone()
+        }
     }
 }

@@ -1,96 +1,70 @@
 //! kiln-online: the online iterative loop of "RLHF Workflow: From Reward Modeling to Online RLHF"
-//! (RLHFlow, arXiv 2405.07863) as library parts, so a user's own loop is a few dozen lines.
+//! (RLHFlow, arXiv 2405.07863) as a library: [`OnlineTrainer`] runs it whole; its parts are here
+//! for a loop of your own.
 //!
-//! - [`PolicyStore`]: policies as full Hugging Face checkpoints or PEFT LoRA adapters over pi_0
-//!   (`base_model_name_or_path`); loads for inference (adapters merged) or training (adapters
-//!   continued, or fresh ones on a full checkpoint), saves, carries a policy over.
-//! - [`Iteration`]: one online iteration as resumable stages on a
-//!   [`StageRunner`](kiln_train::StageRunner): generate `K` responses per prompt -> annotate
-//!   ([`kiln_reward::RewardModel`]) -> select (best-vs-worst pairs for DPO, ranked lists for
-//!   RRHF) -> train, with step counts from the data, the policy carried over when every prompt
-//!   tied, every random draw from the iteration's seed ([`Iteration::run`]).
-//! - [`ReferenceChoice`] and [`reference_logps`]: DPO's reference (pi_0 or the previous policy),
-//!   without a second model when it is the policy itself or, for LoRA, its base.
-//! - [`generation_records`]: records from prompts for the annotate stage.
-//! - [`EvalSetup::evaluate`]: a policy on held-out prompts: proxy reward, gold reward and win
-//!   rate against a baseline with paired-bootstrap intervals (when a judge exists), length, KL
-//!   to the reference.
-//! - [`Observer`]: progress bars and notes for the caller to show; the library never prints.
+//! | module | what |
+//! |---|---|
+//! | [`trainer`] | [`OnlineTrainer`]: pi_0 + a [`RewardSource`] + prompts + an [`OnlineConfig`] -> `run(out)` -> [`Summary`] |
+//! | [`config`] | [`OnlineConfig`] (one burn `Config` embedding the trainer, optimiser and generation configs), [`Algorithm`], [`ReferenceChoice`], [`PromptOrder`] |
+//! | [`session`] | [`Session`]: a run's directory and placement (torchrun launch joined, `config.json` pinned, left on drop) |
+//! | [`iteration`] | [`Iteration`]: one iteration as resumable stages: generate -> annotate -> select -> train |
+//! | [`stage`] | [`StageRunner`]: stages skipped when done, outputs renamed into place atomically |
+//! | [`generate`], [`annotate`], [`reference`] | the sharded work of a stage: sampling, scoring, DPO's reference log-probs |
+//! | [`evaluate`] | [`Evaluator`]: gold and proxy reward, win rate against SFT with bootstrap intervals, length, KL to SFT |
+//! | [`summary`] | [`Summary`] (`summary.json`), its table, verdict and plot |
+//! | [`store`], [`policy`] | [`PolicyStore`]: checkpoints or PEFT adapters over pi_0; [`Policy`]: what the loop trains |
+//! | [`reward`], [`judge`] | [`RewardSource`]: where rewards come from; [`Judge`]: a programmatic gold reward |
+//! | [`prompts`] | reading prompt files; each iteration's prompts |
+//! | [`observer`] | [`Observer`]: progress for the caller to show (the library never prints); [`fit`] |
 //!
-//! Everything is generic over the trainable [`Policy`] (Llama, Qwen2, or any architecture that
-//! implements kiln-model's traits) and the backend; nothing picks a backend.
+//! Everything is generic over the backend and the trainable [`Policy`] (Llama, Qwen2, or any
+//! architecture implementing kiln-model's traits); [`OnlineTrainer`] picks Llama or Qwen2 from the
+//! policy's `config.json`.
 //!
-//! # Example: T iterations of online DPO
+//! # Example
 //!
 //! ```no_run
-//! use burn::backend::{Autodiff, Flex};
-//! use kiln_data::{ChatEncoder, Content, TruncationConfig};
-//! use kiln_model::LlamaForCausalLM;
-//! use kiln_online::{Iteration, IterationConfig, PolicyStore, ReferenceChoice, Silent};
-//! use kiln_reward::{Annotator, AnnotatorKind};
-//! use kiln_train::StageRunner;
-//! use std::path::Path;
-//!
-//! type B = Autodiff<Flex>;
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (sft, rm) = (Path::new("models/sft"), Path::new("models/rm"));
-//! let device = Default::default();
-//! let enc = ChatEncoder::from_model_dir(sft, &Default::default(), Default::default(), TruncationConfig::default())?;
-//! let annotator: Annotator<Flex> = Annotator::load(AnnotatorKind::Bt, rm, &enc, &device)?;
-//! let store = PolicyStore::<B, LlamaForCausalLM<B>>::new(sft, None, device)?;
-//! let prompts: Vec<Content> = vec![Content::Text("Why is the sky blue?".into())];
-//! let config = IterationConfig { epochs: 2, ..IterationConfig::default() };
-//! let root = StageRunner::open("runs/mine")?;
-//! let mut previous = store.base.clone();
-//! for t in 1..=3u64 {
-//!     let mut stages = root.child(&format!("iter_{t}"))?;
-//!     let outcome = Iteration {
-//!         config: &config,
-//!         enc: &enc,
-//!         prompts: &prompts,
-//!         annotator: annotator.reward_model(),
-//!         store: &store,
-//!         policy_dir: &previous,
-//!         reference_dir: ReferenceChoice::Sft.dir(&store.base, &previous),
-//!         fixed_steps: None,
-//!         seed: 42 + t,
-//!         observer: &Silent,
-//!     }
-//!     .run(&mut stages)?;
-//!     previous = outcome.policy;
-//! }
+//! use kiln_online::{OnlineConfig, OnlineTrainer, RewardSource, read_prompts};
+//! type B = burn::backend::Autodiff<burn::backend::Flex>;
+//! # fn main() -> Result<(), kiln_online::Error> {
+//! let prompts = read_prompts("prompts.jsonl")?;
+//! let summary = OnlineTrainer::<B>::new("sft", RewardSource::bt("rm"), prompts, OnlineConfig::new())
+//!     .run("runs/mine")?; // rerun with the same directory to resume
+//! println!("{summary}\n{}", summary.verdict());
 //! # Ok(()) }
 //! ```
 
-// Library code returns errors; tests may unwrap.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::expect_used,
-        clippy::unwrap_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
-
+pub mod annotate;
+pub mod config;
 pub mod error;
 pub mod evaluate;
 pub mod generate;
 pub mod iteration;
+pub mod judge;
 pub mod observer;
 pub mod policy;
+pub mod prompts;
 pub mod reference;
+pub mod reward;
+pub mod session;
+pub mod stage;
 pub mod store;
+pub mod summary;
+pub mod trainer;
 
+pub use config::{Algorithm, OnlineConfig, PromptOrder, ReferenceChoice};
 pub use error::{Error, Result};
-pub use evaluate::{EvalRecord, EvalSetup, Evaluation, GoldJudge};
-pub use generate::{SamplingSettings, generation_records, sample};
-pub use iteration::{
-    Algorithm, DpoSettings, Iteration, IterationConfig, IterationOutcome, RrhfSettings,
-};
-pub use observer::{Monitor, NoBar, Observer, ProgressBar, Silent, Watch, train_watched};
+pub use evaluate::{EvalRecord, Evaluation, Evaluator, Interval};
+pub use generate::{generation_records, sample};
+pub use iteration::{Iteration, IterationOutcome};
+pub use judge::Judge;
+pub use observer::{FitProgress, Logged, NoBar, Observer, ProgressBar, Silent, fit};
 pub use policy::Policy;
-pub use reference::{ReferenceChoice, reference_logps};
+pub use prompts::read_prompts;
+pub use reference::reference_logps;
+pub use reward::RewardSource;
+pub use session::Session;
+pub use stage::{StageEvent, StageHook, StageOutputs, StageRunner, StageStatus};
 pub use store::{PolicyStore, exact_save_options};
+pub use summary::Summary;
+pub use trainer::OnlineTrainer;

@@ -3,7 +3,9 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -47,10 +49,83 @@ pub struct Silent;
 
 impl Observer for Silent {}
 
+/// An observer that reports through `tracing` (info level): every note, and every bar at most
+/// every `every` and when it finishes. The [`OnlineTrainer`](crate::OnlineTrainer)'s default, so a
+/// run with a `tracing` subscriber shows its progress without a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Logged {
+    /// The shortest time between two lines of one bar.
+    pub every: Duration,
+}
+
+impl Default for Logged {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Observer for Logged {
+    fn bar(&self, label: &str, total: usize) -> Arc<dyn ProgressBar> {
+        Arc::new(LoggedBar {
+            label: label.to_string(),
+            total,
+            done: AtomicUsize::new(0),
+            every: self.every,
+            last: Mutex::new(Instant::now()),
+            started: Instant::now(),
+        })
+    }
+
+    fn note(&self, line: &str) {
+        tracing::info!("{}", line.trim());
+    }
+}
+
+struct LoggedBar {
+    label: String,
+    total: usize,
+    done: AtomicUsize,
+    every: Duration,
+    last: Mutex<Instant>,
+    started: Instant,
+}
+
+impl LoggedBar {
+    fn maybe_log(&self) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.elapsed() >= self.every {
+            *last = Instant::now();
+            let done = self.done.load(Ordering::Relaxed);
+            tracing::info!("{}: {done}/{}", self.label, self.total);
+        }
+    }
+}
+
+impl ProgressBar for LoggedBar {
+    fn set(&self, done: usize) {
+        self.done.store(done, Ordering::Relaxed);
+        self.maybe_log();
+    }
+
+    fn inc(&self, n: usize) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+        self.maybe_log();
+    }
+
+    fn finish(&self) {
+        let secs = self.started.elapsed().as_secs_f64();
+        tracing::info!("{}: {} done in {secs:.1} s", self.label, self.total);
+    }
+}
+
 /// What a training stage shows and logs: a bar labelled `label` with the loss and the metric
 /// `metric`, and every step in the metrics log `metrics`.
 #[derive(Clone, Copy)]
-pub struct Watch<'a> {
+pub struct FitProgress<'a> {
     /// The bar's label.
     pub label: &'a str,
     /// The trainer metric shown beside the loss (`nll`, `rewards/accuracies`, ...).
@@ -68,11 +143,11 @@ pub struct Watch<'a> {
 ///
 /// # Errors
 /// The trainer's; the metrics log's; the collective's.
-pub fn train_watched<B, M, F>(
+pub fn fit<B, M, F>(
     model: M,
     tc: TrainConfig,
     placement: &Placement<B>,
-    watch: &Watch<'_>,
+    progress: &FitProgress<'_>,
     train: F,
 ) -> Result<M>
 where
@@ -83,7 +158,7 @@ where
     let total = tc.total_steps;
     let run = |lp: &mut TrainLoop<B, M>| -> kiln_train::Result<()> {
         let monitor = match lp.rank().0 {
-            0 => Some(Monitor::attach(lp, total, watch)?),
+            0 => Some(StepReporter::attach(lp, total, progress)?),
             _ => None,
         };
         train(lp)?;
@@ -92,33 +167,27 @@ where
     Ok(placement.fit(model, tc, run)?.0)
 }
 
-/// A training stage's bar and metrics log.
-pub struct Monitor {
+/// A training stage's bar and metrics log, attached to a [`TrainLoop`] on rank 0.
+struct StepReporter {
     bar: Arc<dyn ProgressBar>,
     log: MetricsLog,
 }
 
-impl std::fmt::Debug for Monitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monitor").finish_non_exhaustive()
-    }
-}
-
-impl Monitor {
+impl StepReporter {
     /// Registers on `train` a per-step callback that appends every step to `watch.metrics`
     /// (opened fresh: a killed stage restarts from step 0) and advances a bar of `total` steps.
     /// In a data-parallel run, attach it on rank 0 only.
     ///
     /// # Errors
     /// The log cannot be created.
-    pub fn attach<B: AutodiffBackend, M: AutodiffModule<B>>(
+    fn attach<B: AutodiffBackend, M: AutodiffModule<B>>(
         train: &mut TrainLoop<B, M>,
         total: usize,
-        watch: &Watch<'_>,
+        progress: &FitProgress<'_>,
     ) -> kiln_train::Result<Self> {
-        let bar = watch.observer.bar(watch.label, total);
-        let log = MetricsLog::open(watch.metrics, 0)?;
-        let metric = watch.metric;
+        let bar = progress.observer.bar(progress.label, total);
+        let log = MetricsLog::open(progress.metrics, 0)?;
+        let metric = progress.metric;
         let shown = Arc::clone(&bar);
         train.on_step(log.callback_then(move |s: &StepStats| {
             let m = s.metric(metric).unwrap_or(f64::NAN);
@@ -126,7 +195,7 @@ impl Monitor {
             shown.inc(1);
             ControlFlow::Continue(())
         }));
-        Ok(Monitor { bar, log })
+        Ok(StepReporter { bar, log })
     }
 
     /// Ends the bar and returns the metrics log's error if writing it failed (training stopped
@@ -134,7 +203,7 @@ impl Monitor {
     ///
     /// # Errors
     /// The metrics log could not be written.
-    pub fn finish(&self) -> kiln_train::Result<()> {
+    fn finish(&self) -> kiln_train::Result<()> {
         self.bar.finish();
         self.log.finish()
     }

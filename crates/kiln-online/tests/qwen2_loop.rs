@@ -12,23 +12,14 @@ use kiln_model::{
     Qwen2ForSequenceClassification,
 };
 use kiln_online::{
-    Algorithm, EvalSetup, Iteration, IterationConfig, PolicyStore, ReferenceChoice,
-    SamplingSettings, Silent, exact_save_options,
+    Algorithm, Evaluator, Iteration, OnlineConfig, PolicyStore, ReferenceChoice, Silent,
+    StageRunner, exact_save_options,
 };
 use kiln_reward::{Annotator, AnnotatorKind};
-use kiln_train::StageRunner;
+use kiln_test_support::scratch;
 
 type B = Autodiff<Flex>;
 type I = Flex;
-
-fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("kiln-online")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn encoder() -> ChatEncoder {
     ChatEncoder::builtin_tiny(TruncationConfig {
@@ -72,21 +63,18 @@ fn prompts() -> Vec<Content> {
     .collect()
 }
 
-fn iteration_config(algorithm: Algorithm) -> IterationConfig {
-    IterationConfig {
-        algorithm,
-        sampling: SamplingSettings {
-            k: 4,
-            max_new_tokens: 6,
-            ..SamplingSettings::default()
-        },
-        epochs: 1,
-        ..IterationConfig::default()
-    }
+fn iteration_config(algorithm: Algorithm) -> OnlineConfig {
+    let generation = OnlineConfig::default_generation()
+        .with_num_responses(4)
+        .with_max_new_tokens(6);
+    OnlineConfig::new()
+        .with_algorithm(algorithm)
+        .with_generation(generation)
+        .with_epochs(1)
 }
 
 fn run_iterations(name: &str, lora: Option<LoraConfig>) {
-    let dir = scratch(name);
+    let dir = scratch(&format!("online-{name}"));
     let enc = encoder();
     let (sft, rm) = models(&dir, &enc);
     let device = Default::default();
@@ -103,7 +91,7 @@ fn run_iterations(name: &str, lora: Option<LoraConfig>) {
             config: &config,
             enc: &enc,
             prompts: &prompts,
-            annotator: annotator.reward_model(),
+            reward: annotator.reward_model(),
             store: &store,
             policy_dir: &previous,
             reference_dir: ReferenceChoice::Sft.dir(&store.base, &previous),
@@ -140,17 +128,16 @@ fn run_iterations(name: &str, lora: Option<LoraConfig>) {
 
     // Evaluation of the last policy against pi_0, with a judge that prefers short answers.
     let judge = |_: &str, response: &str, _: bool| -(response.len() as f32);
-    let setup = EvalSetup {
+    let setup = Evaluator {
+        placement: &store.placement,
         prompts: &prompts,
         enc: &enc,
         annotator: &annotator,
         judge: Some(&judge),
-        baseline: None,
-        sampling: SamplingSettings {
-            k: 2,
-            max_new_tokens: 6,
-            ..SamplingSettings::default()
-        },
+        sft: None,
+        generation: OnlineConfig::default_generation()
+            .with_num_responses(2)
+            .with_max_new_tokens(6),
         seed: 3,
         observer: &Silent,
     };
@@ -161,9 +148,9 @@ fn run_iterations(name: &str, lora: Option<LoraConfig>) {
             &store.load(&store.base).unwrap(),
         )
         .unwrap();
-    assert_eq!(base.evaluation.kl_to_reference, 0.0);
-    let setup = EvalSetup {
-        baseline: Some(&base),
+    assert_eq!(base.evaluation.kl_to_sft, 0.0);
+    let setup = Evaluator {
+        sft: Some(&base),
         ..setup
     };
     let last = setup
@@ -174,7 +161,7 @@ fn run_iterations(name: &str, lora: Option<LoraConfig>) {
         )
         .unwrap();
     let e = last.evaluation;
-    assert!(e.kl_to_reference.is_finite() && e.proxy_reward_mean.is_finite());
+    assert!(e.kl_to_sft.is_finite() && e.proxy_reward_mean.is_finite());
     assert!(e.win_rate_vs_sft.is_some() && e.gold_gain_ci.is_some());
     assert_eq!(last.responses.len(), prompts.len() * 2);
 }
@@ -192,7 +179,7 @@ fn qwen2_lora_policy_runs_online_dpo_with_the_base_as_reference() {
 
 #[test]
 fn qwen2_policy_runs_rrhf() {
-    let dir = scratch("qwen2-rrhf");
+    let dir = scratch("online-qwen2-rrhf");
     let enc = encoder();
     let (sft, rm) = models(&dir, &enc);
     let device = Default::default();
@@ -206,7 +193,7 @@ fn qwen2_policy_runs_rrhf() {
         config: &config,
         enc: &enc,
         prompts: &prompts,
-        annotator: annotator.reward_model(),
+        reward: annotator.reward_model(),
         store: &store,
         policy_dir: &sft,
         reference_dir: &sft,

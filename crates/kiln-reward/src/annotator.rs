@@ -6,7 +6,8 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use kiln_data::ChatEncoder;
 use kiln_model::{
-    CausalLm, HfModel, LlamaForCausalLM, LlamaForSequenceClassification, SequenceScorer,
+    CausalLm, HfModel, LlamaForCausalLM, LlamaForSequenceClassification, ModelType,
+    Qwen2ForCausalLM, Qwen2ForSequenceClassification, SequenceScorer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -158,4 +159,77 @@ impl<B: Backend, S: SequenceScorer<B>, L: CausalLm<B>> Annotator<B, S, L> {
             (Annotator::Pairwise(_), _) => Ok(vec![0.5; items.len()]),
         }
     }
+}
+
+/// A loaded annotator of whichever architecture its directory holds, as the online loop uses it:
+/// the annotate stage's reward model and evaluation's proxy scores ([`load_annotator`]).
+pub trait AnyAnnotator: Send + Sync {
+    /// BT or pairwise.
+    fn kind(&self) -> AnnotatorKind;
+
+    /// As a [`RewardModel`] (the annotate stage), shareable by scoring threads.
+    fn reward_model(&self) -> &(dyn RewardModel + Sync);
+
+    /// Evaluation's proxy rewards ([`Annotator::proxy_scores`]).
+    ///
+    /// # Errors
+    /// Scoring errors.
+    fn proxy_scores(
+        &self,
+        items: &[(Prompt, String)],
+        baseline: Option<&[String]>,
+    ) -> Result<Vec<f64>>;
+}
+
+impl<B, S, L> AnyAnnotator for Annotator<B, S, L>
+where
+    B: Backend,
+    S: SequenceScorer<B>,
+    L: CausalLm<B>,
+    ClassifierRewardModel<B, S>: Send + Sync,
+    PairwisePreferenceModel<B, L>: Send + Sync,
+{
+    fn kind(&self) -> AnnotatorKind {
+        match self {
+            Annotator::Bt(_) => AnnotatorKind::Bt,
+            Annotator::Pairwise(_) => AnnotatorKind::Pairwise,
+        }
+    }
+
+    fn reward_model(&self) -> &(dyn RewardModel + Sync) {
+        Annotator::reward_model(self)
+    }
+
+    fn proxy_scores(
+        &self,
+        items: &[(Prompt, String)],
+        baseline: Option<&[String]>,
+    ) -> Result<Vec<f64>> {
+        Annotator::proxy_scores(self, items, baseline)
+    }
+}
+
+/// [`Annotator::load`] for the architecture `dir` holds (`config.json`'s `model_type`, or the
+/// base's for PEFT adapters): Llama or Qwen2.
+///
+/// # Errors
+/// As [`Annotator::load`]; a `model_type` Kiln does not implement (named with the file).
+pub fn load_annotator<B: Backend>(
+    kind: AnnotatorKind,
+    dir: &Path,
+    enc: &ChatEncoder,
+    device: &B::Device,
+) -> Result<Box<dyn AnyAnnotator>>
+where
+    Annotator<B>: AnyAnnotator,
+    Annotator<B, Qwen2ForSequenceClassification<B>, Qwen2ForCausalLM<B>>: AnyAnnotator,
+{
+    Ok(match ModelType::of_dir(dir)? {
+        ModelType::Llama => Box::new(Annotator::<B>::load(kind, dir, enc, device)?),
+        ModelType::Qwen2 => Box::new(Annotator::<
+            B,
+            Qwen2ForSequenceClassification<B>,
+            Qwen2ForCausalLM<B>,
+        >::load(kind, dir, enc, device)?),
+    })
 }

@@ -8,7 +8,8 @@
 //! - [`PairwisePreferenceModel`]: any causal LM (`kiln_model::CausalLm`) asked `[CONTEXT] .. [RESPONSE A] .. [RESPONSE B] ..`,
 //!   `P(A)` from the `A`/`B` logits averaged over both orders; K responses scored by pairwise wins.
 //! - [`Annotator`]: a run's annotator loaded from a directory ([`AnnotatorKind`]: BT or pairwise;
-//!   the directory's own tokenizer and template, else the run's), with evaluation's proxy scores.
+//!   the directory's own tokenizer and template, else the run's), with evaluation's proxy scores;
+//!   [`load_annotator`] picks the architecture (Llama or Qwen2) from the directory's `model_type`.
 //! - Rule-based rewards: every closure `Fn(&Prompt, &str) -> f32` is a [`RewardModel`];
 //!   [`rules::LengthPenalty`] subtracts `lambda * len` (characters or tokens).
 //! - [`normalize`]: z-scores, min-max, per-prompt centering, running statistics.
@@ -17,12 +18,13 @@
 //!
 //! # Example
 //! ```
-//! use kiln_reward::rules::{LengthMeasure, LengthPenalty};
+//! use kiln_data::LengthUnit;
+//! use kiln_reward::rules::LengthPenalty;
 //! use kiln_reward::{Prompt, RewardModel};
 //!
 //! // A rule-based reward: count polite words, then penalise length per character.
 //! let polite = |_: &Prompt, r: &str| r.matches("please").count() as f32;
-//! let rm = LengthPenalty::new(polite, 0.01, LengthMeasure::Chars)?;
+//! let rm = LengthPenalty::new(polite, 0.01, LengthUnit::Chars, None)?;
 //! let prompt = Prompt::from("Ask me nicely.");
 //! let scores = rm.score_responses(&prompt, &["please".into(), "no".into()])?;
 //! assert!(scores[0] > scores[1]);
@@ -49,10 +51,9 @@ pub mod error;
 pub mod model;
 pub mod normalize;
 pub mod pairwise;
-pub mod parallel;
 pub mod rules;
 
-pub use annotator::{Annotator, AnnotatorKind};
+pub use annotator::{Annotator, AnnotatorKind, AnyAnnotator, load_annotator};
 pub use classifier::{ClassifierRewardModel, LlamaRewardModel, score_token_rows};
 pub use error::{Error, Result};
 pub use model::{Prompt, RewardModel};

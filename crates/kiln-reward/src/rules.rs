@@ -3,47 +3,38 @@
 //! Plain rules need no type: any closure `Fn(&Prompt, &str) -> f32` is already a
 //! [`RewardModel`].
 
-use kiln_data::Tokenizer;
+use kiln_data::{LengthUnit, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::model::{Prompt, RewardModel};
-
-/// How a response's length is measured.
-#[derive(Debug, Clone)]
-pub enum LengthMeasure {
-    /// Unicode characters (what the reference code counts for `max_min_p`).
-    Chars,
-    /// Tokens of the response text under this tokenizer (no special tokens).
-    Tokens(Box<Tokenizer>),
-}
-
-impl LengthMeasure {
-    /// The length of `response`.
-    ///
-    /// # Errors
-    /// Tokenisation errors.
-    pub fn length(&self, response: &str) -> Result<usize> {
-        match self {
-            LengthMeasure::Chars => Ok(response.chars().count()),
-            LengthMeasure::Tokens(tok) => Ok(tok.encode(response)?.len()),
-        }
-    }
-}
 
 /// `inner(prompt, response) - lambda * len(response)`.
 #[derive(Debug, Clone)]
 pub struct LengthPenalty<R> {
     inner: R,
     lambda: f32,
-    measure: LengthMeasure,
+    unit: LengthUnit,
+    tokenizer: Option<Box<Tokenizer>>,
 }
 
 impl<R: RewardModel> LengthPenalty<R> {
-    /// Wraps `inner` with penalty `lambda >= 0` per unit of `measure`.
+    /// Wraps `inner` with penalty `lambda >= 0` per unit of length (`tokenizer` counts tokens
+    /// for [`LengthUnit::Tokens`]).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a negative or non-finite `lambda`.
-    pub fn new(inner: R, lambda: f32, measure: LengthMeasure) -> Result<Self> {
+    /// [`Error::InvalidConfig`] for a negative or non-finite `lambda`, or `Tokens` without a
+    /// tokenizer.
+    pub fn new(
+        inner: R,
+        lambda: f32,
+        unit: LengthUnit,
+        tokenizer: Option<Tokenizer>,
+    ) -> Result<Self> {
+        if unit == LengthUnit::Tokens && tokenizer.is_none() {
+            return Err(Error::InvalidConfig(
+                "a length penalty in tokens needs the tokenizer".into(),
+            ));
+        }
         if !(lambda >= 0.0 && lambda.is_finite()) {
             return Err(Error::InvalidConfig(format!(
                 "length penalty lambda must be >= 0, got {lambda}"
@@ -52,7 +43,8 @@ impl<R: RewardModel> LengthPenalty<R> {
         Ok(Self {
             inner,
             lambda,
-            measure,
+            unit,
+            tokenizer: tokenizer.map(Box::new),
         })
     }
 
@@ -69,7 +61,9 @@ impl<R: RewardModel> LengthPenalty<R> {
         scores
             .into_iter()
             .zip(responses)
-            .map(|(s, r)| Ok(s - self.lambda * self.measure.length(&r)? as f32))
+            .map(|(s, r)| {
+                Ok(s - self.lambda * self.unit.measure(&r, self.tokenizer.as_deref())? as f32)
+            })
             .collect()
     }
 }
@@ -94,7 +88,7 @@ mod tests {
     fn penalises_by_chars_and_tokens() {
         let base = |_: &Prompt, _: &str| 10.0f32;
         let p = Prompt::from("q");
-        let chars = LengthPenalty::new(base, 0.5, LengthMeasure::Chars).unwrap();
+        let chars = LengthPenalty::new(base, 0.5, LengthUnit::Chars, None).unwrap();
         assert_eq!(
             chars.score(&p, "héllo").unwrap(),
             10.0 - 2.5,
@@ -102,12 +96,12 @@ mod tests {
         );
         let tok = Tokenizer::builtin_tiny().unwrap();
         let n = tok.encode("hello world").unwrap().len() as f32;
-        let tokens = LengthPenalty::new(base, 1.0, LengthMeasure::Tokens(Box::new(tok))).unwrap();
+        let tokens = LengthPenalty::new(base, 1.0, LengthUnit::Tokens, Some(tok)).unwrap();
         assert_eq!(tokens.score(&p, "hello world").unwrap(), 10.0 - n);
         let v = chars
             .score_responses(&p, &["ab".into(), "abcd".into()])
             .unwrap();
         assert_eq!(v, vec![9.0, 8.0]);
-        assert!(LengthPenalty::new(base, -1.0, LengthMeasure::Chars).is_err());
+        assert!(LengthPenalty::new(base, -1.0, LengthUnit::Chars, None).is_err());
     }
 }

@@ -25,7 +25,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
-use kiln_losses::{DpoConfig, LogProbStrategy};
+use kiln_losses::DpoConfig;
+use kiln_model::LogProbStrategy;
 use kiln_model::{LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
 use kiln_train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln_train::{TrainConfig, TrainLoop};
@@ -86,10 +87,13 @@ fn run<A: AutodiffBackend>(checkpointing: &str) {
 
     let pairs = common::random_pairs(steps * n_pairs, len, prompt, cfg.vocab_size);
     let pad = 2;
-    let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), pad).with_logprobs(logprobs);
+    let dtc = DpoTrainConfig::new()
+        .with_loss(DpoConfig::new().with_beta(0.1))
+        .with_pad_id(Some(pad))
+        .with_logprobs(logprobs);
     let reference = {
         let r = policy.without_adapters().valid();
-        precompute_reference_logps(&r, &pairs, pad, n_pairs, dtc.reduction)
+        precompute_reference_logps(&r, &pairs, pad, n_pairs, dtc.reduction())
             .expect("reference log-probs")
     };
     let config = TrainConfig::new(steps)
@@ -106,7 +110,7 @@ fn run<A: AutodiffBackend>(checkpointing: &str) {
         let before = ALLOC.current_usage();
         ALLOC.reset_peak_usage();
         let t0 = Instant::now();
-        let until = dtc.clone().with_until_step(step + 1);
+        let until = dtc.clone().with_until_step(Some(step + 1));
         let stats = train_dpo(&mut train, (&pairs, &reference), &until).expect("DPO step");
         let dt = t0.elapsed().as_secs_f64();
         assert_eq!(stats.len(), 1);
@@ -150,7 +154,8 @@ fn phases<A: AutodiffBackend>(
     let mut optim = config.adamw::<A, LlamaForCausalLM<A>>();
     for step in 0..steps {
         let idx: Vec<usize> = (step * n_pairs..(step + 1) * n_pairs).collect();
-        let batch = kiln_train::dpo::collate_dpo::<A>(pairs, reference, &idx, dtc.pad_id, &device)
+        let pad = dtc.pad().expect("pad id set");
+        let batch = kiln_train::dpo::collate_dpo::<A>(pairs, reference, &idx, pad, &device)
             .expect("collate");
         let base = ALLOC.current_usage();
         let mut line = format!("step {step}: resident {:.0} MiB", common::mib(base));

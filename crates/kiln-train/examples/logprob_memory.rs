@@ -16,9 +16,8 @@ use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use kiln_losses::{
-    ChunkedLogProbsConfig, DpoConfig, LmHead, LogProbReduction, full_sequence_logprobs,
-};
+use kiln_losses::DpoConfig;
+use kiln_model::{ChunkedLogProbsConfig, LmHead, LogProbReduction, full_sequence_logprobs};
 use peak_alloc::PeakAlloc;
 
 #[global_allocator]

@@ -212,12 +212,19 @@ mod tests {
             .with_log_every(0);
 
         let mut full = TrainLoop::new(model.clone(), config.clone()).unwrap();
-        train_sft(&mut full, &data, &SftTrainConfig::new(t.pad)).unwrap();
+        train_sft(
+            &mut full,
+            &data,
+            &SftTrainConfig::new().with_pad_id(Some(t.pad)),
+        )
+        .unwrap();
 
         let dir = scratch("resume");
         let ckpt = dir.join("checkpoint");
         let mut first = TrainLoop::new(model, config).unwrap();
-        let half = SftTrainConfig::new(t.pad).with_until_step(3);
+        let half = SftTrainConfig::new()
+            .with_pad_id(Some(t.pad))
+            .with_until_step(Some(3));
         train_sft(&mut first, &data, &half).unwrap();
         first.save_checkpoint(&ckpt).unwrap();
         // Saving again over an existing checkpoint replaces it atomically.
@@ -229,7 +236,12 @@ mod tests {
 
         let mut resumed = TrainLoop::<TB, LlamaForCausalLM<TB>>::resume(&ckpt, &device).unwrap();
         assert_eq!(resumed.step(), 3);
-        train_sft(&mut resumed, &data, &SftTrainConfig::new(t.pad)).unwrap();
+        train_sft(
+            &mut resumed,
+            &data,
+            &SftTrainConfig::new().with_pad_id(Some(t.pad)),
+        )
+        .unwrap();
 
         let (a, b) = (
             flat_params(full.model().unwrap()),

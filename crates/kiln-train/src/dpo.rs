@@ -6,34 +6,38 @@
 //! hinge) is supported; IPO uses length-averaged log-probs like TRL
 //! ([`DpoTrainConfig::reduction`]). Metrics carry TRL's names (`rewards/chosen`, ...).
 
+use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use kiln_data::Example;
 use kiln_data::PairBatch;
 use kiln_data::collate::collate_pairs;
-use kiln_losses::{Dpo, DpoConfig, DpoLoss, DpoMetrics, LogProbReduction, LogProbStrategy};
+use kiln_losses::{Dpo, DpoConfig, DpoLoss, DpoMetrics};
 use kiln_model::{CausalLm, LogProbs};
+use kiln_model::{LogProbReduction, LogProbStrategy};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
 
 /// DPO options (the optimiser settings live in the [`TrainConfig`](crate::TrainConfig)).
-#[derive(Debug, Clone)]
+#[derive(Config, Debug, PartialEq)]
 pub struct DpoTrainConfig {
     /// The loss (beta, variant, reference-free).
+    #[config(default = "DpoConfig::new()")]
     pub loss: DpoConfig,
-    /// How sequence log-probs are reduced: `Sum` for DPO, `Mean` for IPO (TRL).
-    pub reduction: LogProbReduction,
-    /// Padding id of the tokenizer.
-    pub pad_id: u32,
+    /// Padding id of the micro-batches: the tokenizer's (`None` until set; the online trainer
+    /// sets its chat encoder's). Training with `None` is an error naming this field.
+    pub pad_id: Option<u32>,
     /// How the policy's log-probs and their gradients are computed (default: chunked, without
     /// the `[batch, seq, vocab]` logits; [`LogProbStrategy::Full`] is the reference path).
+    #[config(default = "LogProbStrategy::default()")]
     pub logprobs: LogProbStrategy,
     /// Weight `alpha` of an NLL term on the chosen responses added to the DPO loss:
     /// `L = L_dpo + alpha * mean_pairs(-logp(y_w) / |y_w|)` (TRL's `rpo_alpha`, "RPO" of Pang et
     /// al. 2024, Iterative Reasoning Preference Optimization). 0 (the default) is plain DPO, as
     /// in RLHFlow's recipe. Reported as metric `nll/chosen`.
+    #[config(default = 0.0)]
     pub nll_weight: f64,
     /// Stop after this optimiser step (`None`: the schedule's last, `TrainConfig::total_steps`);
     /// a later call continues from there.
@@ -41,40 +45,24 @@ pub struct DpoTrainConfig {
 }
 
 impl DpoTrainConfig {
-    /// A config with the reduction TRL uses for the loss variant (`Mean` for IPO, else `Sum`)
-    /// and chunked log-probs.
-    pub fn new(loss: DpoConfig, pad_id: u32) -> Self {
-        let reduction = match loss.loss {
+    /// How sequence log-probs are reduced: `Mean` for IPO (as TRL runs it), else `Sum`.
+    pub fn reduction(&self) -> LogProbReduction {
+        match self.loss.loss {
             DpoLoss::Ipo => LogProbReduction::Mean,
             _ => LogProbReduction::Sum,
-        };
-        Self {
-            loss,
-            reduction,
-            pad_id,
-            logprobs: LogProbStrategy::default(),
-            nll_weight: 0.0,
-            until_step: None,
         }
     }
 
-    /// The same config stopping after optimiser step `step`.
-    pub fn with_until_step(mut self, step: usize) -> Self {
-        self.until_step = Some(step);
-        self
-    }
-
-    /// The same config with an NLL term of weight `alpha` on the chosen responses (see
-    /// [`Self::nll_weight`]).
-    pub fn with_nll_weight(mut self, alpha: f64) -> Self {
-        self.nll_weight = alpha;
-        self
-    }
-
-    /// The same config with another log-prob strategy (e.g. `LogProbStrategy::chunks_of(128)?`).
-    pub fn with_logprobs(mut self, logprobs: LogProbStrategy) -> Self {
-        self.logprobs = logprobs;
-        self
+    /// [`Self::pad_id`], which must be set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when it is `None`.
+    pub fn pad(&self) -> crate::Result<u32> {
+        self.pad_id.ok_or_else(|| {
+            Error::InvalidConfig(
+                "DpoTrainConfig.pad_id is not set: set it to the tokenizer's padding id".into(),
+            )
+        })
     }
 }
 
@@ -95,7 +83,7 @@ pub fn pair_logps<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &PairBatch<B>,
     reduction: LogProbReduction,
-) -> Result<(Tensor<B, 1>, Tensor<B, 1>)> {
+) -> crate::Result<(Tensor<B, 1>, Tensor<B, 1>)> {
     let b = &batch.batch;
     let logps = model.sequence_logprobs(
         b.input_ids.clone(),
@@ -120,7 +108,7 @@ pub fn precompute_reference_logps<B: Backend, M: CausalLm<B>>(
     pad_id: u32,
     batch_size: usize,
     reduction: LogProbReduction,
-) -> Result<ReferenceLogps> {
+) -> crate::Result<ReferenceLogps> {
     let device = reference.device();
     let mut out = ReferenceLogps {
         chosen: Vec::with_capacity(pairs.len()),
@@ -137,7 +125,7 @@ pub fn precompute_reference_logps<B: Backend, M: CausalLm<B>>(
     Ok(out)
 }
 
-fn to_vec<B: Backend>(t: Tensor<B, 1>) -> Result<Vec<f32>> {
+fn to_vec<B: Backend>(t: Tensor<B, 1>) -> crate::Result<Vec<f32>> {
     Ok(kiln_model::read_f32(t, "reference log-probs")?)
 }
 
@@ -162,7 +150,7 @@ pub fn collate_dpo<B: Backend>(
     idx: &[usize],
     pad_id: u32,
     device: &B::Device,
-) -> Result<DpoBatch<B>> {
+) -> crate::Result<DpoBatch<B>> {
     if reference.chosen.len() != pairs.len() || reference.rejected.len() != pairs.len() {
         return Err(Error::InvalidInput(format!(
             "{} pairs but {} / {} reference log-probs",
@@ -186,14 +174,15 @@ pub fn collate_dpo<B: Backend>(
 /// The DPO-family loss of a micro-batch, with TRL-named metrics: the policy's log-probs as
 /// `config.logprobs` says
 /// ([`LogProbs::sequence_logprob_loss`]), reduced by
-/// `config.reduction`, plus `config.nll_weight` times the NLL of the chosen responses.
+/// `config.reduction()`, plus `config.nll_weight` times the NLL of the chosen responses.
 pub fn dpo_loss<B: AutodiffBackend, M: CausalLm<B>>(
     model: &M,
     batch: &DpoBatch<B>,
     dpo: &Dpo,
     config: &DpoTrainConfig,
-) -> Result<StepLoss<B>> {
-    let (reduction, logprobs, nll_weight) = (config.reduction, config.logprobs, config.nll_weight);
+) -> crate::Result<StepLoss<B>> {
+    let (reduction, logprobs, nll_weight) =
+        (config.reduction(), config.logprobs, config.nll_weight);
     let b = &batch.pairs.batch;
     let n = batch.pairs.num_pairs;
     // Counted (shifted) tokens of each chosen response, for the per-token NLL.
@@ -257,11 +246,12 @@ pub fn train_dpo<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &mut TrainLoop<B, M>,
     (pairs, reference): (&[(Example, Example)], &ReferenceLogps),
     config: &DpoTrainConfig,
-) -> Result<Vec<StepStats>> {
-    if reference.reduction != config.reduction {
+) -> crate::Result<Vec<StepStats>> {
+    if reference.reduction != config.reduction() {
         return Err(Error::InvalidConfig(format!(
             "reference log-probs were computed with {:?} but training uses {:?}",
-            reference.reduction, config.reduction
+            reference.reduction,
+            config.reduction()
         )));
     }
     let dpo = config.loss.init()?;
@@ -270,7 +260,7 @@ pub fn train_dpo<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train.fit(
         pairs.len(),
         until,
-        |idx| collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device),
+        |idx| collate_dpo::<B>(pairs, reference, idx, config.pad()?, &device),
         |model, batch| dpo_loss(model, batch, &dpo, config),
     )
 }
@@ -285,14 +275,14 @@ pub fn evaluate_dpo<B: Backend, M: CausalLm<B>>(
     reference: &ReferenceLogps,
     config: &DpoTrainConfig,
     batch_size: usize,
-) -> Result<DpoMetrics> {
+) -> crate::Result<DpoMetrics> {
     let dpo = config.loss.init()?;
     let device = model.device();
     let all: Vec<usize> = (0..pairs.len()).collect();
     let mut acc = [0.0f64; 6];
     for idx in all.chunks(batch_size.max(1)) {
-        let batch = collate_dpo::<B>(pairs, reference, idx, config.pad_id, &device)?;
-        let (pc, pr) = pair_logps(model, &batch.pairs, config.reduction)?;
+        let batch = collate_dpo::<B>(pairs, reference, idx, config.pad()?, &device)?;
+        let (pc, pr) = pair_logps(model, &batch.pairs, config.reduction())?;
         let m = dpo
             .forward(pc, pr, batch.reference_chosen, batch.reference_rejected)
             .metrics();
@@ -318,7 +308,7 @@ pub fn evaluate_dpo_of<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     reference: &ReferenceLogps,
     config: &DpoTrainConfig,
     batch_size: usize,
-) -> Result<DpoMetrics>
+) -> crate::Result<DpoMetrics>
 where
     M::InnerModule: CausalLm<B::InnerBackend>,
 {
@@ -346,9 +336,12 @@ mod tests {
         let device = Default::default();
         let policy = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.1, 18, &device);
         let pairs = t.dpo_pairs(0..4);
-        let cfg = DpoTrainConfig::new(DpoConfig::new(), t.pad).with_nll_weight(0.5);
+        let cfg = DpoTrainConfig::new()
+            .with_loss(DpoConfig::new())
+            .with_pad_id(Some(t.pad))
+            .with_nll_weight(0.5);
         let reference =
-            precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, cfg.reduction).unwrap();
+            precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, cfg.reduction()).unwrap();
         let nll: f64 = pairs
             .iter()
             .zip(&reference.chosen)
@@ -383,11 +376,13 @@ mod tests {
         let device = Default::default();
         let policy = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 19, &device);
         let pairs = t.dpo_pairs(0..16);
-        let cfg = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), t.pad);
+        let cfg = DpoTrainConfig::new()
+            .with_loss(DpoConfig::new().with_beta(0.1))
+            .with_pad_id(Some(t.pad));
         // The reference (a frozen copy of the initial policy) is used once and dropped.
         let reference = {
             let frozen = policy.valid();
-            precompute_reference_logps(&frozen, &pairs, t.pad, 8, cfg.reduction).unwrap()
+            precompute_reference_logps(&frozen, &pairs, t.pad, 8, cfg.reduction()).unwrap()
         };
         assert_eq!(reference.chosen.len(), 16);
         let config = TrainConfig::new(15)
@@ -404,7 +399,7 @@ mod tests {
         let stats = train_dpo(
             &mut train,
             (&pairs, &reference),
-            &cfg.clone().with_until_step(15),
+            &cfg.clone().with_until_step(Some(15)),
         )
         .unwrap();
         let m1 = evaluate_dpo_of(&train, &pairs, &reference, &cfg, 8).unwrap();
@@ -446,10 +441,12 @@ mod tests {
             )
             .unwrap();
             let run = |logprobs: LogProbStrategy| {
-                let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.5), t.pad)
+                let dtc = DpoTrainConfig::new()
+                    .with_loss(DpoConfig::new().with_beta(0.5))
+                    .with_pad_id(Some(t.pad))
                     .with_logprobs(logprobs);
                 crate::testutil::steps_with(policy.clone(), 3, |train| {
-                    let dtc = dtc.clone().with_until_step(train.step() + 1);
+                    let dtc = dtc.clone().with_until_step(Some(train.step() + 1));
                     train_dpo(train, (&pairs, &reference), &dtc)
                         .unwrap()
                         .remove(0)
@@ -473,8 +470,10 @@ mod tests {
     fn ipo_uses_mean_logprobs_and_mismatch_is_an_error() {
         let t = tiny();
         let device = Default::default();
-        let ipo = DpoTrainConfig::new(DpoConfig::new().with_loss(DpoLoss::Ipo), t.pad);
-        assert_eq!(ipo.reduction, LogProbReduction::Mean);
+        let ipo = DpoTrainConfig::new()
+            .with_loss(DpoConfig::new().with_loss(DpoLoss::Ipo))
+            .with_pad_id(Some(t.pad));
+        assert_eq!(ipo.reduction(), LogProbReduction::Mean);
         let policy = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 21, &device);
         let pairs = t.dpo_pairs(0..4);
         let reference =

@@ -32,16 +32,12 @@ pub enum Error {
         /// The norm.
         value: f64,
     },
-    /// A run was stopped at a stage boundary by its hook (cancellation, or a simulated kill in
-    /// tests); rerunning resumes there.
-    #[error("stage `{stage}` in {dir} interrupted: {reason}")]
-    Interrupted {
-        /// The stage directory.
-        dir: PathBuf,
-        /// The stage.
-        stage: String,
-        /// Why (the hook's words).
-        reason: String,
+    /// A peer thread of this process panicked while doing `what` (generation, scoring, ...):
+    /// the whole stage fails, nothing is written.
+    #[error("a peer thread panicked while {what}; the stage wrote nothing (rerun to resume)")]
+    PeerPanicked {
+        /// The work the thread was doing.
+        what: String,
     },
     /// The collective engine of a data-parallel run failed (a peer left, a timeout).
     #[error("data-parallel collective: {0}")]

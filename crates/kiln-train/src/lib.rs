@@ -13,10 +13,6 @@
 //!   ([`SftTrainConfig`], [`RewardTrainConfig`], [`DpoTrainConfig`], [`RrhfTrainConfig`]).
 //! - [`checkpoint`]: the model in Hugging Face layout plus AdamW state and the step in one
 //!   directory, written atomically; [`TrainLoop::resume`] continues exactly.
-//! - [`stage`]: [`StageRunner`], resumable pipeline stages (skipped when their outputs exist,
-//!   outputs renamed into place atomically, wall times persisted).
-//! - [`eval`]: completion log-probs under any model, sampled KL, win rates and paired bootstrap
-//!   confidence intervals.
 //! - [`TrainLoop::on_step`]: a per-step callback (progress bars, early stopping).
 //! - [`metrics`]: [`MetricsLog`], every step's loss, gradient norm, learning rate and trainer
 //!   metrics (TRL's names for DPO) as JSON Lines, hooked in as an `on_step` callback; resumes
@@ -69,7 +65,6 @@ pub mod checkpoint;
 pub mod clip;
 pub mod dpo;
 pub mod error;
-pub mod eval;
 pub mod metrics;
 pub mod optim;
 pub mod order;
@@ -78,7 +73,6 @@ pub mod reward;
 pub mod rrhf;
 pub mod schedule;
 pub mod sft;
-pub mod stage;
 pub mod train_loop;
 
 pub use checkpoint::TrainerState;
@@ -93,7 +87,6 @@ pub use reward::RewardTrainConfig;
 pub use rrhf::RrhfTrainConfig;
 pub use schedule::LrSchedule;
 pub use sft::SftTrainConfig;
-pub use stage::{StageEvent, StageHook, StageOutputs, StageRunner, StageStatus};
 pub use train_loop::{StepCallback, StepLoss, StepStats, TrainLoop};
 #[cfg(test)]
 mod testutil;

@@ -18,16 +18,21 @@ use crate::schedule::LrSchedule;
 ///
 /// One optimiser step consumes `grad_accum_steps` micro-batches of `micro_batch_size` examples, so
 /// the global batch is their product.
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct TrainConfig {
     /// Total number of optimiser steps (the length of the cosine schedule).
     pub total_steps: usize,
     /// Peak learning rate.
     #[config(default = 1e-5)]
     pub lr: f64,
-    /// Linear warmup steps.
+    /// Linear warmup steps (see also [`Self::warmup_ratio`]).
     #[config(default = 0)]
     pub warmup_steps: usize,
+    /// Linear warmup as a fraction of `total_steps`: `floor(warmup_ratio * total_steps)` steps
+    /// (HF's `warmup_ratio`), used instead of `warmup_steps` when above 0. For schedules whose
+    /// length comes from the data (the online loop's iterations).
+    #[config(default = 0.0)]
+    pub warmup_ratio: f64,
     /// Final learning rate as a fraction of the peak (0 = decay to 0, like HF).
     #[config(default = 0.0)]
     pub min_lr_ratio: f64,
@@ -93,12 +98,23 @@ impl TrainConfig {
         if self.micro_batch_size == 0 {
             return bad("micro_batch_size must be > 0".into());
         }
-        LrSchedule::new(
-            self.lr,
-            self.warmup_steps,
-            self.total_steps,
-            self.min_lr_ratio,
-        )
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return bad(format!(
+                "warmup_ratio must be in [0, 1], got {}",
+                self.warmup_ratio
+            ));
+        }
+        LrSchedule::new(self.lr, self.warmup(), self.total_steps, self.min_lr_ratio)
+    }
+
+    /// Warmup steps: `floor(warmup_ratio * total_steps)` when `warmup_ratio > 0`, else
+    /// `warmup_steps`.
+    pub fn warmup(&self) -> usize {
+        if self.warmup_ratio > 0.0 {
+            (self.warmup_ratio * self.total_steps as f64).floor() as usize
+        } else {
+            self.warmup_steps
+        }
     }
 
     /// Examples per optimiser step: `micro_batch_size * grad_accum_steps`.

@@ -5,6 +5,7 @@
 //! through the attention mask, so it does not depend on the config's `pad_token_id`. With the
 //! dedicated pad token this equals HF's "rightmost non-pad id" rule.
 
+use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -13,7 +14,7 @@ use kiln_data::{Example, LmBatch};
 use kiln_losses::{BradleyTerry, BradleyTerryConfig};
 use kiln_model::SequenceScorer;
 
-use crate::error::Result;
+use crate::error::Error;
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
 
 /// One preference pair of reward-model inputs.
@@ -44,7 +45,7 @@ pub fn collate_reward<B: Backend>(
     pad_id: u32,
     use_margin: bool,
     device: &B::Device,
-) -> Result<RewardBatch<B>> {
+) -> crate::Result<RewardBatch<B>> {
     let rows: Vec<(Example, Example)> = pairs
         .iter()
         .map(|p| (p.chosen.clone(), p.rejected.clone()))
@@ -68,7 +69,7 @@ pub fn collate_reward<B: Backend>(
 pub fn score_rows<B: Backend, M: SequenceScorer<B>>(
     model: &M,
     batch: &LmBatch<B>,
-) -> Result<Tensor<B, 1>> {
+) -> crate::Result<Tensor<B, 1>> {
     let all = model.position_scores(batch.input_ids.clone(), Some(batch.attention_mask.clone()))?;
     let [rows, _] = all.dims();
     Ok(all
@@ -80,7 +81,7 @@ pub fn score_rows<B: Backend, M: SequenceScorer<B>>(
 pub fn pair_scores<B: Backend, M: SequenceScorer<B>>(
     model: &M,
     batch: &RewardBatch<B>,
-) -> Result<(Tensor<B, 1>, Tensor<B, 1>)> {
+) -> crate::Result<(Tensor<B, 1>, Tensor<B, 1>)> {
     let scores = score_rows(model, &batch.batch)?;
     let n = batch.num_pairs;
     Ok((scores.clone().narrow(0, 0, n), scores.narrow(0, n, n)))
@@ -91,7 +92,7 @@ pub fn reward_loss<B: AutodiffBackend, M: SequenceScorer<B>>(
     model: &M,
     batch: &RewardBatch<B>,
     loss: &BradleyTerry,
-) -> Result<StepLoss<B>> {
+) -> crate::Result<StepLoss<B>> {
     let (chosen, rejected) = pair_scores(model, batch)?;
     let out = loss.forward(chosen, rejected, batch.margins.clone());
     let m = out.metrics();
@@ -103,45 +104,32 @@ pub fn reward_loss<B: AutodiffBackend, M: SequenceScorer<B>>(
 
 /// Reward-model training options (the optimiser settings live in the
 /// [`TrainConfig`](crate::TrainConfig)).
-#[derive(Debug, Clone)]
+#[derive(Config, Debug, PartialEq)]
 pub struct RewardTrainConfig {
     /// The loss (reward centering coefficient).
+    #[config(default = "BradleyTerryConfig::new()")]
     pub loss: BradleyTerryConfig,
     /// Use each pair's margin in the loss.
+    #[config(default = false)]
     pub use_margin: bool,
-    /// Padding id of the tokenizer.
-    pub pad_id: u32,
+    /// Padding id of the micro-batches: the tokenizer's (`None` until set; the online trainer
+    /// sets its chat encoder's). Training with `None` is an error naming this field.
+    pub pad_id: Option<u32>,
     /// Stop after this optimiser step (`None`: the schedule's last); a later call continues.
     pub until_step: Option<usize>,
 }
 
 impl RewardTrainConfig {
-    /// The plain Bradley-Terry loss, margins unused, trained to the end of the schedule.
-    pub fn new(pad_id: u32) -> Self {
-        Self {
-            loss: BradleyTerryConfig::new(),
-            use_margin: false,
-            pad_id,
-            until_step: None,
-        }
-    }
-
-    /// The same config with another loss (e.g. reward centering).
-    pub fn with_loss(mut self, loss: BradleyTerryConfig) -> Self {
-        self.loss = loss;
-        self
-    }
-
-    /// The same config using (or not) each pair's margin.
-    pub fn with_margin(mut self, use_margin: bool) -> Self {
-        self.use_margin = use_margin;
-        self
-    }
-
-    /// The same config stopping after optimiser step `step`.
-    pub fn with_until_step(mut self, step: usize) -> Self {
-        self.until_step = Some(step);
-        self
+    /// [`Self::pad_id`], which must be set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when it is `None`.
+    pub fn pad(&self) -> crate::Result<u32> {
+        self.pad_id.ok_or_else(|| {
+            Error::InvalidConfig(
+                "RewardTrainConfig.pad_id is not set: set it to the tokenizer's padding id".into(),
+            )
+        })
     }
 }
 
@@ -153,7 +141,7 @@ pub fn train_reward_model<B: AutodiffBackend, M: SequenceScorer<B> + AutodiffMod
     train: &mut TrainLoop<B, M>,
     pairs: &[RewardPair],
     config: &RewardTrainConfig,
-) -> Result<Vec<StepStats>> {
+) -> crate::Result<Vec<StepStats>> {
     let loss = config.loss.init()?;
     let device = train.model()?.device();
     let until = config.until_step.unwrap_or(train.config().total_steps);
@@ -162,7 +150,7 @@ pub fn train_reward_model<B: AutodiffBackend, M: SequenceScorer<B> + AutodiffMod
         until,
         |idx| {
             let rows: Vec<RewardPair> = idx.iter().map(|&i| pairs[i].clone()).collect();
-            collate_reward::<B>(&rows, config.pad_id, config.use_margin, &device)
+            collate_reward::<B>(&rows, config.pad()?, config.use_margin, &device)
         },
         |model, batch| reward_loss(model, batch, &loss),
     )
@@ -178,7 +166,7 @@ pub fn pairwise_accuracy<B: Backend, M: SequenceScorer<B>>(
     pairs: &[RewardPair],
     pad_id: u32,
     batch_size: usize,
-) -> Result<(f64, f64)> {
+) -> crate::Result<(f64, f64)> {
     let device = model.device();
     let (mut correct, mut margin) = (0.0, 0.0);
     for chunk in pairs.chunks(batch_size.max(1)) {
@@ -204,7 +192,7 @@ pub fn pairwise_accuracy_of<B: AutodiffBackend, M: SequenceScorer<B> + AutodiffM
     pairs: &[RewardPair],
     pad_id: u32,
     batch_size: usize,
-) -> Result<(f64, f64)>
+) -> crate::Result<(f64, f64)>
 where
     M::InnerModule: SequenceScorer<B::InnerBackend>,
 {
@@ -243,9 +231,10 @@ mod tests {
             .with_log_every(0);
         let mut train = TrainLoop::new(model, config).unwrap();
         let (acc0, margin0) = pairwise_accuracy_of(&train, eval_pairs, t.pad, 8).unwrap();
-        let rm = RewardTrainConfig::new(t.pad)
+        let rm = RewardTrainConfig::new()
+            .with_pad_id(Some(t.pad))
             .with_loss(BradleyTerryConfig::new().with_center_rewards_coefficient(0.01))
-            .with_margin(true);
+            .with_use_margin(true);
         let stats = train_reward_model(&mut train, train_pairs, &rm).unwrap();
         let (acc1, margin1) = pairwise_accuracy_of(&train, eval_pairs, t.pad, 8).unwrap();
         assert!(acc1 >= 0.99, "eval accuracy {acc0} -> {acc1}");

@@ -5,15 +5,17 @@
 //! of response tokens (the paper's definition); the loss ranks the scores like the rewards and
 //! adds the NLL of the best response.
 
+use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use kiln_data::collate::collate_sft;
 use kiln_data::{Example, LmBatch};
-use kiln_losses::{LogProbReduction, LogProbStrategy, Rrhf, RrhfConfig};
+use kiln_losses::{Rrhf, RrhfConfig};
 use kiln_model::{CausalLm, LogProbs};
+use kiln_model::{LogProbReduction, LogProbStrategy};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
 
 /// One prompt's K encoded responses (prompt + response tokens, response mask) and their rewards.
@@ -33,7 +35,7 @@ pub struct RankedExamples {
 pub fn ranked_examples(
     records: &[kiln_data::RankedRecord],
     enc: &kiln_data::ChatEncoder,
-) -> Result<Vec<RankedExamples>> {
+) -> crate::Result<Vec<RankedExamples>> {
     records
         .iter()
         .map(|r| {
@@ -68,7 +70,7 @@ pub fn collate_rrhf<B: Backend>(
     items: &[RankedExamples],
     pad_id: u32,
     device: &B::Device,
-) -> Result<RrhfBatch<B>> {
+) -> crate::Result<RrhfBatch<B>> {
     let k = items.first().map_or(0, |i| i.responses.len());
     if k < 2 {
         return Err(Error::InvalidInput(format!(
@@ -102,7 +104,7 @@ pub fn collate_rrhf<B: Backend>(
 pub fn response_logps<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &RrhfBatch<B>,
-) -> Result<Tensor<B, 2>> {
+) -> crate::Result<Tensor<B, 2>> {
     let b = &batch.batch;
     Ok(model
         .sequence_logprobs(
@@ -115,39 +117,32 @@ pub fn response_logps<B: Backend, M: CausalLm<B>>(
 }
 
 /// RRHF options (the optimiser settings live in the [`TrainConfig`](crate::TrainConfig)).
-#[derive(Debug, Clone)]
+#[derive(Config, Debug, PartialEq)]
 pub struct RrhfTrainConfig {
     /// The loss (length normalisation, ranking weight).
+    #[config(default = "RrhfConfig::new()")]
     pub loss: RrhfConfig,
-    /// Padding id of the tokenizer.
-    pub pad_id: u32,
+    /// Padding id of the micro-batches: the tokenizer's (`None` until set; the online trainer
+    /// sets its chat encoder's). Training with `None` is an error naming this field.
+    pub pad_id: Option<u32>,
     /// How log-probs and their gradients are computed (default: chunked).
+    #[config(default = "LogProbStrategy::default()")]
     pub logprobs: LogProbStrategy,
     /// Stop after this optimiser step (`None`: the schedule's last); a later call continues.
     pub until_step: Option<usize>,
 }
 
 impl RrhfTrainConfig {
-    /// Chunked log-probs, trained to the end of the schedule.
-    pub fn new(loss: RrhfConfig, pad_id: u32) -> Self {
-        Self {
-            loss,
-            pad_id,
-            logprobs: LogProbStrategy::default(),
-            until_step: None,
-        }
-    }
-
-    /// The same config with another log-prob strategy.
-    pub fn with_logprobs(mut self, logprobs: LogProbStrategy) -> Self {
-        self.logprobs = logprobs;
-        self
-    }
-
-    /// The same config stopping after optimiser step `step`.
-    pub fn with_until_step(mut self, step: usize) -> Self {
-        self.until_step = Some(step);
-        self
+    /// [`Self::pad_id`], which must be set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when it is `None`.
+    pub fn pad(&self) -> crate::Result<u32> {
+        self.pad_id.ok_or_else(|| {
+            Error::InvalidConfig(
+                "RrhfTrainConfig.pad_id is not set: set it to the tokenizer's padding id".into(),
+            )
+        })
     }
 }
 
@@ -159,7 +154,7 @@ pub fn rrhf_loss<B: AutodiffBackend, M: CausalLm<B>>(
     batch: &RrhfBatch<B>,
     rrhf: &Rrhf,
     logprobs: LogProbStrategy,
-) -> Result<StepLoss<B>> {
+) -> crate::Result<StepLoss<B>> {
     let b = &batch.batch;
     let (loss, (rank, sft)) = model.sequence_logprob_loss(
         b.input_ids.clone(),
@@ -190,11 +185,11 @@ pub fn train_rrhf<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &mut TrainLoop<B, M>,
     items: &[RankedExamples],
     config: &RrhfTrainConfig,
-) -> Result<Vec<StepStats>> {
+) -> crate::Result<Vec<StepStats>> {
     let rrhf = config.loss.init()?;
     let device = train.model()?.device();
     let until = config.until_step.unwrap_or(train.config().total_steps);
-    let (pad_id, logprobs) = (config.pad_id, config.logprobs);
+    let (pad_id, logprobs) = (config.pad()?, config.logprobs);
     train.fit(
         items.len(),
         until,
@@ -214,8 +209,8 @@ pub fn rrhf_scores<B: Backend, M: CausalLm<B>>(
     model: &M,
     items: &[RankedExamples],
     config: &RrhfTrainConfig,
-) -> Result<Vec<Vec<f32>>> {
-    let (rrhf, pad_id) = (config.loss.init()?, config.pad_id);
+) -> crate::Result<Vec<Vec<f32>>> {
+    let (rrhf, pad_id) = (config.loss.init()?, config.pad()?);
     let device = model.device();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -231,7 +226,7 @@ pub fn rrhf_scores_of<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &TrainLoop<B, M>,
     items: &[RankedExamples],
     config: &RrhfTrainConfig,
-) -> Result<Vec<Vec<f32>>>
+) -> crate::Result<Vec<Vec<f32>>>
 where
     M::InnerModule: CausalLm<B::InnerBackend>,
 {
@@ -290,9 +285,11 @@ mod tests {
         let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.05, 27, &device);
         let run = |logprobs: LogProbStrategy| {
             crate::testutil::steps_with(model.clone(), 3, |train| {
-                let cfg = RrhfTrainConfig::new(RrhfConfig::new(), t.pad)
+                let cfg = RrhfTrainConfig::new()
+                    .with_loss(RrhfConfig::new())
+                    .with_pad_id(Some(t.pad))
                     .with_logprobs(logprobs)
-                    .with_until_step(train.step() + 1);
+                    .with_until_step(Some(train.step() + 1));
                 train_rrhf(train, &items, &cfg).unwrap().remove(0)
             })
         };
@@ -339,7 +336,9 @@ mod tests {
                 }
             })
             .collect();
-        let cfg = RrhfTrainConfig::new(RrhfConfig::new(), t.pad);
+        let cfg = RrhfTrainConfig::new()
+            .with_loss(RrhfConfig::new())
+            .with_pad_id(Some(t.pad));
         let model = LlamaForCausalLM::<TB>::init_seeded(&t.config, 0.02, 28, &device);
         let config = TrainConfig::new(15)
             .with_lr(3e-3)

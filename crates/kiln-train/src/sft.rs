@@ -5,15 +5,16 @@
 //! token-averaged cross-entropy), computed with `LogProbs::sequence_logprob_loss`
 //! (chunked by default: no `[batch, seq, vocab]` logits in the forward or backward pass).
 
+use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use kiln_data::collate::collate_sft;
 use kiln_data::{Example, LmBatch};
-use kiln_losses::{LogProbReduction, LogProbStrategy};
 use kiln_model::{CausalLm, LogProbs};
+use kiln_model::{LogProbReduction, LogProbStrategy};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::train_loop::{StepLoss, StepStats, TrainLoop};
 
 /// Number of counted (shifted) tokens of a batch.
@@ -36,7 +37,7 @@ fn counted_tokens<B: Backend>(batch: &LmBatch<B>) -> f64 {
 pub fn masked_logprob_sum<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &LmBatch<B>,
-) -> Result<(Tensor<B, 1>, f64)> {
+) -> crate::Result<(Tensor<B, 1>, f64)> {
     let sum = model
         .sequence_logprobs(
             batch.input_ids.clone(),
@@ -49,12 +50,14 @@ pub fn masked_logprob_sum<B: Backend, M: CausalLm<B>>(
 }
 
 /// SFT options (the optimiser settings live in the [`TrainConfig`](crate::TrainConfig)).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Config, Debug, PartialEq)]
 pub struct SftTrainConfig {
-    /// Padding id of the tokenizer (micro-batches are right-padded with it).
-    pub pad_id: u32,
+    /// Padding id of the micro-batches: the tokenizer's (`None` until set; the online trainer
+    /// sets its chat encoder's). Training with `None` is an error naming this field.
+    pub pad_id: Option<u32>,
     /// How log-probs and their gradients are computed (default: chunked, without the
     /// `[batch, seq, vocab]` logits; [`LogProbStrategy::Full`] is the reference path).
+    #[config(default = "LogProbStrategy::default()")]
     pub logprobs: LogProbStrategy,
     /// Stop after this optimiser step (`None`: the schedule's last, `TrainConfig::total_steps`);
     /// a later call continues from there.
@@ -62,25 +65,16 @@ pub struct SftTrainConfig {
 }
 
 impl SftTrainConfig {
-    /// Chunked log-probs, trained to the end of the schedule.
-    pub fn new(pad_id: u32) -> Self {
-        Self {
-            pad_id,
-            logprobs: LogProbStrategy::default(),
-            until_step: None,
-        }
-    }
-
-    /// The same config with another log-prob strategy.
-    pub fn with_logprobs(mut self, logprobs: LogProbStrategy) -> Self {
-        self.logprobs = logprobs;
-        self
-    }
-
-    /// The same config stopping after optimiser step `step`.
-    pub fn with_until_step(mut self, step: usize) -> Self {
-        self.until_step = Some(step);
-        self
+    /// [`Self::pad_id`], which must be set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when it is `None`.
+    pub fn pad(&self) -> crate::Result<u32> {
+        self.pad_id.ok_or_else(|| {
+            Error::InvalidConfig(
+                "SftTrainConfig.pad_id is not set: set it to the tokenizer's padding id".into(),
+            )
+        })
     }
 }
 
@@ -94,7 +88,7 @@ pub fn sft_loss<B: AutodiffBackend, M: CausalLm<B>>(
     model: &M,
     batch: &LmBatch<B>,
     logprobs: LogProbStrategy,
-) -> Result<StepLoss<B>> {
+) -> crate::Result<StepLoss<B>> {
     let count = counted_tokens(batch);
     if count == 0.0 {
         return Err(Error::InvalidInput(
@@ -117,7 +111,7 @@ pub fn sft_loss<B: AutodiffBackend, M: CausalLm<B>>(
 }
 
 /// Runs SFT steps over `examples` (seeded order, micro-batches collated with right padding by
-/// `config.pad_id`) until `config.until_step` or the end of the schedule.
+/// `config.pad()?`) until `config.until_step` or the end of the schedule.
 ///
 /// # Errors
 /// Those of [`TrainLoop::fit`] and collation.
@@ -125,10 +119,10 @@ pub fn train_sft<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     train: &mut TrainLoop<B, M>,
     examples: &[Example],
     config: &SftTrainConfig,
-) -> Result<Vec<StepStats>> {
+) -> crate::Result<Vec<StepStats>> {
     let device = train.model()?.device();
     let until = config.until_step.unwrap_or(train.config().total_steps);
-    let (pad_id, logprobs) = (config.pad_id, config.logprobs);
+    let (pad_id, logprobs) = (config.pad()?, config.logprobs);
     train.fit(
         examples.len(),
         until,
@@ -150,7 +144,7 @@ pub fn eval_nll<B: Backend, M: CausalLm<B>>(
     examples: &[Example],
     pad_id: u32,
     batch_size: usize,
-) -> Result<f64> {
+) -> crate::Result<f64> {
     let device = model.device();
     let (mut total, mut count) = (0.0, 0.0);
     for chunk in examples.chunks(batch_size.max(1)) {
@@ -173,7 +167,7 @@ pub fn eval_nll_of<B: AutodiffBackend, M: CausalLm<B> + AutodiffModule<B>>(
     examples: &[Example],
     pad_id: u32,
     batch_size: usize,
-) -> Result<f64>
+) -> crate::Result<f64>
 where
     M::InnerModule: CausalLm<B::InnerBackend>,
 {
@@ -195,9 +189,10 @@ mod tests {
         let data = t.sft(0..8);
         let run = |logprobs: LogProbStrategy| {
             crate::testutil::steps_with(model.clone(), 3, |train| {
-                let config = SftTrainConfig::new(t.pad)
+                let config = SftTrainConfig::new()
+                    .with_pad_id(Some(t.pad))
                     .with_logprobs(logprobs)
-                    .with_until_step(train.step() + 1);
+                    .with_until_step(Some(train.step() + 1));
                 train_sft(train, &data, &config).unwrap().remove(0)
             })
         };
@@ -225,7 +220,12 @@ mod tests {
             .with_log_every(0);
         let mut train = TrainLoop::new(model, config).unwrap();
         let before = eval_nll_of(&train, &held_out, t.pad, 8).unwrap();
-        let stats = train_sft(&mut train, &train_set, &SftTrainConfig::new(t.pad)).unwrap();
+        let stats = train_sft(
+            &mut train,
+            &train_set,
+            &SftTrainConfig::new().with_pad_id(Some(t.pad)),
+        )
+        .unwrap();
         let after = eval_nll_of(&train, &held_out, t.pad, 8).unwrap();
         assert_eq!(stats.len(), 16);
         assert!(stats.iter().all(|s| s.metric("tokens").unwrap() > 0.0));

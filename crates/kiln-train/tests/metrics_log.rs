@@ -361,9 +361,11 @@ fn dpo_steps_carry_trl_metric_names_and_sft_steps_their_own() {
             encode_pair(&tok, &template, &record, &trunc).unwrap()
         })
         .collect();
-    let cfg = DpoTrainConfig::new(DpoConfig::new().with_beta(0.1), pad);
+    let cfg = DpoTrainConfig::new()
+        .with_loss(DpoConfig::new().with_beta(0.1))
+        .with_pad_id(Some(pad));
     let reference =
-        precompute_reference_logps(&policy.valid(), &pairs, pad, 8, cfg.reduction).unwrap();
+        precompute_reference_logps(&policy.valid(), &pairs, pad, 8, cfg.reduction()).unwrap();
     let tc = TrainConfig::new(3)
         .with_lr(1e-3)
         .with_micro_batch_size(4)
@@ -414,7 +416,9 @@ fn dpo_steps_carry_trl_metric_names_and_sft_steps_their_own() {
     train_sft(
         &mut train,
         &examples,
-        &SftTrainConfig::new(pad).with_until_step(2),
+        &SftTrainConfig::new()
+            .with_pad_id(Some(pad))
+            .with_until_step(Some(2)),
     )
     .unwrap();
     log.finish().unwrap();

@@ -37,9 +37,7 @@ fn fixture_text(rel: &str) -> String {
     std::fs::read_to_string(fixture(rel)).unwrap()
 }
 
-#[path = "../../../../tests/support/never_panic.rs"]
-mod never_panic;
-use never_panic::*;
+use kiln_test_support::never_panic::{self, *};
 
 /// Byte edits splicing in this file's [`SPLICES`].
 fn byte_edits() -> impl Strategy<Value = Vec<ByteEdit>> {

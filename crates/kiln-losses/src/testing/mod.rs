@@ -45,4 +45,4 @@ pub mod checks;
 pub mod reference;
 pub mod strategies;
 
-pub use strategies::{LogitsCase, PreferenceBatch, PreferencePair, RewardSets, ScoredPairs};
+pub use strategies::{PreferenceBatch, PreferencePair, RewardSets, ScoredPairs};

@@ -3,7 +3,7 @@
 //! These follow RECIPE.md section 2 literally and are the "closed form" the tensor losses are
 //! checked against.
 
-use crate::{DpoLoss, LogProbReduction};
+use crate::DpoLoss;
 
 /// `log s(x) = -softplus(-x)`, stable for any finite `x`.
 pub fn log_sigmoid(x: f64) -> f64 {
@@ -27,9 +27,8 @@ pub fn dpo_margin(pc: f64, pr: f64, rc: f64, rr: f64, reference_free: bool) -> f
 pub fn dpo_pair_loss(loss: DpoLoss, beta: f64, h: f64) -> f64 {
     let z = beta * h;
     match loss {
-        DpoLoss::Sigmoid { label_smoothing: e } => {
-            -(1.0 - e) * log_sigmoid(z) - e * log_sigmoid(-z)
-        }
+        DpoLoss::Sigmoid => -log_sigmoid(z),
+        DpoLoss::Cdpo { label_smoothing: e } => -(1.0 - e) * log_sigmoid(z) - e * log_sigmoid(-z),
         DpoLoss::Robust { label_smoothing: e } => {
             (-(1.0 - e) * log_sigmoid(z) + e * log_sigmoid(-z)) / (1.0 - 2.0 * e)
         }
@@ -70,33 +69,4 @@ pub fn rrhf_prompt_loss(
     }
     let sft = -logps[best];
     (rank_weight * rank + sft, rank, sft)
-}
-
-/// Sequence log-prob of one row: `logits` is `seq` rows of `vocab` values, the shift as in
-/// [`sequence_logprobs`](crate::sequence_logprobs).
-pub fn sequence_logprob(
-    logits: &[Vec<f64>],
-    input_ids: &[usize],
-    mask: &[f64],
-    reduction: LogProbReduction,
-) -> f64 {
-    let mut sum = 0.0;
-    let mut count = 0.0;
-    for t in 0..logits.len().saturating_sub(1) {
-        let row = &logits[t];
-        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-        sum += mask[t + 1] * (row[input_ids[t + 1]] - lse);
-        count += mask[t + 1];
-    }
-    match reduction {
-        LogProbReduction::Sum => sum,
-        LogProbReduction::Mean => {
-            if count > 0.0 {
-                sum / count
-            } else {
-                0.0
-            }
-        }
-    }
 }

@@ -3,8 +3,8 @@
 //! Log-probs are drawn on a grid of 1/64 so that they, and sums and differences of a few of them,
 //! are exact in f32: agreement tests then measure the loss, not input rounding.
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use std::ops::Range;
@@ -30,8 +30,8 @@ pub fn beta() -> impl Strategy<Value = f64> {
 /// Any DPO-family variant, label smoothing in `[0, 0.45]`.
 pub fn dpo_loss() -> impl Strategy<Value = DpoLoss> {
     prop_oneof![
-        Just(DpoLoss::SIGMOID),
-        (0.0f64..0.45).prop_map(|e| DpoLoss::Sigmoid { label_smoothing: e }),
+        Just(DpoLoss::Sigmoid),
+        (0.0f64..0.45).prop_map(|e| DpoLoss::Cdpo { label_smoothing: e }),
         (0.0f64..0.45).prop_map(|e| DpoLoss::Robust { label_smoothing: e }),
         Just(DpoLoss::Ipo),
         Just(DpoLoss::Hinge),
@@ -227,77 +227,6 @@ pub fn reward_sets(prompts: Range<usize>, k: Range<usize>) -> impl Strategy<Valu
                 logps,
                 lengths: lengths.into_iter().map(f64::from).collect(),
                 rewards,
-            })
-    })
-}
-
-/// Logits, input ids and a loss mask for [`sequence_logprobs`](crate::sequence_logprobs).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogitsCase {
-    /// Batch size.
-    pub batch: usize,
-    /// Sequence length (>= 2).
-    pub seq: usize,
-    /// Vocabulary size.
-    pub vocab: usize,
-    /// Logits, row-major `[batch, seq, vocab]`.
-    pub logits: Vec<f64>,
-    /// Input ids, row-major `[batch, seq]`.
-    pub input_ids: Vec<usize>,
-    /// Mask 0/1, row-major `[batch, seq]`.
-    pub mask: Vec<f64>,
-}
-
-impl LogitsCase {
-    /// The `(logits, input_ids, mask)` tensors.
-    pub fn to_tensors<B: Backend>(
-        &self,
-        device: &B::Device,
-    ) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) {
-        let logits = tensor1::<B>(&self.logits, device).reshape([self.batch, self.seq, self.vocab]);
-        let ids: Vec<i64> = self.input_ids.iter().map(|&i| i as i64).collect();
-        let ids =
-            Tensor::<B, 1, Int>::from_ints(ids.as_slice(), device).reshape([self.batch, self.seq]);
-        let mask = tensor1::<B>(&self.mask, device).reshape([self.batch, self.seq]);
-        (logits, ids, mask)
-    }
-
-    /// Row `b` as `(logits rows, ids, mask)` for the f64 reference.
-    pub fn row(&self, b: usize) -> (Vec<Vec<f64>>, Vec<usize>, Vec<f64>) {
-        let logits = (0..self.seq)
-            .map(|t| {
-                let start = (b * self.seq + t) * self.vocab;
-                self.logits[start..start + self.vocab].to_vec()
-            })
-            .collect();
-        let r = b * self.seq..(b + 1) * self.seq;
-        (
-            logits,
-            self.input_ids[r.clone()].to_vec(),
-            self.mask[r].to_vec(),
-        )
-    }
-}
-
-/// Random logits in `[-10, 10]` with ids and masks, `batch` in `1..5`, `seq` in `2..12`,
-/// `vocab` in `2..40`.
-pub fn logits_case() -> impl Strategy<Value = LogitsCase> {
-    (1..5usize, 2..12usize, 2..40usize).prop_flat_map(|(batch, seq, vocab)| {
-        (
-            vec(-10.0f64..10.0, batch * seq * vocab),
-            vec(0..vocab, batch * seq),
-            vec(any::<bool>(), batch * seq),
-        )
-            .prop_map(move |(logits, input_ids, mask)| LogitsCase {
-                batch,
-                seq,
-                vocab,
-                logits,
-                input_ids,
-                mask: mask
-                    .into_iter()
-                    .map(|m| if m { 1.0 } else { 0.0 })
-                    .collect(),
             })
     })
 }

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
+use crate::logprobs::LmHead;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use kiln_losses::LmHead;
 
 use crate::LlamaForCausalLM;
 use crate::cache::KvCache;

@@ -1,8 +1,8 @@
 //! [`CausalLm`]: the surface of a decoder-only language model that generation and training use.
 
+use crate::logprobs::LmHead;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use kiln_losses::LmHead;
 
 use crate::cache::KvCache;
 use crate::error::Result;
@@ -51,7 +51,7 @@ pub trait CausalLm<B: Backend> {
     ) -> Result<Tensor<B, 3>>;
 
     /// The LM head's weight in its layout: a tied input embedding (`[vocab, hidden]`) or a
-    /// separate head (`[hidden, vocab]`), for [`kiln_losses::ChunkedLogProbs`].
+    /// separate head (`[hidden, vocab]`), for [`ChunkedLogProbs`](crate::ChunkedLogProbs).
     fn lm_head_weight(&self) -> LmHead<B>;
 
     /// Final hidden states of a whole sequence (no cache).

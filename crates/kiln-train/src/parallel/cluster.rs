@@ -69,6 +69,7 @@ impl<B: AutodiffBackend> Cluster<B> {
         if devices.is_empty() {
             return Err(Error::InvalidConfig("a cluster rank needs a device".into()));
         }
+        quiet_transport_panics();
         std::fs::create_dir_all(shared_dir).map_err(|e| Error::io(shared_dir, e))?;
         let watch = Arc::new(Watchdog::start(
             shared_dir,
@@ -252,14 +253,36 @@ fn every_local_peer<B: AutodiffBackend>(
     }
     drop(tx);
     let n = devices.len();
-    let panicked = format!("{what}: a peer panicked");
+    let task = what.to_string();
     watch.guarded(what, deadline, move || {
         for _ in 0..n {
             rx.recv()
-                .map_err(|_| Error::Collective(panicked.clone()))??;
+                .map_err(|_| Error::PeerPanicked { what: task.clone() })??;
         }
         Ok(())
     })
+}
+
+/// When a rank dies, burn-collective's and burn-communication's threads panic on the broken
+/// connections; the survivors then stop with one error naming the dead rank (the watchdog's).
+/// Their panic messages go to `tracing` (debug) instead of stderr, so that error is what a user
+/// reads; panics anywhere else are printed as before.
+fn quiet_transport_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let file = info.location().map_or("", |l| l.file());
+            if ["burn-collective", "burn-communication", "tokio"]
+                .iter()
+                .any(|c| file.contains(c))
+            {
+                tracing::debug!(%info, "transport thread panicked");
+            } else {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Starts burn-collective's orchestrator on `port` (all interfaces) on a thread of its own that

@@ -226,8 +226,11 @@ where
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Collective("a peer panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::PeerPanicked {
+                        what: "training".into(),
+                    })
+                })
             })
             .collect()
     });
@@ -254,7 +257,8 @@ mod tests {
     use burn::module::AutodiffModule;
     use burn::tensor::Tensor;
     use burn::tensor::backend::AutodiffBackend;
-    use kiln_losses::{DpoConfig, LogProbReduction};
+    use kiln_losses::DpoConfig;
+    use kiln_model::LogProbReduction;
     use kiln_model::{LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget};
 
     use super::{CollectiveSync, data_parallel};
@@ -382,7 +386,9 @@ mod tests {
         let reference =
             precompute_reference_logps(&policy.valid(), &pairs, t.pad, 4, LogProbReduction::Sum)
                 .unwrap();
-        let dtc = DpoTrainConfig::new(DpoConfig::new().with_beta(0.5), t.pad);
+        let dtc = DpoTrainConfig::new()
+            .with_loss(DpoConfig::new().with_beta(0.5))
+            .with_pad_id(Some(t.pad));
         let dpo = |train: &mut TrainLoop<TB, LlamaForCausalLM<TB>>| {
             train_dpo(train, (&pairs, &reference), &dtc).unwrap();
         };
@@ -427,7 +433,7 @@ mod tests {
                 margin: None,
             })
             .collect();
-        let rtc = RewardTrainConfig::new(t.pad);
+        let rtc = RewardTrainConfig::new().with_pad_id(Some(t.pad));
         let reward = |train: &mut TrainLoop<TB, LlamaForSequenceClassification<TB>>| {
             train_reward_model(train, &rm_pairs, &rtc).unwrap();
         };
@@ -440,7 +446,12 @@ mod tests {
         // SFT: the loss is a mean over counted tokens, so shards are weighted by their tokens.
         let data = t.sft(0..12);
         let sft = |train: &mut TrainLoop<TB, LlamaForCausalLM<TB>>| {
-            train_sft(train, &data, &SftTrainConfig::new(t.pad)).unwrap();
+            train_sft(
+                train,
+                &data,
+                &SftTrainConfig::new().with_pad_id(Some(t.pad)),
+            )
+            .unwrap();
         };
         compare(
             "SFT",

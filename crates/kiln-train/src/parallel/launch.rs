@@ -62,10 +62,30 @@ impl Launch {
     /// As [`Self::from_env`].
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         let Some(world) = get("WORLD_SIZE") else {
+            // A partial launch environment would otherwise run as a lone process, silently.
+            if let Some(rank) = get("RANK") {
+                return Err(Error::InvalidConfig(format!(
+                    "RANK={rank} is set but WORLD_SIZE is not (torchrun sets RANK, WORLD_SIZE, \
+                     MASTER_ADDR and MASTER_PORT; unset RANK to run one process)"
+                )));
+            }
             return Ok(None);
         };
         let world: usize = number("WORLD_SIZE", &world)?;
-        if world <= 1 {
+        if world == 0 {
+            return Err(Error::InvalidConfig(
+                "WORLD_SIZE=0: a run has at least one process".into(),
+            ));
+        }
+        if world == 1 {
+            if let Some(rank) = get("RANK") {
+                let rank: usize = number("RANK", &rank)?;
+                if rank != 0 {
+                    return Err(Error::InvalidConfig(format!(
+                        "RANK={rank} is not below WORLD_SIZE=1"
+                    )));
+                }
+            }
             return Ok(None);
         }
         let need = |name: &str| {
@@ -94,8 +114,13 @@ impl Launch {
             Some(v) => number("LOCAL_WORLD_SIZE", &v)?,
             None => 1,
         };
+        if local_world == 0 || local_world > world {
+            return Err(Error::InvalidConfig(format!(
+                "LOCAL_WORLD_SIZE={local_world} must lie in 1..=WORLD_SIZE ({world})"
+            )));
+        }
         let timeout = match get("KILN_PEER_TIMEOUT") {
-            Some(v) => Duration::from_secs_f64(number::<f64>("KILN_PEER_TIMEOUT", &v)?.max(1.0)),
+            Some(v) => peer_timeout(&v)?,
             None => DEFAULT_PEER_TIMEOUT,
         };
         let node_host = match get("KILN_NODE_ADDR") {
@@ -127,6 +152,17 @@ impl Launch {
     pub fn node_url(&self) -> String {
         format!("ws://{}:{}", self.node_host, self.data_port())
     }
+}
+
+/// `KILN_PEER_TIMEOUT` in seconds: a finite number from 1 to a week.
+fn peer_timeout(value: &str) -> Result<Duration> {
+    let secs: f64 = number("KILN_PEER_TIMEOUT", value)?;
+    if !(1.0..=604_800.0).contains(&secs) {
+        return Err(Error::InvalidConfig(format!(
+            "environment variable KILN_PEER_TIMEOUT={value:?}: expected seconds from 1 to 604800"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The local address this machine uses to reach `host` (no packet is sent: a UDP socket is only
@@ -204,5 +240,32 @@ mod tests {
         ];
         let e = Launch::from_vars(vars(&env)).unwrap_err();
         assert!(e.to_string().contains("RANK=2"), "{e}");
+        // Partial environments and values out of range are named, never a panic.
+        let e = Launch::from_vars(vars(&[("RANK", "1")])).unwrap_err();
+        assert!(e.to_string().contains("WORLD_SIZE"), "{e}");
+        let e = Launch::from_vars(vars(&[("WORLD_SIZE", "0")])).unwrap_err();
+        assert!(e.to_string().contains("WORLD_SIZE=0"), "{e}");
+        let e = Launch::from_vars(vars(&[("WORLD_SIZE", "1"), ("RANK", "1")])).unwrap_err();
+        assert!(e.to_string().contains("RANK=1"), "{e}");
+        for bad in ["inf", "NaN", "-3", "0", "1e300"] {
+            let env = [
+                ("RANK", "0"),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "29500"),
+                ("KILN_PEER_TIMEOUT", bad),
+            ];
+            let e = Launch::from_vars(vars(&env)).unwrap_err();
+            assert!(e.to_string().contains("KILN_PEER_TIMEOUT"), "{bad}: {e}");
+        }
+        let env = [
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_WORLD_SIZE", "3"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "29500"),
+        ];
+        let e = Launch::from_vars(vars(&env)).unwrap_err();
+        assert!(e.to_string().contains("LOCAL_WORLD_SIZE"), "{e}");
     }
 }

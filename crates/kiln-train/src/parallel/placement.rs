@@ -1,15 +1,20 @@
 //! [`Placement`]: where training runs: this process's devices, and the cluster of processes it
 //! belongs to, if any.
 
+use std::ops::Range;
 use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::cluster::Cluster;
 use super::collective::data_parallel;
-use super::team::Team;
-use crate::error::Result;
+use super::shard::{block_shards, on_threads};
+use super::team::{Team, gather};
+use crate::error::{Error, Result};
 use crate::optim::TrainConfig;
 use crate::train_loop::TrainLoop;
 
@@ -93,5 +98,76 @@ impl<B: AutodiffBackend> Placement<B> {
         let mut train = TrainLoop::new(model, config)?;
         let out = run(&mut train)?;
         Ok((train.into_model()?, vec![out]))
+    }
+
+    /// Maps `work` over `0..len` on every peer of the run, in whole `block`s: this process takes
+    /// its contiguous run of blocks ([`block_shards`] over the processes), its local peers
+    /// (threads) each take a contiguous run of those, and every process gets every part back in
+    /// order (gathered through the shared directory under `name`). Each block is computed as one
+    /// batch whatever the number of peers, so the result is the same bits as one peer's. Every
+    /// rank must call it (it meets the others in the gather).
+    ///
+    /// # Errors
+    /// `work`'s first error in order; [`Error::PeerPanicked`]; the gather's.
+    pub fn map_blocks<T, E>(
+        &self,
+        name: &str,
+        len: usize,
+        block: usize,
+        work: impl Fn(Range<usize>) -> std::result::Result<Vec<T>, E> + Sync,
+    ) -> std::result::Result<Vec<T>, E>
+    where
+        T: Send + Serialize + DeserializeOwned,
+        E: Send + From<Error>,
+    {
+        let team = self.team();
+        let mine = match &team {
+            Some(t) => block_shards(len, block, t.world())
+                .swap_remove(t.rank().min(t.world().saturating_sub(1))),
+            None => 0..len,
+        };
+        let part = self.map_local_range(name, mine, block, work)?;
+        match &team {
+            Some(t) => Ok(gather(t.as_ref(), name, &part)?),
+            None => Ok(part),
+        }
+    }
+
+    /// As [`Self::map_blocks`] on this process's peers only (no other process takes part: work
+    /// that one rank does alone, such as an evaluation).
+    ///
+    /// # Errors
+    /// `work`'s first error in order; [`Error::PeerPanicked`].
+    pub fn map_local_blocks<T, E>(
+        &self,
+        name: &str,
+        len: usize,
+        block: usize,
+        work: impl Fn(Range<usize>) -> std::result::Result<Vec<T>, E> + Sync,
+    ) -> std::result::Result<Vec<T>, E>
+    where
+        T: Send,
+        E: Send + From<Error>,
+    {
+        self.map_local_range(name, 0..len, block, work)
+    }
+
+    fn map_local_range<T, E>(
+        &self,
+        name: &str,
+        range: Range<usize>,
+        block: usize,
+        work: impl Fn(Range<usize>) -> std::result::Result<Vec<T>, E> + Sync,
+    ) -> std::result::Result<Vec<T>, E>
+    where
+        T: Send,
+        E: Send + From<Error>,
+    {
+        let offset = range.start;
+        let local: Vec<Range<usize>> = block_shards(range.len(), block, self.devices.len())
+            .into_iter()
+            .map(|r| r.start + offset..r.end + offset)
+            .collect();
+        on_threads(name, &local, work)
     }
 }

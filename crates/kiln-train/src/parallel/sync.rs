@@ -1,7 +1,5 @@
 //! [`GradSync`]: the seam between the training loop and a collective engine.
 
-use std::ops::Range;
-
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -29,33 +27,4 @@ pub trait GradSync<B: AutodiffBackend>: Send + Sync {
     /// # Errors
     /// The engine's.
     fn mean(&self, flat: Tensor<B::InnerBackend, 1>) -> Result<Tensor<B::InnerBackend, 1>>;
-}
-
-/// The indices of `0..len` that peer `rank` of `world` takes: contiguous shards whose sizes
-/// differ by at most one (the first `len % world` shards are one longer).
-pub fn shard(len: usize, rank: usize, world: usize) -> Range<usize> {
-    let world = world.max(1);
-    let (base, extra) = (len / world, len % world);
-    let start = rank * base + rank.min(extra);
-    let size = base + usize::from(rank < extra);
-    start.min(len)..(start + size).min(len)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shard;
-
-    #[test]
-    fn shards_cover_the_batch_once_and_differ_by_at_most_one() {
-        for len in 0..12 {
-            for world in 1..5 {
-                let parts: Vec<_> = (0..world).map(|r| shard(len, r, world)).collect();
-                let all: Vec<usize> = parts.iter().flat_map(Clone::clone).collect();
-                assert_eq!(all, (0..len).collect::<Vec<_>>(), "{len} / {world}");
-                let sizes: Vec<usize> = parts.iter().map(|p| p.len()).collect();
-                let (min, max) = (sizes.iter().min(), sizes.iter().max());
-                assert!(max.zip(min).is_none_or(|(a, b)| a - b <= 1));
-            }
-        }
-    }
 }

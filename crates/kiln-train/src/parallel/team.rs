@@ -1,8 +1,9 @@
 //! [`Team`]: the processes of a distributed run as the stages see them (rank, barrier, a shared
 //! directory), and [`gather`], which collects every rank's part of a sharded stage in rank order.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -74,45 +75,32 @@ pub fn gather<T: Serialize + DeserializeOwned>(
     Ok(all)
 }
 
-/// A team of threads of one process (tests of the stage runner and the gather).
-#[cfg(test)]
-pub(crate) mod threads {
-    use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Barrier};
+/// A [`Team`] of threads of one process sharing a directory: each thread holds one member (rank)
+/// of a group made by [`ThreadTeam::group`]. The in-process stand-in for a multi-process run,
+/// for tests of code that runs stages or gathers on a team.
+pub struct ThreadTeam {
+    rank: usize,
+    world: usize,
+    dir: PathBuf,
+    barrier: Arc<Barrier>,
+    gathers: GatherCounter,
+}
 
-    use super::{GatherCounter, Team};
-    use crate::error::Result;
-
-    pub(crate) struct ThreadTeam {
-        pub rank: usize,
-        pub world: usize,
-        pub dir: PathBuf,
-        pub barrier: Arc<Barrier>,
-        pub gathers: GatherCounter,
+impl std::fmt::Debug for ThreadTeam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadTeam")
+            .field("rank", &self.rank)
+            .field("world", &self.world)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
+}
 
-    impl Team for ThreadTeam {
-        fn rank(&self) -> usize {
-            self.rank
-        }
-        fn world(&self) -> usize {
-            self.world
-        }
-        fn shared_dir(&self) -> &Path {
-            &self.dir
-        }
-        fn barrier(&self, _what: &str) -> Result<()> {
-            self.barrier.wait();
-            Ok(())
-        }
-        fn next_gather(&self) -> usize {
-            self.gathers.next()
-        }
-    }
-
-    /// `world` teams over `dir`, one per thread to be.
-    pub(crate) fn teams(world: usize, dir: &Path) -> Vec<Arc<ThreadTeam>> {
-        let barrier = Arc::new(Barrier::new(world));
+impl ThreadTeam {
+    /// `world` members over the shared directory `dir`, rank `i` at index `i`: hand one to each
+    /// thread.
+    pub fn group(world: usize, dir: &Path) -> Vec<Arc<ThreadTeam>> {
+        let barrier = Arc::new(Barrier::new(world.max(1)));
         (0..world)
             .map(|rank| {
                 Arc::new(ThreadTeam {
@@ -125,13 +113,37 @@ pub(crate) mod threads {
             })
             .collect()
     }
+}
+
+impl Team for ThreadTeam {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.world
+    }
+    fn shared_dir(&self) -> &Path {
+        &self.dir
+    }
+    fn barrier(&self, _what: &str) -> Result<()> {
+        self.barrier.wait();
+        Ok(())
+    }
+    fn next_gather(&self) -> usize {
+        self.gathers.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ThreadTeam;
 
     #[test]
     fn gather_returns_every_part_in_rank_order_to_every_rank_and_cleans_up() {
         let dir = std::env::temp_dir().join(format!("kiln-gather-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let all: Vec<Vec<u32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = teams(3, &dir)
+            let handles: Vec<_> = ThreadTeam::group(3, &dir)
                 .into_iter()
                 .map(|t| {
                     s.spawn(move || {

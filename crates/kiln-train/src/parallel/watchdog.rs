@@ -118,8 +118,7 @@ impl Watchdog {
                 Ok(Err(Error::Collective(e))) => return Err(self.explain(what, e)),
                 Ok(out) => return out,
                 Err(RecvTimeoutError::Disconnected) => {
-                    let e = "the collective call panicked".to_string();
-                    return Err(self.explain(what, e));
+                    return Err(Error::PeerPanicked { what: what.into() });
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(e) = self.check() {
