@@ -20,7 +20,8 @@
 //! same generic code, on the LibTorch backend, as groups `smollm2_135m_tch` and `machine_tch`
 //! (`cargo bench --features tch --bench real_shape -- _tch/` runs only those);
 //! `scripts/bench/compare.sh --tch` adds them as a column.
-
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::path::PathBuf;

@@ -210,7 +210,7 @@ where
     }
     bar.set_style(
         indicatif::ProgressStyle::with_template("[{bar:30}] {msg}")
-            .expect("valid template")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("#>-"),
     );
     let show = |p: &Progress| {

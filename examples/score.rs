@@ -194,10 +194,8 @@ where
         }
         return Ok(());
     }
-    let file = args
-        .pairs
-        .as_ref()
-        .expect("clap requires --pairs or --generations");
+    let file =
+        (args.pairs.as_ref()).ok_or("give --pairs FILE.jsonl or --generations FILE.jsonl")?;
     let pairs: Vec<PairRecord> = read_jsonl(file)?;
     // Score every chosen and rejected side in one stream of batches.
     let texts: Vec<(String, String)> = pairs

@@ -4,6 +4,7 @@
 //! it on Mesa's lavapipe). Logits match the
 //! transformers fixtures, the DPO-family and Bradley-Terry losses match their f64 references,
 //! and a DPO step (loss and gradient norm) matches the CPU's.
+#![cfg(test)]
 
 use kiln::backend::{Autodiff, Checkpointed, Cpu, Selected};
 use kiln::burn::tensor::backend::{AutodiffBackend, Backend};

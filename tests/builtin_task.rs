@@ -3,6 +3,7 @@
 //! example's default settings on two iterations and a larger evaluation set: the policy learns
 //! what the judge rewards, on a phrasing no stage trains on, and online DPO ends clearly ahead of
 //! offline DPO with the same steps.
+#![cfg(test)]
 
 #[path = "../examples/iterative_dpo/config.rs"]
 #[allow(dead_code)]
@@ -95,4 +96,74 @@ fn the_builtin_task_learns_online_and_beats_offline() {
         "{}",
         summary.verdict()
     );
+}
+
+#[test]
+fn evaluation_prompts_are_never_training_prompts_but_ask_the_same_facts() {
+    for n in 1..=task::MAX_TRAIN_PHRASINGS {
+        let (train, eval) = task::split_pools(n);
+        assert_eq!(train.len(), n * eval.len());
+        for q in &eval {
+            assert!(train.iter().all(|t| t.text != q.text), "{q:?}");
+            assert!(
+                train
+                    .iter()
+                    .any(|t| t.subject == q.subject && t.answer == q.answer),
+                "{q:?}"
+            );
+        }
+    }
+    let texts: std::collections::HashSet<_> = task::all_questions()
+        .into_iter()
+        .map(|(q, _)| q.text)
+        .collect();
+    assert_eq!(
+        texts.len(),
+        task::all_questions().len(),
+        "prompt texts are unique"
+    );
+}
+
+#[test]
+fn judge_orders_qualities() {
+    let judge = task::GoldJudge::default();
+    let mut rng = kiln::data::Rng::new(1);
+    for (q, _) in task::all_questions().iter().step_by(7) {
+        let good = judge.score(
+            &q.text,
+            &task::demonstration(q, task::Quality::Good, &mut rng),
+            true,
+        );
+        let terse = judge.score(
+            &q.text,
+            &task::demonstration(q, task::Quality::Terse, &mut rng),
+            true,
+        );
+        let wrong = judge.score(
+            &q.text,
+            &task::demonstration(q, task::Quality::Wrong, &mut rng),
+            true,
+        );
+        let rep = judge.score(
+            &q.text,
+            &task::demonstration(q, task::Quality::Repetitive, &mut rng),
+            true,
+        );
+        let off = judge.score(
+            &q.text,
+            &task::demonstration(q, task::Quality::OffTopic, &mut rng),
+            true,
+        );
+        assert!(
+            good > terse && good > wrong && good > rep && good > off,
+            "{q:?}: {good} {terse} {wrong} {rep} {off}"
+        );
+        assert!(
+            judge.score(
+                &q.text,
+                &task::demonstration(q, task::Quality::Good, &mut rng),
+                false
+            ) < good
+        );
+    }
 }

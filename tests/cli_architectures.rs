@@ -2,6 +2,7 @@
 //! `config.json`'s `model_type`: both run on the tiny fixtures of each architecture, `score` gives
 //! the same bits whatever `--devices`, and an architecture Kiln does not implement is an error
 //! naming the file and its `model_type`, not a Rust type.
+#![cfg(test)]
 // The examples include the shared `examples/support/logging.rs`.
 #![allow(clippy::duplicate_mod)]
 

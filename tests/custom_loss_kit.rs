@@ -3,6 +3,7 @@
 //!
 //! The custom loss is a margin-shifted sigmoid `-log s(beta * h - gamma)`, which asks the policy to
 //! beat the reference by a margin `gamma / beta` (as in ODPO / SimPO-style margins).
+#![cfg(test)]
 
 use kiln::backend::AutodiffCpu;
 use kiln::burn::tensor::{Tensor, activation::log_sigmoid};

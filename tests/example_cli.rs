@@ -3,6 +3,7 @@
 //! instead of clap's "unexpected argument '-1' found"; `iterative_dpo` merges `--config` with flags
 //! in any order, names the flag of a NaN and the key of a bad `--config` value, and its defaults
 //! are the built-in task's.
+#![cfg(test)]
 // The examples include the shared `examples/support/logging.rs`.
 #![allow(clippy::duplicate_mod)]
 

@@ -6,6 +6,7 @@
 //! `kiln_data::message::read_messages`, covered in kiln-data's `tests/parsers_never_panic/`.
 //!
 //! Each case runs on its own thread under a time limit, so a hang fails the test.
+#![cfg(test)]
 
 #[path = "../examples/iterative_dpo.rs"]
 #[allow(dead_code, unused_imports)]

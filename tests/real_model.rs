@@ -15,6 +15,7 @@
 //! the checkpoint saved after the DPO step in `DIR`, and
 //! `.venv/bin/python scripts/real_model/compare_with_transformers.py DIR` checks them against
 //! transformers on the full vocabulary (the saved checkpoint reloaded by transformers).
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! digest manifest, the default configuration starts from it, and the code that makes it is
 //! deterministic (two builds, the same bytes), so the shipped files cannot silently drift from
 //! what `iterative_dpo --setup-only` produces.
+#![cfg(test)]
 
 #[path = "../examples/iterative_dpo.rs"]
 #[allow(dead_code, unused_imports)]

@@ -1,13 +1,10 @@
-//! The built-in task's setup stages: the data files (SFT demonstrations, gold-labelled preference
-//! pairs with label noise, held-out evaluation prompts), SFT of the tiny policy from scratch, and
-//! the proxy annotator trained on the noisy pairs: a Bradley-Terry reward model, or (with
-//! `--annotator pairwise`) a pairwise preference model trained by SFT to answer `A` or `B`.
-//!
-//! On a real policy (`--policy DIR` alone) the policy is pi_0: there is no SFT, and the reward
-//! model's pairs come from pi_0's own samples on training questions, gold-labelled with the same
-//! label noise; the reward model is pi_0's backbone with LoRA adapters and a score head.
+//! The built-in task's setup stages: the data (SFT demonstrations, gold-labelled preference pairs
+//! with label noise, held-out evaluation prompts), SFT of the tiny policy, and the proxy annotator
+//! trained on the noisy pairs (a Bradley-Terry reward model, or with `--annotator pairwise` a
+//! pairwise preference model). On a real policy (`--policy DIR` alone) the policy is pi_0 and the
+//! reward model (LoRA on pi_0's backbone) trains on pi_0's own samples, gold-labelled with noise.
 
-use super::config::{LoopConfig, Mode};
+use super::config::{LoopConfig, Mode, TaskConfig};
 use super::console::Console;
 use super::shipped;
 use super::task::{self, GoldJudge};
@@ -16,7 +13,7 @@ use kiln::burn::module::AutodiffModule;
 use kiln::burn::prelude::Backend;
 use kiln::data::rng::stage_seed;
 use kiln::data::{
-    ChatEncoder, Content, Example, Message, PairRecord, PromptRecord, Rng, SftRecord, read_jsonl,
+    ChatEncoder, Content, Message, PairRecord, PromptRecord, Rng, SftRecord, read_jsonl,
     write_jsonl,
 };
 use kiln::model::{
@@ -25,12 +22,13 @@ use kiln::model::{
     Qwen2ForSequenceClassification, SequenceScorer,
 };
 use kiln::online::{
-    FitProgress, Session, StageRunner, exact_save_options as save_options, fit, sample,
+    FitProgress, Session, StageRunner, exact_save_options as save_options, fit, fit_reward_model,
+    sample,
 };
 use kiln::reward::AnnotatorKind;
-use kiln::reward::pairwise::judge_message;
+use kiln::reward::pairwise::preference_examples;
 use kiln::sampling::{FinishReason, SamplerConfig};
-use kiln::train::reward::{RewardPair, RewardTrainConfig, pairwise_accuracy, train_reward_model};
+use kiln::train::reward::RewardTrainConfig;
 use kiln::train::sft::{SftTrainConfig, train_sft};
 use kiln::train::{Placement, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -154,70 +152,64 @@ pub fn setup(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup>
             })?;
         }
     }
-    if shipped.is_some() {
+    if let Some(s) = &shipped {
+        let dir = s.dir.display();
         eprintln!(
-            "   started from the shipped SFT policy and reward model ({}; --train-setup trains \
-             them in the run)",
-            shipped
-                .as_ref()
-                .map_or_else(Default::default, |s| s.dir.display().to_string())
+            "   started from the SFT policy and reward model in {dir} (--train-setup: train)"
         );
     }
     finish(root, files[2], train_pool)
 }
 
-/// The built-in task on a real policy: held-out evaluation prompts, reward-model pairs from
-/// pi_0's own samples (gold-labelled, with label noise), and a LoRA reward model on pi_0's
-/// backbone.
+/// The built-in task on a real policy (Llama or Qwen2): held-out evaluation prompts,
+/// reward-model pairs from pi_0's own samples (gold-labelled, with label noise), and a LoRA reward
+/// model on pi_0's backbone.
 pub fn setup_on_policy(ctx: &Ctx, judge: &GoldJudge, root: &mut StageRunner) -> Res<Setup> {
+    let policy = (ctx.cfg.task.policy.clone()).ok_or("the built-in task needs --policy")?;
+    let init = MissingScore::Init { std: 0.02 };
+    match ModelType::of_dir(&policy)? {
+        ModelType::Llama => {
+            on_policy::<LlamaForCausalLM<I>, _>(ctx, judge, root, &policy, |p, d| {
+                Ok(LlamaForSequenceClassification::<B>::from_pretrained(
+                    p, d, init,
+                )?)
+            })
+        }
+        ModelType::Qwen2 => {
+            on_policy::<Qwen2ForCausalLM<I>, _>(ctx, judge, root, &policy, |p, d| {
+                Ok(Qwen2ForSequenceClassification::<B>::from_pretrained(
+                    p, d, init,
+                )?)
+            })
+        }
+    }
+}
+
+fn on_policy<L: CausalLm<I> + HfModel<I> + Sync, C: RewardModelType>(
+    ctx: &Ctx,
+    judge: &GoldJudge,
+    root: &mut StageRunner,
+    policy: &Path,
+    load: impl Fn(&Path, &kiln::burn::tensor::Device<B>) -> Res<C>,
+) -> Res<Setup> {
     let cfg = &ctx.cfg.task;
-    let policy = cfg
-        .policy
-        .clone()
-        .ok_or("the built-in task on a policy needs --policy")?;
     let (train_pool, eval_pool) = task::split_pools(cfg.train_phrasings);
     let files = ["data/reward_pairs.jsonl", "data/eval_prompts.jsonl"];
     root.run_lead("data", &files, |out| -> Res<()> {
         write_jsonl(out.path(files[1])?, &eval_records(ctx, &eval_pool))?;
         let mut rng = Rng::new(stage_seed(cfg.setup_seed, 1));
         let questions = task::sample_questions(&train_pool, cfg.rm_prompts, &mut rng);
-        let pairs = match ModelType::of_dir(&policy)? {
-            ModelType::Llama => {
-                sample_pairs::<LlamaForCausalLM<I>>(ctx, judge, &policy, &questions, &mut rng)?
-            }
-            ModelType::Qwen2 => {
-                sample_pairs::<Qwen2ForCausalLM<I>>(ctx, judge, &policy, &questions, &mut rng)?
-            }
-        };
+        let pairs = sample_pairs::<L>(ctx, judge, policy, &questions, &mut rng)?;
         write_jsonl(out.path(files[0])?, &pairs)?;
         Ok(())
     })?;
     let pairs: Vec<PairRecord> = read_jsonl(root.path(files[0]))?;
-    match (cfg.annotator, &cfg.annotator_model) {
-        (AnnotatorKind::Pairwise, Some(_)) => {}
-        _ => {
-            let metrics = root.path("reward_model_metrics.jsonl");
-            let init = MissingScore::Init { std: 0.02 };
-            root.run("reward_model", &["reward_model"], |out| {
-                let out = out.path("reward_model")?;
-                match ModelType::of_dir(&policy)? {
-                    ModelType::Llama => {
-                        train_policy_reward_stage(ctx, &pairs, &policy, out, &metrics, |p, d| {
-                            Ok(LlamaForSequenceClassification::<B>::from_pretrained(
-                                p, d, init,
-                            )?)
-                        })
-                    }
-                    ModelType::Qwen2 => {
-                        train_policy_reward_stage(ctx, &pairs, &policy, out, &metrics, |p, d| {
-                            Ok(Qwen2ForSequenceClassification::<B>::from_pretrained(
-                                p, d, init,
-                            )?)
-                        })
-                    }
-                }
-            })?;
-        }
+    if !(cfg.annotator == AnnotatorKind::Pairwise && cfg.annotator_model.is_some()) {
+        let metrics = root.path("reward_model_metrics.jsonl");
+        root.run("reward_model", &["reward_model"], |out| {
+            let out = out.path("reward_model")?;
+            train_policy_reward_stage(ctx, &pairs, policy, out, &metrics, &load)
+        })?;
     }
     finish(root, files[1], train_pool)
 }
@@ -331,6 +323,16 @@ fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
     c
 }
 
+/// The setup's optimiser: `steps` at `lr` with 5 % warmup, its data order from stage `stage`.
+fn setup_optimizer(cfg: &TaskConfig, steps: usize, lr: f64, stage: u64) -> TrainConfig {
+    TrainConfig::new(steps)
+        .with_lr(lr)
+        .with_warmup_steps(steps / 20)
+        .with_micro_batch_size(cfg.batch_size)
+        .with_seed(stage_seed(cfg.setup_seed, stage))
+        .with_log_every(0)
+}
+
 /// A training stage's bar (on the console) and metrics log.
 fn watch<'a>(label: &'a str, metric: &'static str, metrics: &'a Path) -> FitProgress<'a> {
     FitProgress {
@@ -352,13 +354,7 @@ fn train_sft_stage(ctx: &Ctx, file: &Path, out: &Path, metrics: &Path) -> Res<()
     let device = Default::default();
     B::seed(&device, stage_seed(cfg.setup_seed, 10));
     let model = LlamaForCausalLM::<B>::init(&tiny_policy_config(ctx), 0.02, &device);
-    let tc = TrainConfig::new(cfg.sft_steps)
-        .with_lr(cfg.sft_lr)
-        .with_warmup_steps(cfg.sft_steps / 20)
-        .with_micro_batch_size(cfg.batch_size)
-        .with_weight_decay(0.01)
-        .with_seed(stage_seed(cfg.setup_seed, 11))
-        .with_log_every(0);
+    let tc = setup_optimizer(cfg, cfg.sft_steps, cfg.sft_lr, 11).with_weight_decay(0.01);
     let sft = SftTrainConfig::new().with_pad_id(Some(ctx.enc.pad_id));
     let trained = fit(
         model,
@@ -394,7 +390,7 @@ fn train_policy_reward_stage<C: RewardModelType>(
     policy: &Path,
     out: &Path,
     metrics: &Path,
-    load: impl Fn(&Path, &kiln::burn::tensor::Device<B>) -> Res<C>,
+    load: &impl Fn(&Path, &kiln::burn::tensor::Device<B>) -> Res<C>,
 ) -> Res<()> {
     let cfg = &ctx.cfg.task;
     let device = Default::default();
@@ -435,34 +431,16 @@ fn train_bt<C: RewardModelType>(
     model: C,
     metrics: &Path,
 ) -> Res<C> {
-    let (cfg, enc) = (&ctx.cfg.task, ctx.enc);
-    let mut pairs = records
-        .iter()
-        .map(|r| -> Res<RewardPair> {
-            Ok(RewardPair {
-                chosen: enc.reward_example(&r.prompt, &r.chosen)?,
-                rejected: enc.reward_example(&r.prompt, &r.rejected)?,
-                margin: None,
-            })
-        })
-        .collect::<Res<Vec<_>>>()?;
-    let held_out = pairs.split_off(pairs.len() * 9 / 10);
-    let tc = TrainConfig::new(cfg.rm_steps)
-        .with_lr(cfg.rm_lr)
-        .with_warmup_steps(cfg.rm_steps / 20)
-        .with_micro_batch_size(cfg.batch_size)
-        .with_seed(stage_seed(cfg.setup_seed, 21))
-        .with_log_every(0);
-    let rtc = RewardTrainConfig::new()
-        .with_pad_id(Some(enc.pad_id))
+    let cfg = &ctx.cfg.task;
+    let tc = setup_optimizer(cfg, cfg.rm_steps, cfg.rm_lr, 21);
+    let loss = RewardTrainConfig::new()
         .with_loss(kiln::losses::BradleyTerryConfig::new().with_center_rewards_coefficient(0.01));
     let watching = watch("reward model", "accuracy", metrics);
-    let trained = fit(model, tc, ctx.placement, &watching, |t| {
-        train_reward_model(t, &pairs, &rtc)
-    })?;
-    let (acc, margin) = pairwise_accuracy(&trained.valid(), &held_out, enc.pad_id, 64)?;
+    let (trained, held) =
+        fit_reward_model(model, records, ctx.enc, tc, &loss, ctx.placement, &watching)?;
     eprintln!(
-        "   proxy reward model: held-out pairwise accuracy {acc:.3} (noisy labels), mean margin {margin:.3}"
+        "   proxy reward model: held-out pairwise accuracy {:.3} (noisy labels), mean margin {:.3}",
+        held.accuracy, held.mean_margin
     );
     Ok(trained)
 }
@@ -477,24 +455,11 @@ fn train_pairwise_stage(
     metrics: &Path,
 ) -> Res<()> {
     let (cfg, enc) = (&ctx.cfg.task, ctx.enc);
-    let example = |p: &Content, a: &Content, b: &Content, answer: &str| -> Res<Example> {
-        let judge = Content::Messages(vec![judge_message(p, &a.text(), &b.text())]);
-        Ok(enc.prompt_completion(&judge, &Content::Text(answer.into()))?)
-    };
-    let mut examples = Vec::with_capacity(2 * records.len());
-    for r in records {
-        examples.push(example(&r.prompt, &r.chosen, &r.rejected, "A")?);
-        examples.push(example(&r.prompt, &r.rejected, &r.chosen, "B")?);
-    }
+    let examples = preference_examples(enc, records)?;
     let device = Default::default();
     B::seed(&device, stage_seed(cfg.setup_seed, 30));
     let model = LlamaForCausalLM::<B>::from_pretrained(sft_dir, &device)?;
-    let tc = TrainConfig::new(cfg.rm_steps)
-        .with_lr(cfg.rm_lr)
-        .with_warmup_steps(cfg.rm_steps / 20)
-        .with_micro_batch_size(cfg.batch_size)
-        .with_seed(stage_seed(cfg.setup_seed, 31))
-        .with_log_every(0);
+    let tc = setup_optimizer(cfg, cfg.rm_steps, cfg.rm_lr, 31);
     let sft = SftTrainConfig::new().with_pad_id(Some(enc.pad_id));
     let watching = watch("pairwise model", "nll", metrics);
     let trained = fit(model, tc, ctx.placement, &watching, |t| {

@@ -2,32 +2,18 @@
 //! `--config FILE.json` (keys as in `<out>/config.json`) supplies a base configuration and flags
 //! given anywhere on the line override it.
 
-use super::config::{LoopConfig, TaskConfig};
+use super::config::{LoopConfig, TaskConfig, finite};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use kiln::data::{SelectionStrategy, TemplateChoice};
 use kiln::losses::DpoLoss;
 use kiln::model::{LoraConfig, LoraTarget};
 use kiln::online::{Algorithm, ReferenceChoice};
-use kiln::reward::AnnotatorKind;
 use serde_json::Value;
 use std::path::PathBuf;
 
 fn d() -> LoopConfig {
     LoopConfig::default()
-}
-
-fn t() -> TaskConfig {
-    TaskConfig::new()
-}
-
-/// A finite number (a NaN or infinity is refused by name instead of reaching the run).
-fn finite(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        Ok(v) => Err(format!("{v} is not a finite number")),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 fn targets(s: &str) -> Result<Vec<LoraTarget>, String> {
@@ -56,9 +42,6 @@ pub struct Args {
     /// manifest.json (settings and SHA-256 digests) beside them.
     #[arg(long)]
     pub setup_only: bool,
-    /// Output directory (stage files, checkpoints, summary.json, reward_plot.svg).
-    #[arg(long, value_name = "DIR", default_value_os_t = t().out)]
-    pub out: PathBuf,
     /// Master seed of the online loop (prompts, sampling, pairs, data order, evaluation).
     #[arg(long, default_value_t = d().online.seed)]
     pub seed: u64,
@@ -132,13 +115,6 @@ pub struct Args {
     /// Skip the offline baseline (same algorithm and steps on pi_0's samples only).
     #[arg(long)]
     pub no_offline: bool,
-    /// Who scores the responses: bt (a reward model) | pairwise (a pairwise preference model).
-    #[arg(long, value_name = "ANNOTATOR", default_value_t = t().annotator)]
-    pub annotator: AnnotatorKind,
-    /// The pairwise preference model (HF causal-LM directory); the built-in task trains one
-    /// when absent.
-    #[arg(long, value_name = "DIR")]
-    pub annotator_model: Option<PathBuf>,
     /// LoRA rank of the policy (0 = train every weight).
     #[arg(long, default_value_t = 0)]
     pub lora_rank: usize,
@@ -151,93 +127,27 @@ pub struct Args {
     /// Projections that get LoRA adapters: q,k,v,o,gate,up,down (or q_proj, ...) | all-linear.
     #[arg(long, value_name = "LIST", value_parser = targets, default_value = "all-linear")]
     pub lora_targets: ::std::vec::Vec<LoraTarget>,
-    /// Your policy: a Hugging Face directory (config.json, safetensors, tokenizer.json, chat
-    /// template), Llama or Qwen2.
-    #[arg(long, value_name = "DIR")]
-    pub policy: Option<PathBuf>,
-    /// Your Bradley-Terry reward model: a Hugging Face *ForSequenceClassification directory (one
-    /// label), Llama or Qwen2, full or PEFT adapters.
-    #[arg(long, value_name = "DIR")]
-    pub reward_model: Option<PathBuf>,
-    /// Your prompts: JSON Lines of {"prompt": ...} or {"messages": [...]}.
-    #[arg(long, value_name = "FILE.jsonl")]
-    pub prompts: Option<PathBuf>,
     /// The policy's chat template: checkpoint | llama3 | FILE.jinja.
     #[arg(long, value_name = "T", default_value_t = d().online.chat_template)]
     pub chat_template: TemplateChoice,
     /// The date strftime_now returns in chat templates (YYYY-MM-DD) [default: today].
     #[arg(long, value_name = "DATE")]
     pub template_date: Option<String>,
-    /// Peers in this process (on a CPU they share the cores): training data-parallel,
-    /// generation, annotation and reference log-probs sharded (the same results).
-    #[arg(long, default_value_t = t().devices)]
-    pub devices: usize,
-    /// Built-in task: seed of the setup (data, SFT policy, reward model).
-    #[arg(long, default_value_t = t().setup_seed)]
-    pub setup_seed: u64,
-    /// Built-in task: start from this --setup-only directory instead of assets/builtin.
-    #[arg(long, value_name = "DIR")]
-    pub setup_from: Option<PathBuf>,
-    /// Built-in task: train the SFT policy and reward model in the run (trained anyway when a
-    /// setup setting differs from the shipped ones).
-    #[arg(long)]
-    pub train_setup: bool,
-    /// Built-in task: tiny policy hidden size.
-    #[arg(long, default_value_t = t().hidden_size)]
-    pub hidden_size: usize,
-    /// Built-in task: decoder layers.
-    #[arg(long, default_value_t = t().layers)]
-    pub layers: usize,
-    /// Built-in task: phrasings of each question in the training prompts (1 to 6; evaluation
-    /// asks in one more, never trained on).
-    #[arg(long, default_value_t = t().train_phrasings)]
-    pub train_phrasings: usize,
-    /// Built-in task: SFT demonstrations.
-    #[arg(long, default_value_t = t().sft_examples)]
-    pub sft_examples: usize,
-    /// Built-in task: SFT optimiser steps.
-    #[arg(long, default_value_t = t().sft_steps)]
-    pub sft_steps: usize,
-    /// Built-in task: SFT learning rate.
-    #[arg(long, value_parser = finite, allow_hyphen_values = true, default_value_t = t().sft_lr)]
-    pub sft_lr: f64,
-    /// Built-in task: preference pairs for the proxy reward model.
-    #[arg(long, default_value_t = t().rm_pairs)]
-    pub rm_pairs: usize,
-    /// Built-in task: reward-model optimiser steps.
-    #[arg(long, default_value_t = t().rm_steps)]
-    pub rm_steps: usize,
-    /// Built-in task: reward-model learning rate.
-    #[arg(long, value_parser = finite, allow_hyphen_values = true, default_value_t = t().rm_lr)]
-    pub rm_lr: f64,
-    /// Built-in task: fraction of reward-model labels flipped (human label noise).
-    #[arg(long, value_parser = finite, allow_hyphen_values = true, default_value_t = t().label_noise)]
-    pub label_noise: f64,
-    /// Built-in task on a real policy: prompts whose samples make the reward model's pairs.
-    #[arg(long, default_value_t = t().rm_prompts)]
-    pub rm_prompts: usize,
-    /// Built-in task on a real policy: samples per reward-model prompt.
-    #[arg(long, default_value_t = t().rm_samples)]
-    pub rm_samples: usize,
-    /// Built-in task on a real policy: LoRA rank of its reward model (0 = every weight).
-    #[arg(long, default_value_t = t().rm_lora_rank)]
-    pub rm_lora_rank: usize,
-    /// Built-in task: micro-batch size of SFT and reward-model training.
-    #[arg(long, default_value_t = t().batch_size)]
-    pub batch_size: usize,
+    /// The built-in task's options and your models.
+    #[command(flatten)]
+    pub task: TaskConfig,
 }
 
 impl Args {
     /// `c` with every flag that `given` says was given set.
     fn apply(&self, c: &mut LoopConfig, given: &dyn Fn(&str) -> bool) {
-        let (o, t) = (&mut c.online, &mut c.task);
+        let o = &mut c.online;
         macro_rules! set {
             ($($flag:literal: $target:expr => $value:expr;)+) => {
                 $(if given($flag) { $target = $value; })+
             };
         }
         set! {
-            "out": t.out => self.out.clone();
             "seed": o.seed => self.seed;
             "algorithm": o.algorithm => self.algorithm;
             "iterations": o.iterations => self.iterations;
@@ -264,56 +174,23 @@ impl Args {
             "no_offline": o.offline => !self.no_offline;
             "chat_template": o.chat_template => self.chat_template.clone();
             "template_date": o.template_date => self.template_date.clone();
-            "annotator": t.annotator => self.annotator;
-            "annotator_model": t.annotator_model => self.annotator_model.clone();
-            "policy": t.policy => self.policy.clone();
-            "reward_model": t.reward_model => self.reward_model.clone();
-            "prompts": t.prompts => self.prompts.clone();
-            "devices": t.devices => self.devices;
-            "setup_seed": t.setup_seed => self.setup_seed;
-            "setup_from": t.setup_from => self.setup_from.clone();
-            "train_setup": t.train_setup => self.train_setup;
-            "hidden_size": t.hidden_size => self.hidden_size;
-            "layers": t.layers => self.layers;
-            "train_phrasings": t.train_phrasings => self.train_phrasings;
-            "sft_examples": t.sft_examples => self.sft_examples;
-            "sft_steps": t.sft_steps => self.sft_steps;
-            "sft_lr": t.sft_lr => self.sft_lr;
-            "rm_pairs": t.rm_pairs => self.rm_pairs;
-            "rm_steps": t.rm_steps => self.rm_steps;
-            "rm_lr": t.rm_lr => self.rm_lr;
-            "label_noise": t.label_noise => self.label_noise;
-            "rm_prompts": t.rm_prompts => self.rm_prompts;
-            "rm_samples": t.rm_samples => self.rm_samples;
-            "rm_lora_rank": t.rm_lora_rank => self.rm_lora_rank;
-            "batch_size": t.batch_size => self.batch_size;
         }
         let lora_flags = ["lora_rank", "lora_alpha", "lora_dropout", "lora_targets"];
         if lora_flags.iter().any(|f| given(f)) {
             let base = o.lora.clone().unwrap_or_else(|| {
                 LoraConfig::new(self.lora_targets.clone())
+                    .with_rank(self.lora_rank)
                     .with_alpha(self.lora_alpha)
                     .with_dropout(self.lora_dropout)
             });
-            let rank = if given("lora_rank") {
-                self.lora_rank
-            } else {
-                base.rank
-            };
-            o.lora = (rank > 0).then(|| {
-                let mut l = base;
-                l.rank = rank;
-                if given("lora_alpha") {
-                    l.alpha = self.lora_alpha;
-                }
-                if given("lora_dropout") {
-                    l.dropout = self.lora_dropout;
-                }
-                if given("lora_targets") {
-                    l.targets = self.lora_targets.clone();
-                }
-                l
-            });
+            let mut l = base;
+            set! {
+                "lora_rank": l.rank => self.lora_rank;
+                "lora_alpha": l.alpha => self.lora_alpha;
+                "lora_dropout": l.dropout => self.lora_dropout;
+                "lora_targets": l.targets => self.lora_targets.clone();
+            }
+            o.lora = (l.rank > 0).then_some(l);
         }
     }
 
@@ -333,6 +210,16 @@ impl Args {
         }
         let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
         self.apply(&mut cfg, &given);
+        // The task's flags are its config's keys: those given replace the file's.
+        let mut task = serde_json::to_value(&cfg.task).map_err(|e| e.to_string())?;
+        if let (Value::Object(task), Ok(Value::Object(flags))) =
+            (&mut task, serde_json::to_value(&self.task))
+        {
+            for (key, value) in flags.into_iter().filter(|(k, _)| given(k)) {
+                task.insert(key, value);
+            }
+        }
+        cfg.task = serde_json::from_value(task).map_err(|e| e.to_string())?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -3,84 +3,126 @@
 //! straight back), and the built-in task's defaults.
 
 use kiln::burn::config::Config;
-use kiln::data::{SelectionStrategy, TruncationConfig};
-use kiln::losses::DpoConfig;
-use kiln::online::{Algorithm, OnlineConfig, PromptOrder, ReferenceChoice};
+use kiln::data::TruncationConfig;
+use kiln::online::{OnlineConfig, PromptOrder, ReferenceChoice};
 use kiln::reward::AnnotatorKind;
-use kiln::sampling::SamplerConfig;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-/// The built-in task's options, and where the run's models and prompts come from.
-#[derive(Config, Debug, PartialEq)]
+fn t() -> TaskConfig {
+    TaskConfig::new()
+}
+
+/// A finite number (a NaN or an infinity is refused, naming the flag, instead of reaching the run).
+pub fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The built-in task's options, and where the run's models and prompts come from: each field is
+/// a flag (its doc is the help) and a key of `config.json`.
+#[derive(Config, Debug, PartialEq, clap::Args)]
 pub struct TaskConfig {
-    /// Output directory.
+    /// Output directory (stage files, checkpoints, summary.json, reward_plot.svg).
     #[config(default = "PathBuf::from(\"runs/iterative_dpo\")")]
+    #[arg(long, value_name = "DIR", default_value_os_t = t().out)]
     pub out: PathBuf,
-    /// Seed of the setup (data, SFT policy, reward model).
-    #[config(default = 42)]
-    pub setup_seed: u64,
-    /// Start from this `--setup-only` directory instead of the shipped `assets/builtin`.
-    pub setup_from: Option<PathBuf>,
-    /// Train the SFT policy and reward model in the run instead of installing the shipped ones.
-    #[config(default = false)]
-    pub train_setup: bool,
-    /// Tiny policy hidden size.
-    #[config(default = 128)]
-    pub hidden_size: usize,
-    /// Tiny policy decoder layers.
-    #[config(default = 2)]
-    pub layers: usize,
-    /// Phrasings of each question in the training prompts (1 to 6).
-    #[config(default = 6)]
-    pub train_phrasings: usize,
-    /// SFT demonstrations.
-    #[config(default = 3000)]
-    pub sft_examples: usize,
-    /// SFT optimiser steps.
-    #[config(default = 1000)]
-    pub sft_steps: usize,
-    /// SFT learning rate.
-    #[config(default = 3e-3)]
-    pub sft_lr: f64,
-    /// Preference pairs for the proxy reward model.
-    #[config(default = 32000)]
-    pub rm_pairs: usize,
-    /// Reward-model optimiser steps.
-    #[config(default = 3600)]
-    pub rm_steps: usize,
-    /// Reward-model learning rate.
-    #[config(default = 1e-3)]
-    pub rm_lr: f64,
-    /// Fraction of reward-model labels flipped.
-    #[config(default = 0.1)]
-    pub label_noise: f64,
-    /// On a real policy: prompts whose samples make the reward model's pairs.
-    #[config(default = 128)]
-    pub rm_prompts: usize,
-    /// On a real policy: samples per reward-model prompt.
-    #[config(default = 4)]
-    pub rm_samples: usize,
-    /// On a real policy: LoRA rank of the reward model (0 = every weight).
-    #[config(default = 8)]
-    pub rm_lora_rank: usize,
-    /// Micro-batch size of SFT and reward-model training.
-    #[config(default = 32)]
-    pub batch_size: usize,
-    /// Peers in this process.
+    /// Peers in this process (on a CPU they share the cores): training data-parallel,
+    /// generation, annotation and reference log-probs sharded (the same results).
     #[config(default = 1)]
+    #[arg(long, default_value_t = t().devices)]
     pub devices: usize,
-    /// Who scores the responses.
+    /// Who scores the responses: bt (a reward model) | pairwise (a pairwise preference model).
     #[config(default = "AnnotatorKind::Bt")]
+    #[arg(long, value_name = "ANNOTATOR", default_value_t = t().annotator)]
     pub annotator: AnnotatorKind,
-    /// The pairwise preference model's directory.
+    /// The pairwise preference model (HF causal-LM directory); the built-in task trains one
+    /// when absent.
+    #[arg(long, value_name = "DIR")]
     pub annotator_model: Option<PathBuf>,
-    /// A Hugging Face policy directory instead of the built-in task's.
+    /// Your policy: a Hugging Face directory (config.json, safetensors, tokenizer.json, chat
+    /// template), Llama or Qwen2.
+    #[arg(long, value_name = "DIR")]
     pub policy: Option<PathBuf>,
-    /// A Hugging Face reward-model directory.
+    /// Your Bradley-Terry reward model: a Hugging Face *ForSequenceClassification directory (one
+    /// label), Llama or Qwen2, full or PEFT adapters.
+    #[arg(long, value_name = "DIR")]
     pub reward_model: Option<PathBuf>,
-    /// A prompts JSONL file.
+    /// Your prompts: JSON Lines of {"prompt": ...} or {"messages": [...]}.
+    #[arg(long, value_name = "FILE.jsonl")]
     pub prompts: Option<PathBuf>,
+    /// Built-in task: seed of the setup (data, SFT policy, reward model).
+    #[config(default = 42)]
+    #[arg(long, default_value_t = t().setup_seed)]
+    pub setup_seed: u64,
+    /// Built-in task: start from this --setup-only directory instead of assets/builtin.
+    #[arg(long, value_name = "DIR")]
+    pub setup_from: Option<PathBuf>,
+    /// Built-in task: train the SFT policy and reward model in the run (trained anyway when a
+    /// setup setting differs from the shipped ones).
+    #[config(default = false)]
+    #[arg(long)]
+    pub train_setup: bool,
+    /// Built-in task: tiny policy hidden size.
+    #[config(default = 128)]
+    #[arg(long, default_value_t = t().hidden_size)]
+    pub hidden_size: usize,
+    /// Built-in task: decoder layers.
+    #[config(default = 2)]
+    #[arg(long, default_value_t = t().layers)]
+    pub layers: usize,
+    /// Built-in task: phrasings of each question in the training prompts (1 to 6; evaluation
+    /// asks in one more, never trained on).
+    #[config(default = 6)]
+    #[arg(long, default_value_t = t().train_phrasings)]
+    pub train_phrasings: usize,
+    /// Built-in task: SFT demonstrations.
+    #[config(default = 3000)]
+    #[arg(long, default_value_t = t().sft_examples)]
+    pub sft_examples: usize,
+    /// Built-in task: SFT optimiser steps.
+    #[config(default = 1000)]
+    #[arg(long, default_value_t = t().sft_steps)]
+    pub sft_steps: usize,
+    /// Built-in task: SFT learning rate.
+    #[config(default = 3e-3)]
+    #[arg(long, value_parser = finite, allow_hyphen_values = true, default_value_t = t().sft_lr)]
+    pub sft_lr: f64,
+    /// Built-in task: preference pairs for the proxy reward model.
+    #[config(default = 32000)]
+    #[arg(long, default_value_t = t().rm_pairs)]
+    pub rm_pairs: usize,
+    /// Built-in task: reward-model optimiser steps.
+    #[config(default = 3600)]
+    #[arg(long, default_value_t = t().rm_steps)]
+    pub rm_steps: usize,
+    /// Built-in task: reward-model learning rate.
+    #[config(default = 1e-3)]
+    #[arg(long, value_parser = finite, allow_hyphen_values = true, default_value_t = t().rm_lr)]
+    pub rm_lr: f64,
+    /// Built-in task: fraction of reward-model labels flipped (human label noise).
+    #[config(default = 0.1)]
+    #[arg(long, value_parser = finite, allow_hyphen_values = true, default_value_t = t().label_noise)]
+    pub label_noise: f64,
+    /// Built-in task on a real policy: prompts whose samples make the reward model's pairs.
+    #[config(default = 128)]
+    #[arg(long, default_value_t = t().rm_prompts)]
+    pub rm_prompts: usize,
+    /// Built-in task on a real policy: samples per reward-model prompt.
+    #[config(default = 4)]
+    #[arg(long, default_value_t = t().rm_samples)]
+    pub rm_samples: usize,
+    /// Built-in task on a real policy: LoRA rank of its reward model (0 = every weight).
+    #[config(default = 8)]
+    #[arg(long, default_value_t = t().rm_lora_rank)]
+    pub rm_lora_rank: usize,
+    /// Built-in task: micro-batch size of SFT and reward-model training.
+    #[config(default = 32)]
+    #[arg(long, default_value_t = t().batch_size)]
+    pub batch_size: usize,
 }
 
 /// What the loop runs on.
@@ -106,13 +148,8 @@ pub struct LoopConfig {
 /// The built-in task's loop settings: what its defaults were measured with (docs/RESULTS.md).
 pub fn online_defaults() -> OnlineConfig {
     let generation = OnlineConfig::default_generation()
-        .with_sampler(SamplerConfig::new())
-        .with_num_responses(8)
         .with_max_new_tokens(24)
-        .with_prompt_batch_size(32)
         .with_concurrent_batches(kiln::backend::decode_concurrency());
-    let mut dpo = OnlineConfig::new().dpo;
-    dpo.loss = DpoConfig::new().with_beta(0.1);
     OnlineConfig::new()
         .with_iterations(4)
         .with_prompts_per_iteration(Some(128))
@@ -120,7 +157,6 @@ pub fn online_defaults() -> OnlineConfig {
         .with_eval_prompts(128)
         .with_eval_samples(2)
         .with_reference(ReferenceChoice::Previous)
-        .with_choose(SelectionStrategy::MaxMin)
         .with_epochs(4)
         .with_offline(true)
         .with_truncation(
@@ -129,10 +165,8 @@ pub fn online_defaults() -> OnlineConfig {
                 .with_max_total_len(160),
         )
         .with_generation(generation)
-        .with_dpo(dpo)
         .with_dpo_optimizer(OnlineConfig::default_optimizer(3e-4, 16))
         .with_rrhf_optimizer(OnlineConfig::default_optimizer(1e-4, 4))
-        .with_algorithm(Algorithm::Dpo)
 }
 
 impl Default for LoopConfig {
@@ -201,18 +235,17 @@ impl LoopConfig {
         if !(t.sft_lr > 0.0 && t.rm_lr > 0.0 && t.sft_lr.is_finite() && t.rm_lr.is_finite()) {
             return Err("--sft-lr and --rm-lr must be positive".into());
         }
-        match (
+        let given = (
             t.policy.is_some(),
             t.reward_model.is_some(),
             t.prompts.is_some(),
-        ) {
-            (true, true, true) | (_, false, false) => {}
-            _ => {
-                return Err("--reward-model and --prompts go together, with --policy \
-                            (real-model mode); --policy alone runs the built-in task on that \
-                            policy"
-                    .into());
-            }
+        );
+        if !matches!(given, (true, true, true) | (_, false, false)) {
+            return Err(
+                "--reward-model and --prompts go together, with --policy (real-model \
+                        mode); --policy alone runs the built-in task on that policy"
+                    .into(),
+            );
         }
         if t.annotator == AnnotatorKind::Pairwise
             && self.mode() != Mode::Builtin

@@ -14,27 +14,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The settings the SFT policy and the reward model depend on (`--devices` is not one: it only
-/// changes how they are trained, not what from).
-pub const SETUP_KEYS: [&str; 16] = [
-    "setup_seed",
-    "hidden_size",
-    "layers",
-    "train_phrasings",
-    "sft_examples",
-    "sft_steps",
-    "sft_lr",
-    "rm_pairs",
-    "rm_steps",
-    "rm_lr",
-    "label_noise",
-    "batch_size",
-    "max_prompt_tokens",
-    "max_total_tokens",
-    "max_new_tokens",
-    "annotator",
-];
-
 /// The directories a setup ships.
 pub const SHIPPED_DIRS: [&str; 2] = ["sft", "reward_model"];
 
@@ -43,7 +22,7 @@ pub const SHIPPED_DIRS: [&str; 2] = ["sft", "reward_model"];
 pub struct Manifest {
     /// How to make the files again.
     pub command: String,
-    /// [`SETUP_KEYS`] of the configuration they were trained with.
+    /// The setup settings they were trained with ([`setup_of`]).
     pub setup: BTreeMap<String, Value>,
     /// SHA-256 (hex) of every shipped file, by path inside the directory.
     pub files: BTreeMap<String, String>,
@@ -56,7 +35,8 @@ pub fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/builtin")
 }
 
-/// [`SETUP_KEYS`] of `cfg`, under the flag names they have on the command line.
+/// The settings the SFT policy and the reward model depend on, under their flag names
+/// (`--devices` is not one: it only changes how they are trained, not what from).
 pub fn setup_of(cfg: &LoopConfig) -> Res<BTreeMap<String, Value>> {
     let (t, o) = (&cfg.task, &cfg.online);
     let all = serde_json::json!({
@@ -80,10 +60,7 @@ pub fn setup_of(cfg: &LoopConfig) -> Res<BTreeMap<String, Value>> {
     let Value::Object(all) = all else {
         return Err("the setup is not a JSON object".into());
     };
-    Ok(SETUP_KEYS
-        .iter()
-        .filter_map(|k| all.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect())
+    Ok(all.into_iter().collect())
 }
 
 /// SHA-256 of a file, in hex.
@@ -122,18 +99,18 @@ pub fn manifest_of(root: &Path, cfg: &LoopConfig) -> Res<Manifest> {
     })
 }
 
+/// The CPU's model name (`/proc/cpuinfo`), with AVX-512 when it has it.
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let avx512 = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains("avx512f"));
-    format!("{cpu}{}", if avx512 { ", AVX-512" } else { "" })
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = (info.lines().find(|l| l.starts_with("model name")))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or(std::env::consts::ARCH, str::trim);
+    let avx512 = if info.contains("avx512f") {
+        ", AVX-512"
+    } else {
+        ""
+    };
+    format!("{cpu}{avx512}")
 }
 
 /// A `--setup-only` directory and its manifest.

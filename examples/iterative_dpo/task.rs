@@ -35,82 +35,27 @@ pub enum Kind {
     Opposite,
 }
 
-const COLOURS: &[(&str, &str)] = &[
-    ("banana", "yellow"),
-    ("lemon", "yellow"),
-    ("grass", "green"),
-    ("leaf", "green"),
-    ("frog", "green"),
-    ("sky", "blue"),
-    ("sea", "blue"),
-    ("snow", "white"),
-    ("cloud", "white"),
-    ("milk", "white"),
-    ("coal", "black"),
-    ("crow", "black"),
-    ("tomato", "red"),
-    ("cherry", "red"),
-    ("strawberry", "red"),
-    ("carrot", "orange"),
-    ("pumpkin", "orange"),
-    ("plum", "purple"),
-    ("grape", "purple"),
-    ("chocolate", "brown"),
-];
-const COLOUR_WORDS: &[&str] = &[
-    "yellow", "green", "blue", "white", "black", "red", "orange", "purple", "brown",
-];
-const SOUNDS: &[(&str, &str)] = &[
-    ("cow", "moo"),
-    ("dog", "woof"),
-    ("cat", "meow"),
-    ("duck", "quack"),
-    ("sheep", "baa"),
-    ("lion", "roar"),
-    ("owl", "hoot"),
-    ("pig", "oink"),
-    ("horse", "neigh"),
-    ("bee", "buzz"),
-    ("snake", "hiss"),
-    ("mouse", "squeak"),
-];
-const OPPOSITES: &[(&str, &str)] = &[
-    ("hot", "cold"),
-    ("big", "small"),
-    ("up", "down"),
-    ("day", "night"),
-    ("fast", "slow"),
-    ("happy", "sad"),
-    ("old", "new"),
-    ("wet", "dry"),
-    ("light", "dark"),
-    ("open", "closed"),
-    ("full", "empty"),
-    ("hard", "soft"),
-    ("early", "late"),
-    ("high", "low"),
-];
-const NUMBER_WORDS: &[&str] = &[
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-];
+/// `thing colour` pairs.
+const COLOURS: &str = "banana yellow,lemon yellow,grass green,leaf green,frog green,sky blue,\
+sea blue,snow white,cloud white,milk white,coal black,crow black,tomato red,cherry red,\
+strawberry red,carrot orange,pumpkin orange,plum purple,grape purple,chocolate brown";
+const COLOUR_WORDS: &str = "yellow green blue white black red orange purple brown";
+/// `animal sound` pairs.
+const SOUNDS: &str = "cow moo,dog woof,cat meow,duck quack,sheep baa,lion roar,owl hoot,pig oink,\
+horse neigh,bee buzz,snake hiss,mouse squeak";
+/// `word opposite` pairs.
+const OPPOSITES: &str = "hot cold,big small,up down,day night,fast slow,happy sad,old new,wet dry,\
+light dark,open closed,full empty,hard soft,early late,high low";
+const NUMBER_WORDS: &str = "zero one two three four five six seven eight nine ten eleven twelve \
+thirteen fourteen fifteen sixteen seventeen eighteen";
+
+/// The pairs of a table.
+fn pairs(table: &str) -> Vec<(&str, &str)> {
+    table
+        .split(',')
+        .filter_map(|p| p.trim().split_once(' '))
+        .collect()
+}
 
 /// One question with everything the judge needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,41 +103,49 @@ pub const MAX_TRAIN_PHRASINGS: usize = 6;
 /// on) the held-out evaluation prompts.
 pub fn all_questions() -> Vec<(Question, usize)> {
     let mut out = Vec::new();
-    for &(thing, colour) in COLOURS {
-        let wrong = COLOUR_WORDS
-            .iter()
-            .filter(|c| **c != colour)
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>();
-        for (i, text) in [
-            format!("What colour is {}?", the_noun(thing)),
-            format!("Tell me the colour of {}.", the_noun(thing)),
-            format!("What is the colour of {}?", the_noun(thing)),
-            format!("Name the colour of {}.", the_noun(thing)),
-            format!("Do you know what colour {} is?", the_noun(thing)),
-            format!("Say what colour {} is.", the_noun(thing)),
-            format!("Which colour is {}?", the_noun(thing)),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let q = Question {
-                text,
-                kind: Kind::Colour,
-                subject: thing.into(),
-                answer: colour.into(),
-                wrong: wrong.clone(),
-            };
-            out.push((q, i));
+    let mut ask = |kind, subject: &str, answer: &str, wrong: Vec<String>, texts: [String; 7]| {
+        for (i, text) in texts.into_iter().enumerate() {
+            let (subject, answer, wrong) = (subject.into(), answer.into(), wrong.clone());
+            out.push((
+                Question {
+                    text,
+                    kind,
+                    subject,
+                    answer,
+                    wrong,
+                },
+                i,
+            ));
         }
-    }
-    for &(animal, sound) in SOUNDS {
-        let wrong = SOUNDS
+    };
+    let others = |table: &[(&str, &str)], answer: &str| -> Vec<String> {
+        table
             .iter()
-            .filter(|s| s.1 != sound)
-            .map(|s| s.1.to_string())
-            .collect::<Vec<_>>();
-        for (i, text) in [
+            .filter(|p| p.1 != answer)
+            .map(|p| p.1.to_string())
+            .collect()
+    };
+    for (thing, colour) in pairs(COLOURS) {
+        let wrong = COLOUR_WORDS
+            .split(' ')
+            .filter(|c| *c != colour)
+            .map(String::from)
+            .collect();
+        let t = the_noun(thing);
+        let texts = [
+            format!("What colour is {t}?"),
+            format!("Tell me the colour of {t}."),
+            format!("What is the colour of {t}?"),
+            format!("Name the colour of {t}."),
+            format!("Do you know what colour {t} is?"),
+            format!("Say what colour {t} is."),
+            format!("Which colour is {t}?"),
+        ];
+        ask(Kind::Colour, thing, colour, wrong, texts);
+    }
+    let sounds = pairs(SOUNDS);
+    for &(animal, sound) in &sounds {
+        let texts = [
             format!("What sound does a {animal} make?"),
             format!("What does a {animal} say?"),
             format!("Tell me the sound a {animal} makes."),
@@ -200,31 +153,19 @@ pub fn all_questions() -> Vec<(Question, usize)> {
             format!("Name the sound of a {animal}."),
             format!("How does a {animal} sound?"),
             format!("Which sound does a {animal} make?"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let q = Question {
-                text,
-                kind: Kind::Sound,
-                subject: animal.into(),
-                answer: sound.into(),
-                wrong: wrong.clone(),
-            };
-            out.push((q, i));
-        }
+        ];
+        ask(Kind::Sound, animal, sound, others(&sounds, sound), texts);
     }
+    let numbers: Vec<&str> = NUMBER_WORDS.split(' ').collect();
     for a in 1..=9usize {
         for b in 1..=9usize {
-            let answer = NUMBER_WORDS[a + b];
+            let (x, y, answer) = (numbers[a], numbers[b], numbers[a + b]);
             // Operands are not wrong answers: "Two plus eight is ten." mentions them.
-            let wrong: Vec<String> = NUMBER_WORDS
-                .iter()
-                .filter(|w| **w != answer && **w != NUMBER_WORDS[a] && **w != NUMBER_WORDS[b])
+            let wrong = (numbers.iter())
+                .filter(|w| **w != answer && **w != x && **w != y)
                 .map(|w| w.to_string())
                 .collect();
-            let (x, y) = (NUMBER_WORDS[a], NUMBER_WORDS[b]);
-            for (i, text) in [
+            let texts = [
                 format!("What is {x} plus {y}?"),
                 format!("Tell me {x} plus {y}."),
                 format!("What do {x} plus {y} make?"),
@@ -232,28 +173,13 @@ pub fn all_questions() -> Vec<(Question, usize)> {
                 format!("Say what {x} plus {y} is."),
                 format!("What is the sum of {x} plus {y}?"),
                 format!("How much is {x} plus {y}?"),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let q = Question {
-                    text,
-                    kind: Kind::Sum,
-                    subject: format!("{x} plus {y}"),
-                    answer: answer.into(),
-                    wrong: wrong.clone(),
-                };
-                out.push((q, i));
-            }
+            ];
+            ask(Kind::Sum, &format!("{x} plus {y}"), answer, wrong, texts);
         }
     }
-    for &(word, opposite) in OPPOSITES {
-        let wrong = OPPOSITES
-            .iter()
-            .filter(|o| o.1 != opposite)
-            .map(|o| o.1.to_string())
-            .collect::<Vec<_>>();
-        for (i, text) in [
+    let opposites = pairs(OPPOSITES);
+    for &(word, opposite) in &opposites {
+        let texts = [
             format!("What is the opposite of {word}?"),
             format!("Give the opposite of {word}."),
             format!("Tell me the opposite of {word}."),
@@ -261,19 +187,14 @@ pub fn all_questions() -> Vec<(Question, usize)> {
             format!("Say the opposite of {word}."),
             format!("What word means the opposite of {word}?"),
             format!("Which word is the opposite of {word}?"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let q = Question {
-                text,
-                kind: Kind::Opposite,
-                subject: word.into(),
-                answer: opposite.into(),
-                wrong: wrong.clone(),
-            };
-            out.push((q, i));
-        }
+        ];
+        ask(
+            Kind::Opposite,
+            word,
+            opposite,
+            others(&opposites, opposite),
+            texts,
+        );
     }
     out
 }
@@ -377,14 +298,9 @@ pub enum Quality {
     OffTopic,
 }
 
-const OFF_TOPIC: &[&str] = &[
-    "I like to sing songs.",
-    "The weather is nice today.",
-    "Let us play a game.",
-    "I do not know.",
-    "My favourite food is bread.",
-    "That is a good question",
-];
+/// Off-topic answers, `|`-separated.
+const OFF_TOPIC: &str = "I like to sing songs.|The weather is nice today.|Let us play a game.|\
+I do not know.|My favourite food is bread.|That is a good question";
 
 /// A response to `q` of the given quality.
 pub fn demonstration(q: &Question, quality: Quality, rng: &mut Rng) -> String {
@@ -424,7 +340,7 @@ pub fn demonstration(q: &Question, quality: Quality, rng: &mut Rng) -> String {
             sentence(&w, rng)
         }
         Quality::Repetitive => format!("{} {} {} {}", subj, subj, q.answer, q.answer),
-        Quality::OffTopic => pick(rng, OFF_TOPIC).to_string(),
+        Quality::OffTopic => pick(rng, &OFF_TOPIC.split('|').collect::<Vec<_>>()).to_string(),
     }
 }
 
@@ -461,59 +377,4 @@ pub fn split_pools(train_phrasings: usize) -> (Vec<Question>, Vec<Question>) {
         }
     }
     (train, eval)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn evaluation_prompts_are_never_training_prompts_but_ask_the_same_facts() {
-        for n in 1..=MAX_TRAIN_PHRASINGS {
-            let (train, eval) = split_pools(n);
-            assert_eq!(train.len(), n * eval.len());
-            for q in &eval {
-                assert!(train.iter().all(|t| t.text != q.text), "{q:?}");
-                assert!(
-                    train
-                        .iter()
-                        .any(|t| t.subject == q.subject && t.answer == q.answer),
-                    "{q:?}"
-                );
-            }
-        }
-        let texts: std::collections::HashSet<_> =
-            all_questions().into_iter().map(|(q, _)| q.text).collect();
-        assert_eq!(
-            texts.len(),
-            all_questions().len(),
-            "prompt texts are unique"
-        );
-    }
-
-    #[test]
-    fn judge_orders_qualities() {
-        let judge = GoldJudge::default();
-        let mut rng = Rng::new(1);
-        for (q, _) in all_questions().iter().step_by(7) {
-            let good = judge.score(&q.text, &demonstration(q, Quality::Good, &mut rng), true);
-            let terse = judge.score(&q.text, &demonstration(q, Quality::Terse, &mut rng), true);
-            let wrong = judge.score(&q.text, &demonstration(q, Quality::Wrong, &mut rng), true);
-            let rep = judge.score(
-                &q.text,
-                &demonstration(q, Quality::Repetitive, &mut rng),
-                true,
-            );
-            let off = judge.score(
-                &q.text,
-                &demonstration(q, Quality::OffTopic, &mut rng),
-                true,
-            );
-            assert!(
-                good > terse && good > wrong && good > rep && good > off,
-                "{q:?}: {good} {terse} {wrong} {rep} {off}"
-            );
-            assert!(judge.score(&q.text, &demonstration(q, Quality::Good, &mut rng), false) < good);
-        }
-    }
 }

@@ -64,7 +64,7 @@ impl Bar {
             ProgressStyle::with_template(
                 "  {prefix:<22} [{bar:28}] {pos:>5}/{len:<5} {elapsed:>4} (eta {eta:>3}) {msg}",
             )
-            .expect("valid template")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("#>-"),
         );
         bar.set_prefix(label.clone());

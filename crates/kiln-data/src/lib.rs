@@ -25,19 +25,6 @@
 //! # Ok::<(), kiln_data::Error>(())
 //! ```
 
-// Library code returns errors; tests may unwrap (the integration tests are other crates).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::expect_used,
-        clippy::unwrap_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
-
 pub mod atomic;
 pub mod chat_template;
 pub mod collate;

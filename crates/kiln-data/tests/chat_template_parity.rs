@@ -1,5 +1,6 @@
 //! kiln-data's Llama-3 chat template equals HF `apply_chat_template` + encode (fixture made by
 //! `scripts/make_data_fixtures.py`), and the assistant mask covers exactly assistant content + eot.
+#![cfg(test)]
 
 use kiln_data::{ChatTemplate, Error, Message, Role, Tokenizer};
 use serde::Deserialize;

@@ -1,5 +1,6 @@
 //! Collation: padding sides, loss masks covering exactly the response tokens, pair stacking,
 //! truncation, and tensor shapes/values on the Flex backend.
+#![cfg(test)]
 
 use burn::backend::Flex;
 use burn::tensor::Tensor;

@@ -1,5 +1,6 @@
 //! Round trips of every stage format through the atomic writer and the streaming reader, and
 //! malformed input errors naming file, line and field.
+#![cfg(test)]
 
 use std::path::PathBuf;
 

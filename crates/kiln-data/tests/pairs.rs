@@ -1,4 +1,5 @@
 //! Pair selection: orientation, ties, margins, reporting of skipped prompts, determinism.
+#![cfg(test)]
 
 use kiln_data::pairs::{SkipReason, all_pairs, choose_pair, rank_records, select_pairs};
 use kiln_data::{

@@ -1,6 +1,7 @@
 //! Checkpoint chat templates (Llama-3.0, 3.1, 3.2, ChatML, `{% generation %}` blocks, a template
 //! that raises) rendered by kiln-data equal HF `apply_chat_template`: text, ids and assistant masks.
 //! Fixture: `tests/fixtures/templates/` made by `scripts/make_template_fixtures.py`.
+#![cfg(test)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

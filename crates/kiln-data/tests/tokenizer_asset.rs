@@ -1,4 +1,5 @@
 //! The committed `assets/tokenizer.json` is reproduced by retraining on the shipped corpus.
+#![cfg(test)]
 
 use kiln_data::Tokenizer;
 use kiln_data::tokenizer::TINY_TOKENIZER_JSON;

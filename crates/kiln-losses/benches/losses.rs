@@ -1,6 +1,8 @@
 //! Criterion benches for kiln-losses at batch 64 on the default CPU backend (Flex).
 //!
 //! `cargo bench -p kiln-losses`
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use burn::backend::{Autodiff, Flex};

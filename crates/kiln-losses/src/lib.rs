@@ -33,19 +33,6 @@
 //! # Ok::<(), kiln_losses::Error>(())
 //! ```
 
-// Library code returns errors; tests may unwrap (the integration tests are other crates).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::expect_used,
-        clippy::unwrap_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
-
 pub mod bradley_terry;
 pub mod dpo;
 pub mod error;

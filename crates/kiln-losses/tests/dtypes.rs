@@ -2,6 +2,7 @@
 //! dtype, values agree with the f64 references within dtype-sized tolerances, metrics read back,
 //! and backward runs (gradients in the input dtype). (`sequence_logprobs` is checked the same way
 //! in kiln-model's `tests/logprob_dtypes.rs`.)
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 use burn::backend::{Autodiff, Flex};

@@ -1,4 +1,5 @@
 //! Property tests for every kiln-losses loss, written with the public `testing` kit.
+#![cfg(test)]
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;

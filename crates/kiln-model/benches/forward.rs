@@ -1,6 +1,7 @@
 //! Forward and forward+backward throughput (tokens/s) of a ~20M-parameter Llama-3-shaped model,
 //! batch 8 x 128, on the Flex CPU backend. Run: `cargo bench -p kiln-model --bench forward`.
-
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Criterion bench of `sequence_logprobs` forward+backward on full logits (batch 64 x 128
 //! positions x 512 vocabulary) on the default CPU backend (Flex); moved from kiln-losses' benches
 //! with the log-prob code. Run: `cargo bench -p kiln-model --bench logprobs`.
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use burn::backend::{Autodiff, Flex};

@@ -2,6 +2,7 @@
 //! within bf16 rounding of transformers' own bf16 forward (`expected_bf16.safetensors`, made by
 //! `scripts/make_bf16_fixtures.py`), log-probs and scores are f32, LoRA trains f32 adapters on a
 //! frozen bf16 base, and a backend without bf16 says so.
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 mod common;

@@ -1,4 +1,5 @@
 //! KV-cache incremental decoding equals the full forward (left-padded batch, expanded cache).
+#![cfg(test)]
 
 mod common;
 

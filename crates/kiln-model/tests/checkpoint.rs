@@ -1,4 +1,5 @@
 //! Checkpoint I/O: save -> load round trips and the errors for broken checkpoints.
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 mod common;

@@ -1,5 +1,6 @@
 //! Chunked log-probs on real model graphs: the same values as the full logits, and the same
 //! gradient for every parameter (tied and untied heads, full fine-tuning and LoRA).
+#![cfg(test)]
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};

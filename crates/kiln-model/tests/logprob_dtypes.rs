@@ -1,6 +1,7 @@
 //! `sequence_logprobs` keeps its logits' dtype (f32, f64, bf16) with an f32 loss mask: values
 //! agree with the f64 reference within dtype-sized tolerances and backward runs (gradients in the
 //! logits' dtype). Moved from kiln-losses' `tests/dtypes.rs` with the log-prob code.
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 #[path = "common/logprobs.rs"]

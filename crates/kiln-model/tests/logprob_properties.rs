@@ -1,6 +1,7 @@
 //! Property tests of `sequence_logprobs`: values against an f64 reference and autodiff gradients
 //! against central finite differences, on random logits, ids and masks (moved from kiln-losses'
 //! `tests/properties.rs` with the log-prob code; same cases and tolerances).
+#![cfg(test)]
 
 #[path = "common/logprobs.rs"]
 mod logprobs;

@@ -1,6 +1,7 @@
 //! kiln-model's `sequence_logprobs` against independent float64 values computed with PyTorch
 //! (`scripts/make_loss_fixtures.py`, TRL's `get_batch_logps`; the values are committed in
 //! `logprob_torch/values.rs`, CI needs no Python).
+#![cfg(test)]
 
 #[path = "logprob_torch/values.rs"]
 mod values;

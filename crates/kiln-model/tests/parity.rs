@@ -1,5 +1,6 @@
 //! Logit, log-prob and reward parity against Hugging Face transformers on the committed fixtures
 //! (made by `scripts/make_model_fixtures.py`).
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 mod common;

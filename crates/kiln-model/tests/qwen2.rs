@@ -2,6 +2,7 @@
 //! `Qwen2ForCausalLM` / `Qwen2ForSequenceClassification` on tiny fixtures, PEFT adapters on it load
 //! with the same logits, saving round-trips, and loaders refuse checkpoints of the other type by
 //! name. Fixtures: `tests/fixtures/qwen2`, made by `scripts/make_qwen2_fixtures.py`.
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 mod common;

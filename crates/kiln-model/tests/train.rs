@@ -1,4 +1,5 @@
 //! The model trains: gradients reach every parameter (tied head included) under autodiff.
+#![cfg(test)]
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;

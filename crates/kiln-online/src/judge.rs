@@ -15,20 +15,6 @@ impl<F: Fn(&str, &str, bool) -> f32 + Send + Sync> Judge for F {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Judge;
-
-    #[test]
-    fn closures_are_judges() {
-        let words = |_: &str, r: &str, finished: bool| {
-            r.split_whitespace().count() as f32 + f32::from(u8::from(finished))
-        };
-        let judge: &dyn Judge = &words;
-        assert_eq!(judge.score("q", "a b c", true), 4.0);
-    }
-}
-
 /// What `judge` says about an iteration's data (the signal training really gets): the mean
 /// response, the oracle best-of-K, the proxy's pick, how often the proxy orders two responses
 /// the judge tells apart as the judge does, and how often the chosen side of a pair is really
@@ -97,4 +83,18 @@ pub fn agreement_note(
         picked / n,
         100.0 * ordered as f64 / distinct.max(1) as f64,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Judge;
+
+    #[test]
+    fn closures_are_judges() {
+        let words = |_: &str, r: &str, finished: bool| {
+            r.split_whitespace().count() as f32 + f32::from(u8::from(finished))
+        };
+        let judge: &dyn Judge = &words;
+        assert_eq!(judge.score("q", "a b c", true), 4.0);
+    }
 }

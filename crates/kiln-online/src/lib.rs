@@ -14,6 +14,7 @@
 //! | [`summary`] | [`Summary`] (`summary.json`), its table, verdict and plot |
 //! | [`store`], [`policy`] | [`PolicyStore`]: checkpoints or PEFT adapters over pi_0; [`Policy`]: what the loop trains |
 //! | [`reward`], [`judge`] | [`RewardSource`]: where rewards come from; [`Judge`]: a programmatic gold reward |
+//! | [`reward_fit`] | [`fit_reward_model`]: a Bradley-Terry reward model trained on preference pairs, with its held-out accuracy |
 //! | [`prompts`] | reading prompt files; each iteration's prompts |
 //! | [`observer`] | [`Observer`]: progress for the caller to show (the library never prints); [`fit`] |
 //!
@@ -46,6 +47,7 @@ pub mod policy;
 pub mod prompts;
 pub mod reference;
 pub mod reward;
+pub mod reward_fit;
 pub mod session;
 pub mod stage;
 pub mod store;
@@ -63,6 +65,7 @@ pub use policy::Policy;
 pub use prompts::read_prompts;
 pub use reference::reference_logps;
 pub use reward::RewardSource;
+pub use reward_fit::{HeldOut, fit_reward_model};
 pub use session::Session;
 pub use stage::{StageEvent, StageHook, StageOutputs, StageRunner, StageStatus};
 pub use store::{PolicyStore, exact_save_options};

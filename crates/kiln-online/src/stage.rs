@@ -51,8 +51,9 @@ pub enum StageEvent {
 }
 
 /// Called at every stage boundary with the runner's directory, the stage name and the event; an
-/// error aborts the run at that point.
-pub type StageHook = Arc<dyn Fn(&Path, &str, StageEvent) -> Result<()> + Send + Sync>;
+/// `Err(reason)` aborts the run at that point ([`Error::Interrupted`] with the reason).
+pub type StageHook =
+    Arc<dyn Fn(&Path, &str, StageEvent) -> std::result::Result<(), String> + Send + Sync>;
 
 /// What [`StageRunner::run`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -232,7 +233,11 @@ impl StageRunner {
 
     fn call_hook(&self, name: &str, event: StageEvent) -> Result<()> {
         match &self.hook {
-            Some(hook) => hook(&self.dir, name, event),
+            Some(hook) => hook(&self.dir, name, event).map_err(|reason| Error::Interrupted {
+                dir: self.dir.clone(),
+                stage: name.to_string(),
+                reason,
+            }),
             None => Ok(()),
         }
     }
@@ -393,7 +398,7 @@ mod tests {
         let hook: StageHook = Arc::new(move |_, name, ev| {
             log.lock().unwrap().push((name.to_string(), ev));
             if name == "two" && ev == StageEvent::Written {
-                return Err(Error::InvalidInput("killed".into()));
+                return Err("killed".into());
             }
             Ok(())
         });
@@ -509,7 +514,7 @@ mod tests {
                         assert!(dir.join("lead.txt").exists(), "seen after the barrier");
                         // Done: skipped by both (and both still meet at the barrier).
                         let again = stages.run("every", &["every.txt"], |_| -> Result<()> {
-                            unreachable!("skipped")
+                            panic!("a finished stage does not run again")
                         });
                         assert_eq!(again.unwrap(), StageStatus::Skipped);
                         (every, lead)

@@ -6,6 +6,7 @@
 //!
 //! Every rank is this test binary started again on the ignored test `rank` (the way a launcher
 //! starts one process per rank).
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 use burn::backend::{Autodiff, Flex};

@@ -2,6 +2,7 @@
 //! Qwen2 reward model run two online DPO iterations, an RRHF iteration and an evaluation through
 //! `kiln-online` unchanged; every stage resumes, and the saved policies are Qwen2 checkpoints or
 //! PEFT adapters over the Qwen2 base.
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 

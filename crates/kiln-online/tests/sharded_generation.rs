@@ -1,6 +1,7 @@
 //! Sharded work: the prompts split over 1, 2 or 3 peers give byte-identical
 //! `generations.jsonl` records (every prompt samples from its own RNG stream), and annotation
 //! over peers gives the same bits as one peer on the committed tiny reward model.
+#![cfg(test)]
 
 use burn::backend::{Autodiff, Flex};
 use kiln_data::{ChatEncoder, Content, GenerationRecord, TruncationConfig};

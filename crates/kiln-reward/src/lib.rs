@@ -31,19 +31,6 @@
 //! # Ok::<(), kiln_reward::Error>(())
 //! ```
 
-// Library code returns errors; tests may unwrap (the integration tests are other crates).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::expect_used,
-        clippy::unwrap_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
-
 pub mod annotate;
 pub mod annotator;
 pub mod classifier;

@@ -68,6 +68,29 @@ pub fn judge_message(prompt: &Prompt, a: &str, b: &str) -> Message {
     )
 }
 
+/// SFT examples that teach a causal LM to be a pairwise preference model: for every preference
+/// pair, the judge turn with the chosen response as `A` answered `A`, and with it as `B` answered
+/// `B` (both orders, so the model learns no position bias).
+///
+/// # Errors
+/// Tokenisation errors.
+pub fn preference_examples(
+    enc: &kiln_data::ChatEncoder,
+    pairs: &[kiln_data::PairRecord],
+) -> Result<Vec<kiln_data::Example>> {
+    let example =
+        |p: &Prompt, a: &Prompt, b: &Prompt, answer: &str| -> Result<kiln_data::Example> {
+            let judge = Prompt::Messages(vec![judge_message(p, &a.text(), &b.text())]);
+            Ok(enc.prompt_completion(&judge, &Prompt::Text(answer.into()))?)
+        };
+    let mut examples = Vec::with_capacity(2 * pairs.len());
+    for r in pairs {
+        examples.push(example(&r.prompt, &r.chosen, &r.rejected, "A")?);
+        examples.push(example(&r.prompt, &r.rejected, &r.chosen, "B")?);
+    }
+    Ok(examples)
+}
+
 impl<B: Backend, M: CausalLm<B>> PairwisePreferenceModel<B, M> {
     /// Wraps a causal LM and its tokenizer (`A` and `B` must be single tokens).
     ///

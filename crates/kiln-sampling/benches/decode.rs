@@ -7,7 +7,8 @@
 //! Run: `cargo bench -p kiln-sampling --bench decode`. The random weights are created once and saved
 //! as an HF checkpoint in `target/kiln-bench/decode-20m/`, so `scripts/bench/hf_generate.py` times
 //! Hugging Face `generate` on the very same weights.
-
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::path::PathBuf;

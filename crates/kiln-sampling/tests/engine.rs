@@ -1,5 +1,6 @@
 //! The generation engine on a random tiny model: KV cache vs recomputation, batch composition,
 //! K responses per prompt, determinism, stop tokens / strings, lengths and log-probs.
+#![cfg(test)]
 
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};

@@ -2,6 +2,7 @@
 //! checkpoints (raw and chat prompts, single and batched), with and without the KV cache, for
 //! Llama and Qwen2.
 //! Expected ids: `tests/fixtures/sampling/greedy.json`, made by `scripts/make_sampling_fixtures.py`.
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
 //! Sampling statistics: with a fixed logits vector, empirical frequencies over many seeded draws
 //! match the filtered distribution (total-variation bound), which is itself checked against an
 //! independent, sort-based reference of the Hugging Face logits warpers. Plus determinism.
+#![cfg(test)]
 
 use burn::backend::Flex;
 use burn::tensor::Tensor;

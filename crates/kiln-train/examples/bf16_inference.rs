@@ -9,6 +9,8 @@
 //! (SmolLM2-135M-Instruct: `models/SmolLM2-135M-Instruct`, its bf16 copy and the logits file
 //! the script writes.) Scoring: sequence log-probs of 4 x 128 tokens (64 counted); decoding: a
 //! 32-token prompt, then 32 greedy steps with the KV cache, batch 1 and 4.
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::print_stdout)]
 
 #[path = "common/mod.rs"]

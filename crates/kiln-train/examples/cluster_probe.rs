@@ -7,6 +7,8 @@
 //! for r in 0 1; do RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29641 \
 //!     KILN_PEER_TIMEOUT=10 target/release/examples/cluster_probe & done; wait
 //! ```
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::print_stderr)]
 
 use kiln_train::parallel::{Cluster, Launch, Team};

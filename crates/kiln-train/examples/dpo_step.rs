@@ -13,6 +13,8 @@
 //! included). `KILN_CHECKPOINTING=balanced` trains on `Autodiff<Flex, BalancedCheckpointing>`
 //! (activation checkpointing: memory-bound ops are recomputed in the backward pass instead of
 //! kept); the last column says which.
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::print_stdout)]
 
 #[path = "common/mod.rs"]

@@ -10,6 +10,8 @@
 //! position after the first is counted (the worst case for the chunked path, which projects only
 //! counted positions). Peak = the counting allocator's peak during the step minus what was
 //! allocated before it (the hidden states and the head weight).
+// A measurement binary: it fails loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;

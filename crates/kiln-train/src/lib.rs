@@ -48,19 +48,6 @@
 //! # Ok::<(), kiln_train::Error>(())
 //! ```
 
-// Library code returns errors; tests may unwrap (the integration tests are other crates).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::expect_used,
-        clippy::unwrap_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
-
 pub mod checkpoint;
 pub mod clip;
 pub mod dpo;

@@ -28,6 +28,24 @@ pub struct RewardPair {
     pub margin: Option<f32>,
 }
 
+impl RewardPair {
+    /// The pair of a preference record, each side rendered with the chat template as a reward
+    /// model reads it (margin unused).
+    ///
+    /// # Errors
+    /// Tokenisation errors.
+    pub fn from_record(
+        enc: &kiln_data::ChatEncoder,
+        r: &kiln_data::PairRecord,
+    ) -> crate::Result<Self> {
+        Ok(RewardPair {
+            chosen: enc.reward_example(&r.prompt, &r.chosen)?,
+            rejected: enc.reward_example(&r.prompt, &r.rejected)?,
+            margin: None,
+        })
+    }
+}
+
 /// A collated reward-model micro-batch: `2N` rows (chosen `0..N`, rejected `N..2N`).
 #[derive(Debug, Clone)]
 pub struct RewardBatch<B: Backend> {

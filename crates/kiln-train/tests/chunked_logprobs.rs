@@ -2,6 +2,7 @@
 //! layouts, trainable and frozen heads, sum and mean reductions, kiln-losses' DPO and RRHF losses,
 //! chunk sizes that do and do not divide the number of counted positions). It lives here, in the
 //! crate that depends on both, because kiln-model does not depend on kiln-losses.
+#![cfg(test)]
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};

@@ -1,5 +1,6 @@
 //! LoRA through the shared `TrainLoop`: AdamW keeps state only for the adapter tensors (and a
 //! reward model's score head), base weights stay bit-identical, and the adapters learn.
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 use std::collections::HashMap;

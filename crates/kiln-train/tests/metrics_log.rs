@@ -1,6 +1,7 @@
 //! `MetricsLog`: one JSON line per optimiser step with exact values and a fixed key order (TRL's
 //! names for DPO), resumes without duplicate steps, restarts truncate, torn lines are dropped,
 //! and a step that cannot be logged stops training with the error kept for `finish`.
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 

@@ -7,6 +7,7 @@
 //!
 //! Each property runs a bounded number of cases on its own thread under a time limit, so a hang
 //! fails the test instead of stalling CI.
+#![cfg(test)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,8 +5,8 @@
 //!
 //! - [`reference`]: an f64 implementation of every Kiln loss, written independently of the tensor
 //!   code (plain loops over `f64`), to compare against.
-//! - [`strategies`]: proptest strategies for log-probs, preference batches, K-response reward sets,
-//!   logits with masks, and extreme values.
+//! - [`strategies`]: proptest strategies for log-probs, preference batches, K-response reward sets
+//!   and extreme values.
 //! - [`checks`]: reusable property checks (closed-form agreement, monotonicity, swap identity,
 //!   finiteness, gradients versus finite differences) that accept any function with the loss's
 //!   signature and return a [`proptest::test_runner::TestCaseError`] on failure, so they compose

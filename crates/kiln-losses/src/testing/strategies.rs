@@ -1,4 +1,4 @@
-//! proptest strategies for loss inputs: log-probs, preference batches, reward sets, logits.
+//! proptest strategies for loss inputs: log-probs, preference batches, reward sets.
 //!
 //! Log-probs are drawn on a grid of 1/64 so that they, and sums and differences of a few of them,
 //! are exact in f32: agreement tests then measure the loss, not input rounding.

@@ -1,5 +1,6 @@
 //! kiln-losses against independent float64 values computed with PyTorch
 //! (`scripts/make_loss_fixtures.py`; the values are committed, CI needs no Python).
+#![cfg(test)]
 
 mod values;
 

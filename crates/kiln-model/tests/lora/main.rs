@@ -1,5 +1,6 @@
 //! LoRA: step 0 equals the base, gradients only for adapters, PEFT-format round trips, parity with
 //! `peft` on committed fixtures (made by `scripts/make_lora_fixtures.py`), merging, and errors.
+#![cfg(test)]
 #![allow(clippy::print_stderr)]
 
 #[path = "../common/mod.rs"]

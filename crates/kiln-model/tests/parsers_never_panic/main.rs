@@ -6,6 +6,7 @@
 //! fixture directories with one file mutated.
 //!
 //! Each case runs on its own thread under a time limit, so a hang fails the test.
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
