@@ -34,7 +34,7 @@ use kiln::burn::tensor::{DType, Distribution, Tensor, TensorData};
 use kiln::data::Example;
 use kiln::losses::DpoConfig;
 use kiln::model::{
-    LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
+    DecoderConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
     SaveDtype, SaveOptions,
 };
 use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
@@ -58,7 +58,7 @@ fn weights() -> PathBuf {
     if !dir.join("model.safetensors").exists() {
         let device = Default::default();
         <Cpu as kiln::burn::prelude::Backend>::seed(&device, 0);
-        let model = LlamaForCausalLM::<Cpu>::init(&LlamaConfig::smollm2_135m(), 0.02, &device);
+        let model = LlamaForCausalLM::<Cpu>::init(&DecoderConfig::smollm2_135m(), 0.02, &device);
         let opts = SaveOptions {
             dtype: SaveDtype::F32,
             ..SaveOptions::default()
@@ -110,7 +110,7 @@ fn training_on<B: AutodiffBackend>(cr: &mut Criterion, group: &str) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .warm_up_time(Duration::from_secs(1));
-    let vocab = LlamaConfig::smollm2_135m().vocab_size;
+    let vocab = DecoderConfig::smollm2_135m().vocab_size;
     let data = pairs(vocab);
     let pad = 2;
     let dtc = DpoTrainConfig::new()

@@ -40,7 +40,7 @@ use kiln::data::message::read_messages;
 use kiln::data::{ChatTemplate, DateTime, Message, TemplateChoice, TemplateClock, Tokenizer};
 use kiln::model::traits::resolve_model_dir;
 use kiln::model::{
-    Adapters, CausalLm, HfModel, LlamaConfig, LlamaForCausalLM, ModelType, Qwen2ForCausalLM,
+    Adapters, CausalLm, DecoderConfig, HfModel, LlamaForCausalLM, ModelType, Qwen2ForCausalLM,
 };
 use kiln::sampling::{GenerationConfig, Generator, Progress, SamplerConfig};
 
@@ -147,7 +147,7 @@ where
     let device = Default::default();
     let t0 = Instant::now();
     let (base, _) = resolve_model_dir(&args.model_dir)?;
-    let config = LlamaConfig::from_file(base.join("config.json"))?;
+    let config = DecoderConfig::from_file(base.join("config.json"))?;
     // Adapters in --model-dir (a LoRA checkpoint) and --adapter are merged into the weights.
     let mut model = M::load_hf(&args.model_dir, &device)?.merge_adapters();
     if let Some(adapter) = &args.adapter {

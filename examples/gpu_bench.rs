@@ -22,7 +22,7 @@ use kiln::backend::Autodiff;
 use kiln::burn::tensor::backend::Backend;
 use kiln::data::Example;
 use kiln::losses::DpoConfig;
-use kiln::model::{LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
+use kiln::model::{DecoderConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
 use kiln::sampling::{GenerationConfig, Generator, SamplerConfig};
 use kiln::train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln::train::{TrainConfig, TrainLoop};
@@ -51,8 +51,8 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let config = match args.shape.as_str() {
-        "llama3.2-1b" => LlamaConfig::llama3_2_1b(),
-        "smollm2" => LlamaConfig::smollm2_135m(),
+        "llama3.2-1b" => DecoderConfig::llama3_2_1b(),
+        "smollm2" => DecoderConfig::smollm2_135m(),
         other => return Err(format!("unknown --shape {other}").into()),
     };
     let device = Default::default();

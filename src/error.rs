@@ -9,11 +9,11 @@
 /// ```
 /// use kiln::data::Tokenizer;
 /// use kiln::losses::{DpoConfig, DpoLoss};
-/// use kiln::model::LlamaConfig;
+/// use kiln::model::DecoderConfig;
 ///
 /// fn setup() -> kiln::Result<usize> {
 ///     let tokenizer = Tokenizer::builtin_tiny()?; // kiln-data
-///     let config = LlamaConfig::tiny(tokenizer.vocab_size(), 32);
+///     let config = DecoderConfig::tiny(tokenizer.vocab_size(), 32);
 ///     config.validate()?; // kiln-model's ConfigError
 ///     let _dpo = DpoConfig::new().with_loss(DpoLoss::Sigmoid).init()?; // kiln-losses
 ///     Ok(config.num_hidden_layers)

@@ -17,7 +17,7 @@ use kiln::data::{
     write_jsonl,
 };
 use kiln::model::{
-    Adapters, CausalLm, HfModel, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
+    Adapters, CausalLm, DecoderConfig, HfModel, LlamaForCausalLM, LlamaForSequenceClassification,
     LoraConfig, LoraTarget, MissingScore, ModelType, Qwen2ForCausalLM,
     Qwen2ForSequenceClassification, SequenceScorer,
 };
@@ -309,10 +309,10 @@ fn sample_pairs<L: CausalLm<I> + HfModel<I> + Sync>(
 }
 
 /// The built-in task's policy shape: Llama-3 layout, tiny sizes, the shipped tokenizer's ids.
-fn tiny_policy_config(ctx: &Ctx) -> LlamaConfig {
+fn tiny_policy_config(ctx: &Ctx) -> DecoderConfig {
     let (cfg, enc) = (&ctx.cfg.task, ctx.enc);
     let online = &ctx.cfg.online;
-    let mut c = LlamaConfig::tiny(enc.tokenizer.vocab_size(), cfg.hidden_size);
+    let mut c = DecoderConfig::tiny(enc.tokenizer.vocab_size(), cfg.hidden_size);
     c.num_hidden_layers = cfg.layers;
     c.intermediate_size = cfg.hidden_size * 3;
     c.max_position_embeddings =

@@ -11,17 +11,17 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiln_model::prelude::*;
-use kiln_model::{LlamaConfig, LlamaForCausalLM};
+use kiln_model::{DecoderConfig, LlamaForCausalLM};
 
 const BATCH: usize = 8;
 const SEQ: usize = 128;
 
-fn config() -> LlamaConfig {
+fn config() -> DecoderConfig {
     // The same ~20M shape in both benches (kiln-model's forward, kiln-sampling's decode).
-    LlamaConfig::small_20m()
+    DecoderConfig::small_20m()
 }
 
-fn ids<B: Backend>(c: &LlamaConfig, device: &B::Device) -> Tensor<B, 2, Int> {
+fn ids<B: Backend>(c: &DecoderConfig, device: &B::Device) -> Tensor<B, 2, Int> {
     Tensor::<B, 2>::random(
         [BATCH, SEQ],
         Distribution::Uniform(0.0, c.vocab_size as f64 - 1.0),

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::cache::KvCache;
-use crate::config::LlamaConfig;
+use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::model::LlamaModel;
 use crate::traits::CausalLm;
@@ -27,18 +27,18 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// Random initialisation like HF: matrices `N(0, std)` (HF uses 0.02), norm weights 1, drawn
     /// from the backend's RNG (`B::seed`); see [`Self::init_seeded`] for weights that depend on a
     /// seed only.
-    pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
+    pub fn init(config: &DecoderConfig, std: f64, device: &B::Device) -> Self {
         Self::init_from(config, std, None, device)
     }
 
     /// [`Self::init`] with every tensor drawn from its own stream of (`seed`, tensor name): the
     /// same seed gives the same weights whatever else draws from the backend's RNG meanwhile
     /// (parallel tests, other models).
-    pub fn init_seeded(config: &LlamaConfig, std: f64, seed: u64, device: &B::Device) -> Self {
+    pub fn init_seeded(config: &DecoderConfig, std: f64, seed: u64, device: &B::Device) -> Self {
         Self::init_from(config, std, Some(seed), device)
     }
 
-    fn init_from(config: &LlamaConfig, std: f64, seed: Option<u64>, device: &B::Device) -> Self {
+    fn init_from(config: &DecoderConfig, std: f64, seed: Option<u64>, device: &B::Device) -> Self {
         let mut src = RandomSource { std, device, seed };
         // RandomSource's error type is `Infallible`: every name gets the shape asked for.
         let Ok(model) = Self::build(config, &mut src);
@@ -46,7 +46,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     }
 
     pub(crate) fn build<S: WeightSource<B>>(
-        config: &LlamaConfig,
+        config: &DecoderConfig,
         src: &mut S,
     ) -> std::result::Result<Self, S::Error> {
         let model = build_model(config, src)?;
@@ -64,7 +64,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     }
 
     /// The model's config.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &DecoderConfig {
         &self.model.config
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 
 use crate::causal_lm::LlamaForCausalLM;
-use crate::config::LlamaConfig;
+use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::model::LlamaModel;
 use crate::traits::SequenceScorer;
@@ -23,17 +23,17 @@ pub struct LlamaForSequenceClassification<B: Backend> {
 
 impl<B: Backend> LlamaForSequenceClassification<B> {
     /// Random initialisation (`N(0, std)` matrices, unit norms) from the backend's RNG.
-    pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
+    pub fn init(config: &DecoderConfig, std: f64, device: &B::Device) -> Self {
         Self::init_from(config, std, None, device)
     }
 
     /// [`Self::init`] with every tensor drawn from its own stream of (`seed`, tensor name), as
     /// [`LlamaForCausalLM::init_seeded`].
-    pub fn init_seeded(config: &LlamaConfig, std: f64, seed: u64, device: &B::Device) -> Self {
+    pub fn init_seeded(config: &DecoderConfig, std: f64, seed: u64, device: &B::Device) -> Self {
         Self::init_from(config, std, Some(seed), device)
     }
 
-    fn init_from(config: &LlamaConfig, std: f64, seed: Option<u64>, device: &B::Device) -> Self {
+    fn init_from(config: &DecoderConfig, std: f64, seed: Option<u64>, device: &B::Device) -> Self {
         let mut src = RandomSource { std, device, seed };
         // RandomSource's error type is `Infallible`: every name gets the shape asked for.
         let Ok(model) = Self::build(config, &mut src);
@@ -41,7 +41,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
     }
 
     pub(crate) fn build<S: WeightSource<B>>(
-        config: &LlamaConfig,
+        config: &DecoderConfig,
         src: &mut S,
     ) -> std::result::Result<Self, S::Error> {
         let model = build_model(config, src)?;
@@ -67,7 +67,7 @@ impl<B: Backend> LlamaForSequenceClassification<B> {
     }
 
     /// The model's config.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &DecoderConfig {
         &self.model.config
     }
 

@@ -1,4 +1,5 @@
-//! `LlamaConfig`: the Hugging Face `config.json` of a Llama-3 model, presets and tiny test configs.
+//! [`DecoderConfig`]: the Hugging Face `config.json` of a Llama-family decoder (Llama, Qwen2),
+//! presets and tiny test configs.
 //!
 //! Both RoPE layouts are read: the older top-level `rope_theta` + `rope_scaling` keys and the
 //! `rope_parameters` object that transformers 5 writes. Unknown keys are ignored; missing required
@@ -31,7 +32,7 @@ pub struct Llama3RopeScaling {
 /// `Qwen2Config` that matter; [`ModelType`] says which).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawConfig", into = "RawConfig")]
-pub struct LlamaConfig {
+pub struct DecoderConfig {
     /// Vocabulary size (rows of `embed_tokens`).
     pub vocab_size: usize,
     /// Model width.
@@ -146,7 +147,7 @@ struct RawConfig {
     torch_dtype: Option<String>,
 }
 
-impl TryFrom<RawConfig> for LlamaConfig {
+impl TryFrom<RawConfig> for DecoderConfig {
     type Error = String;
 
     fn try_from(raw: RawConfig) -> std::result::Result<Self, String> {
@@ -219,7 +220,7 @@ impl TryFrom<RawConfig> for LlamaConfig {
             Some(IdOrList::One(i)) => vec![i],
             Some(IdOrList::Many(v)) => v,
         };
-        let cfg = LlamaConfig {
+        let cfg = DecoderConfig {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
             intermediate_size: raw.intermediate_size,
@@ -244,8 +245,8 @@ impl TryFrom<RawConfig> for LlamaConfig {
     }
 }
 
-impl From<LlamaConfig> for RawConfig {
-    fn from(c: LlamaConfig) -> Self {
+impl From<DecoderConfig> for RawConfig {
+    fn from(c: DecoderConfig) -> Self {
         let rope_scaling = c.rope_scaling.map(|s| RawRope {
             rope_type: Some("llama3".into()),
             factor: Some(s.factor),
@@ -286,7 +287,7 @@ impl From<LlamaConfig> for RawConfig {
     }
 }
 
-impl LlamaConfig {
+impl DecoderConfig {
     /// Checks the invariants the modules rely on (head counts divide, sizes non-zero, end-of-sequence
     /// ids inside the vocabulary).
     ///
@@ -410,8 +411,8 @@ impl LlamaConfig {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<LlamaConfig> {
-        LlamaConfig::from_json_str(s, Path::new("config.json"))
+    fn parse(s: &str) -> Result<DecoderConfig> {
+        DecoderConfig::from_json_str(s, Path::new("config.json"))
     }
 
     const BASE: &str = r#""vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
@@ -451,7 +452,7 @@ mod tests {
     #[test]
     fn validation_errors_are_typed() {
         use crate::ConfigError;
-        let base = LlamaConfig::tiny(64, 32);
+        let base = DecoderConfig::tiny(64, 32);
         assert_eq!(base.validate(), Ok(()));
         let mut c = base.clone();
         c.head_dim = 0;
@@ -534,19 +535,19 @@ mod tests {
     #[test]
     fn hf_json_round_trip() {
         for c in [
-            LlamaConfig::llama3_8b(),
-            LlamaConfig::llama3_1_8b(),
-            LlamaConfig::llama3_2_1b(),
-            LlamaConfig::llama3_2_3b(),
-            LlamaConfig::smollm2_135m(),
-            LlamaConfig::tiny(256, 64),
+            DecoderConfig::llama3_8b(),
+            DecoderConfig::llama3_1_8b(),
+            DecoderConfig::llama3_2_1b(),
+            DecoderConfig::llama3_2_3b(),
+            DecoderConfig::smollm2_135m(),
+            DecoderConfig::tiny(256, 64),
         ] {
             let back = parse(&c.to_hf_json("float32")).unwrap();
             assert_eq!(back, c);
         }
-        assert_eq!(LlamaConfig::llama3_8b().num_parameters(), 8_030_261_248);
-        assert_eq!(LlamaConfig::llama3_2_1b().num_parameters(), 1_235_814_400);
+        assert_eq!(DecoderConfig::llama3_8b().num_parameters(), 8_030_261_248);
+        assert_eq!(DecoderConfig::llama3_2_1b().num_parameters(), 1_235_814_400);
         // SmolLM2-135M-Instruct's state dict: 134,515,008 parameters (REAL-MODELS.md).
-        assert_eq!(LlamaConfig::smollm2_135m().num_parameters(), 134_515_008);
+        assert_eq!(DecoderConfig::smollm2_135m().num_parameters(), 134_515_008);
     }
 }

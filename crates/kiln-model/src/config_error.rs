@@ -1,7 +1,7 @@
-//! [`ConfigError`]: why a [`LlamaConfig`](crate::LlamaConfig) cannot build a model, as a typed value.
+//! [`ConfigError`]: why a [`DecoderConfig`](crate::DecoderConfig) cannot build a model, as a typed value.
 
-/// A broken invariant of [`LlamaConfig`](crate::LlamaConfig), returned by
-/// [`LlamaConfig::validate`](crate::LlamaConfig::validate). Reading `config.json` reports it as
+/// A broken invariant of [`DecoderConfig`](crate::DecoderConfig), returned by
+/// [`DecoderConfig::validate`](crate::DecoderConfig::validate). Reading `config.json` reports it as
 /// [`Error::Config`](crate::Error::Config) with the file's path and this value's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

@@ -1,9 +1,9 @@
-//! Presets of [`LlamaConfig`]: Llama-3 / 3.1 / 3.2 shapes, SmolLM2-135M and tiny test sizes.
+//! Presets of [`DecoderConfig`]: Llama-3 / 3.1 / 3.2 shapes, SmolLM2-135M and tiny test sizes.
 
-use crate::config::{Llama3RopeScaling, LlamaConfig};
+use crate::config::{DecoderConfig, Llama3RopeScaling};
 use crate::model_type::ModelType;
 
-impl LlamaConfig {
+impl DecoderConfig {
     fn llama3_base(hidden: usize, inter: usize, layers: usize, heads: usize) -> Self {
         Self {
             vocab_size: 128_256,

@@ -70,7 +70,7 @@ pub enum Error {
         expected: &'static str,
     },
     /// A config built in code breaks an invariant of the model (see
-    /// [`LlamaConfig::validate`](crate::LlamaConfig::validate)); a `config.json` that does is
+    /// [`DecoderConfig::validate`](crate::DecoderConfig::validate)); a `config.json` that does is
     /// reported as [`Error::Config`] with its path.
     #[error("invalid model config: {0}")]
     InvalidConfig(#[from] crate::ConfigError),

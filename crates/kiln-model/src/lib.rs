@@ -1,9 +1,9 @@
 //! kiln-model: Llama-3 (and Qwen2) in burn, with Hugging Face checkpoint loading/saving and logit
 //! parity.
 //!
-//! - [`LlamaConfig`]: HF `config.json` (old `rope_theta`/`rope_scaling` keys and transformers-5
-//!   `rope_parameters`), presets ([`LlamaConfig::llama3_8b`], [`LlamaConfig::llama3_1_8b`],
-//!   [`LlamaConfig::llama3_2_1b`], [`LlamaConfig::llama3_2_3b`]) and [`LlamaConfig::tiny`].
+//! - [`DecoderConfig`]: HF `config.json` (old `rope_theta`/`rope_scaling` keys and transformers-5
+//!   `rope_parameters`), presets ([`DecoderConfig::llama3_8b`], [`DecoderConfig::llama3_1_8b`],
+//!   [`DecoderConfig::llama3_2_1b`], [`DecoderConfig::llama3_2_3b`]) and [`DecoderConfig::tiny`].
 //! - Modules (burn `Module`s, generic over `B: Backend`): [`rms_norm::LlamaRmsNorm`] (f32
 //!   statistics like HF), [`rope`] (rotate-half with `llama3` frequency scaling),
 //!   [`attention::LlamaAttention`] (grouped-query), [`mlp::LlamaMlp`] (SwiGLU),
@@ -71,10 +71,10 @@
 //! ```
 //! use burn::backend::Flex;
 //! use burn::tensor::{Int, Tensor};
-//! use kiln_model::{CausalLm, LlamaConfig, LlamaForCausalLM};
+//! use kiln_model::{CausalLm, DecoderConfig, LlamaForCausalLM};
 //!
 //! let device = Default::default();
-//! let model = LlamaForCausalLM::<Flex>::init(&LlamaConfig::tiny(64, 32), 0.1, &device);
+//! let model = LlamaForCausalLM::<Flex>::init(&DecoderConfig::tiny(64, 32), 0.1, &device);
 //! let prompt = Tensor::<Flex, 2, Int>::from_data([[0, 5, 6], [7, 8, 9]], &device);
 //! let mut mask = Tensor::<Flex, 2, Int>::from_data([[0, 1, 1], [1, 1, 1]], &device);
 //! let mut cache = model.new_cache();
@@ -99,11 +99,11 @@
 //! use burn::backend::{Autodiff, Flex};
 //! use burn::module::AutodiffModule;
 //! use burn::tensor::{Int, Tensor};
-//! use kiln_model::{CausalLm, LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
+//! use kiln_model::{CausalLm, DecoderConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
 //!
 //! type B = Autodiff<Flex>;
 //! let device = Default::default();
-//! let base = LlamaForCausalLM::<B>::init(&LlamaConfig::tiny(64, 32), 0.1, &device);
+//! let base = LlamaForCausalLM::<B>::init(&DecoderConfig::tiny(64, 32), 0.1, &device);
 //! let targets = kiln_model::lora::parse_targets("q,v,down")?;
 //! let lora = LoraConfig::new(targets).with_rank(4).with_alpha(8.0);
 //! let policy = base.with_lora(&lora, &device)?; // base frozen, B = 0: still computes the base
@@ -164,7 +164,7 @@ pub use checkpoint::{
     SaveOptions, check_backend_dtype,
 };
 pub use classifier::LlamaForSequenceClassification;
-pub use config::{Llama3RopeScaling, LlamaConfig};
+pub use config::{DecoderConfig, Llama3RopeScaling};
 pub use config_error::ConfigError;
 pub use error::{Error, Result};
 pub use logprobs::{

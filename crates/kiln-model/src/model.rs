@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::cache::KvCache;
-use crate::config::LlamaConfig;
+use crate::config::DecoderConfig;
 use crate::error::{Error, Result};
 use crate::layer::LlamaDecoderLayer;
 use crate::lora::LoraConfig;
@@ -28,7 +28,7 @@ pub struct LlamaModel<B: Backend> {
     pub rope: RotaryEmbedding,
     /// The config this model was built from.
     #[module(skip)]
-    pub config: LlamaConfig,
+    pub config: DecoderConfig,
     /// The LoRA config of the attached adapters (`None`: no adapters).
     #[module(skip)]
     pub lora: Option<LoraConfig>,

@@ -58,7 +58,7 @@ impl ModelType {
     /// A missing or malformed `config.json` (named), a `model_type` Kiln does not implement.
     pub fn of_dir(dir: &Path) -> crate::Result<Self> {
         let (base, _) = crate::traits::resolve_model_dir(dir)?;
-        Ok(crate::LlamaConfig::from_file(base.join("config.json"))?.model_type)
+        Ok(crate::DecoderConfig::from_file(base.join("config.json"))?.model_type)
     }
 
     /// Whether the query, key and value projections carry biases (`*_proj.bias`).

@@ -6,7 +6,7 @@ use std::f64::consts::PI;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 
-use crate::config::{Llama3RopeScaling, LlamaConfig};
+use crate::config::{DecoderConfig, Llama3RopeScaling};
 
 /// Inverse frequencies of a rotary embedding (`head_dim / 2` values).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +46,7 @@ pub fn llama3_scale(inv_freq: &[f32], s: &Llama3RopeScaling) -> Vec<f32> {
 
 impl RotaryEmbedding {
     /// Frequencies for `config` (`rope_theta`, `head_dim`, optional llama3 scaling).
-    pub fn new(config: &LlamaConfig) -> Self {
+    pub fn new(config: &DecoderConfig) -> Self {
         let dim = config.head_dim;
         let base = config.rope_theta as f32;
         let inv_freq: Vec<f32> = (0..dim)
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn rotation_preserves_norm_and_is_identity_at_zero() {
-        let cfg = LlamaConfig::tiny(32, 64);
+        let cfg = DecoderConfig::tiny(32, 64);
         let rope = RotaryEmbedding::new(&cfg);
         let device = Default::default();
         let pos = Tensor::<Flex, 2, Int>::from_data([[0, 5, 40]], &device);

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
 use crate::attention::LlamaAttention;
-use crate::config::LlamaConfig;
+use crate::config::DecoderConfig;
 use crate::layer::LlamaDecoderLayer;
 use crate::mlp::LlamaMlp;
 use crate::model::LlamaModel;
@@ -144,7 +144,7 @@ fn proj<B: Backend, S: WeightSource<B>>(
 fn norm<B: Backend, S: WeightSource<B>>(
     src: &mut S,
     name: &str,
-    c: &LlamaConfig,
+    c: &DecoderConfig,
 ) -> Result<LlamaRmsNorm<B>, S::Error> {
     Ok(LlamaRmsNorm::new(
         src.get(&format!("{name}.weight"), [c.hidden_size])?,
@@ -154,7 +154,7 @@ fn norm<B: Backend, S: WeightSource<B>>(
 
 /// Builds the decoder stack (`model.*`).
 pub(crate) fn build_model<B: Backend, S: WeightSource<B>>(
-    c: &LlamaConfig,
+    c: &DecoderConfig,
     src: &mut S,
 ) -> Result<LlamaModel<B>, S::Error> {
     let d = c.hidden_size;

@@ -16,7 +16,7 @@ use burn::tensor::{DType, FloatDType, Int, Tensor};
 use common::*;
 use kiln_model::prelude::*;
 use kiln_model::{
-    Error, LlamaConfig, LlamaForCausalLM, LoadDtype, LoadOptions, LogProbReduction,
+    DecoderConfig, Error, LlamaForCausalLM, LoadDtype, LoadOptions, LogProbReduction,
     LogProbStrategy, LoraConfig, LoraTarget, SaveDtype, SaveOptions,
 };
 use safetensors::{Dtype, SafeTensors};
@@ -363,7 +363,7 @@ fn copy_adapters(src: &LlamaForCausalLM<A>, mut dst: LlamaForCausalLM<A>) -> Lla
 #[test]
 fn into_dtype_save_and_reload() {
     let device = Default::default();
-    let cfg = LlamaConfig::tiny(64, 32);
+    let cfg = DecoderConfig::tiny(64, 32);
     let model = LlamaForCausalLM::<B>::init_seeded(&cfg, 0.1, 1, &device);
     let bf = model.clone().into_dtype(FloatDType::BF16).unwrap();
     assert_eq!(bf.dtype(), DType::BF16);
@@ -427,7 +427,7 @@ fn a_backend_without_bf16_is_a_clear_error() {
         matches!(err, Error::UnsupportedBackendDtype { .. }),
         "{err}"
     );
-    let m = LlamaForCausalLM::<NdArray>::init_seeded(&LlamaConfig::tiny(64, 32), 0.1, 2, &device);
+    let m = LlamaForCausalLM::<NdArray>::init_seeded(&DecoderConfig::tiny(64, 32), 0.1, 2, &device);
     assert!(matches!(
         m.into_dtype(FloatDType::BF16),
         Err(Error::UnsupportedBackendDtype { .. })

@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use kiln_model::prelude::*;
 use kiln_model::{
-    LlamaConfig, LlamaForCausalLM, LogProbReduction, LogProbStrategy, LoraConfig, LoraTarget,
+    DecoderConfig, LlamaForCausalLM, LogProbReduction, LogProbStrategy, LoraConfig, LoraTarget,
 };
 
 type A = Autodiff<Flex>;
@@ -97,7 +97,7 @@ fn chunked_training_gradients_equal_the_full_logits_path() {
     let chunked = LogProbStrategy::chunks_of(5).unwrap();
     for tied in [false, true] {
         for lora in [false, true] {
-            let mut cfg = LlamaConfig::tiny(64, 32);
+            let mut cfg = DecoderConfig::tiny(64, 32);
             cfg.tie_word_embeddings = tied;
             let model = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 8, &device);
             let model = if lora {
@@ -180,7 +180,7 @@ impl burn::module::ModuleMapper<A> for NudgeB {
 fn inference_paths_agree() {
     let device = Default::default();
     for tied in [false, true] {
-        let mut cfg = LlamaConfig::tiny(64, 32);
+        let mut cfg = DecoderConfig::tiny(64, 32);
         cfg.tie_word_embeddings = tied;
         let model = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 9, &device).valid();
         let (ids, attn, target) = batch();

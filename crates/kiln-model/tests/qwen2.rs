@@ -212,7 +212,7 @@ fn loaders_refuse_the_other_architecture_by_name() {
 
 #[test]
 fn random_qwen2_has_zero_biases_and_counts_them() {
-    let config = kiln_model::LlamaConfig::tiny(64, 32);
+    let config = kiln_model::DecoderConfig::tiny(64, 32);
     let model = Qwen2ForCausalLM::<B>::init_seeded(&config, 0.02, 3, &Default::default());
     let c = model.config();
     assert_eq!(c.model_type, ModelType::Qwen2);
@@ -224,7 +224,7 @@ fn random_qwen2_has_zero_biases_and_counts_them() {
         .as_ref()
         .unwrap();
     assert!(to_vec(bias.val()).iter().all(|&x| x == 0.0));
-    let llama = kiln_model::LlamaConfig {
+    let llama = kiln_model::DecoderConfig {
         model_type: ModelType::Llama,
         ..c.clone()
     };

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Int, Tensor};
 use kiln_model::prelude::*;
-use kiln_model::{LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification};
+use kiln_model::{DecoderConfig, LlamaForCausalLM, LlamaForSequenceClassification};
 
 type A = Autodiff<Flex>;
 
@@ -14,7 +14,7 @@ type A = Autodiff<Flex>;
 fn sgd_step_lowers_the_loss_and_touches_every_parameter() {
     let device = Default::default();
     for tied in [false, true] {
-        let mut cfg = LlamaConfig::tiny(64, 32);
+        let mut cfg = DecoderConfig::tiny(64, 32);
         cfg.tie_word_embeddings = tied;
         let model = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 6, &device);
         let n_params = model.num_params();
@@ -72,7 +72,7 @@ impl<M: Module<A>> CountTensors for M {
 #[test]
 fn reward_model_backward() {
     let device = Default::default();
-    let cfg = LlamaConfig::tiny(64, 32);
+    let cfg = DecoderConfig::tiny(64, 32);
     let lm = LlamaForCausalLM::<A>::init_seeded(&cfg, 0.1, 7, &device);
     let rm = LlamaForSequenceClassification::from_causal_lm(lm, 0.02);
     let ids: Tensor<A, 2, Int> = Tensor::from_data([[1, 5, 9, 0], [3, 4, 0, 0]], &device);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, Flex};
 use kiln_data::{ChatEncoder, Content, TruncationConfig};
 use kiln_model::{
-    HfModel, LlamaConfig, LoraConfig, LoraTarget, ModelType, Qwen2ForCausalLM,
+    DecoderConfig, HfModel, LoraConfig, LoraTarget, ModelType, Qwen2ForCausalLM,
     Qwen2ForSequenceClassification,
 };
 use kiln_online::{
@@ -31,8 +31,8 @@ fn encoder() -> ChatEncoder {
 }
 
 /// A tiny Qwen2 shaped for the built-in tokenizer.
-fn config(enc: &ChatEncoder) -> LlamaConfig {
-    let mut c = LlamaConfig::tiny(enc.tokenizer.vocab_size(), 32);
+fn config(enc: &ChatEncoder) -> DecoderConfig {
+    let mut c = DecoderConfig::tiny(enc.tokenizer.vocab_size(), 32);
     c.tie_word_embeddings = true;
     c.max_position_embeddings = 128;
     c.bos_token_id = enc.template.bos_id();

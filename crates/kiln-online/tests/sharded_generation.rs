@@ -5,7 +5,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use kiln_data::{ChatEncoder, Content, GenerationRecord, TruncationConfig};
-use kiln_model::{LlamaConfig, LlamaForCausalLM};
+use kiln_model::{DecoderConfig, LlamaForCausalLM};
 use kiln_online::annotate::annotate_on;
 use kiln_online::{OnlineConfig, Silent, generation_records};
 use kiln_reward::LlamaRewardModel;
@@ -22,7 +22,7 @@ fn one_two_and_three_peers_write_the_same_bytes() {
         max_total_len: 64,
     })
     .unwrap();
-    let mut config = LlamaConfig::tiny(enc.tokenizer.vocab_size(), 32);
+    let mut config = DecoderConfig::tiny(enc.tokenizer.vocab_size(), 32);
     config.eos_token_id = enc.stop_ids();
     config.pad_token_id = Some(enc.pad_id);
     let policy = LlamaForCausalLM::<Flex>::init_seeded(&config, 0.3, 5, &Default::default());

@@ -236,7 +236,7 @@ impl<B: Backend, M: SequenceScorer<B>> RewardModel for ClassifierRewardModel<B, 
 mod tests {
     use super::*;
     use burn::backend::Flex;
-    use kiln_model::{LlamaConfig, MissingScore};
+    use kiln_model::{DecoderConfig, MissingScore};
 
     const FIXTURE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -286,7 +286,7 @@ mod tests {
         let template = ChatTemplate::from_model_dir(&tmp, &tok).unwrap();
         let _ = std::fs::remove_dir_all(&tmp);
         let device = Default::default();
-        let mut config = LlamaConfig::tiny(tok.vocab_size().max(768), 32);
+        let mut config = DecoderConfig::tiny(tok.vocab_size().max(768), 32);
         config.pad_token_id = Some(tok.token_id("<|im_end|>").unwrap());
         let model = LlamaForSequenceClassification::<Flex>::init_seeded(&config, 0.1, 15, &device);
         let rm = LlamaRewardModel::from_parts(model, tok, template).unwrap();
@@ -391,7 +391,7 @@ mod tests {
     fn text_scoring_save_and_reload() {
         let device = Default::default();
         let tok = Tokenizer::builtin_tiny().unwrap();
-        let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);
+        let mut config = DecoderConfig::tiny(tok.vocab_size(), 32);
         config.pad_token_id = Some(tok.pad_id().unwrap());
         let model = LlamaForSequenceClassification::<Flex>::init_seeded(&config, 0.1, 16, &device);
         let rm = LlamaRewardModel::new(model, tok.clone())
@@ -425,7 +425,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         // A tokenizer larger than the model's vocabulary is refused up front.
         let small = LlamaForSequenceClassification::<Flex>::init_seeded(
-            &LlamaConfig::tiny(64, 32),
+            &DecoderConfig::tiny(64, 32),
             0.1,
             17,
             &device,

@@ -266,12 +266,12 @@ impl<B: Backend, M: CausalLm<B>> RewardModel for PairwisePreferenceModel<B, M> {
 mod tests {
     use super::*;
     use burn::backend::Flex;
-    use kiln_model::LlamaConfig;
+    use kiln_model::DecoderConfig;
 
     fn model() -> PairwisePreferenceModel<Flex> {
         let device = Default::default();
         let tok = Tokenizer::builtin_tiny().unwrap();
-        let config = LlamaConfig::tiny(tok.vocab_size(), 32);
+        let config = DecoderConfig::tiny(tok.vocab_size(), 32);
         let lm = LlamaForCausalLM::<Flex>::init_seeded(&config, 0.2, 14, &device);
         PairwisePreferenceModel::new(lm, tok).unwrap()
     }

@@ -16,15 +16,15 @@ use std::time::Duration;
 
 use burn::backend::Flex;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kiln_model::{LlamaConfig, LlamaForCausalLM, SaveDtype, SaveOptions};
+use kiln_model::{DecoderConfig, LlamaForCausalLM, SaveDtype, SaveOptions};
 use kiln_sampling::{GenerationConfig, Generator, SamplerConfig};
 
 const PROMPT: usize = 16;
 const NEW: usize = 32;
 
-fn config() -> LlamaConfig {
+fn config() -> DecoderConfig {
     // The same ~20M shape in both benches (kiln-model's forward, kiln-sampling's decode).
-    LlamaConfig::small_20m()
+    DecoderConfig::small_20m()
 }
 
 fn checkpoint_dir() -> PathBuf {

@@ -19,11 +19,11 @@
 //!
 //! ```
 //! use burn::backend::Flex;
-//! use kiln_model::{LlamaConfig, LlamaForCausalLM};
+//! use kiln_model::{DecoderConfig, LlamaForCausalLM};
 //! use kiln_sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
 //!
 //! let device = Default::default();
-//! let model = LlamaForCausalLM::<Flex>::init(&LlamaConfig::tiny(64, 32), 0.1, &device);
+//! let model = LlamaForCausalLM::<Flex>::init(&DecoderConfig::tiny(64, 32), 0.1, &device);
 //! let config = GenerationConfig::new()
 //!     .with_sampler(SamplerConfig::new().with_top_p(0.9).with_seed(7))
 //!     .with_num_responses(3)

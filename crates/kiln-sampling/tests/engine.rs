@@ -6,11 +6,16 @@ use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_data::Tokenizer;
 use kiln_model::prelude::*;
-use kiln_model::{LlamaConfig, LlamaForCausalLM};
+use kiln_model::{DecoderConfig, LlamaForCausalLM};
 use kiln_sampling::{FinishReason, GenerationConfig, Generator, SamplerConfig};
 
 fn model(vocab: usize) -> LlamaForCausalLM<Flex> {
-    LlamaForCausalLM::init_seeded(&LlamaConfig::tiny(vocab, 32), 0.3, 10, &Default::default())
+    LlamaForCausalLM::init_seeded(
+        &DecoderConfig::tiny(vocab, 32),
+        0.3,
+        10,
+        &Default::default(),
+    )
 }
 
 fn prompts() -> Vec<Vec<u32>> {

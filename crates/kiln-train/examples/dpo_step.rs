@@ -29,7 +29,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use kiln_losses::DpoConfig;
 use kiln_model::LogProbStrategy;
-use kiln_model::{LlamaConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
+use kiln_model::{DecoderConfig, LlamaForCausalLM, LoraConfig, LoraTarget};
 use kiln_train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln_train::{TrainConfig, TrainLoop};
 use peak_alloc::PeakAlloc;
@@ -62,7 +62,7 @@ fn run<A: AutodiffBackend>(checkpointing: &str) {
     };
     let num = |i: usize, d: usize| args.get(i).map_or(d, |s| s.parse().expect("a number"));
     let (steps, n_pairs, len, prompt) = (num(2, 4), num(3, 2), num(4, 128), num(5, 64));
-    let cfg = LlamaConfig::smollm2_135m();
+    let cfg = DecoderConfig::smollm2_135m();
     let device = Default::default();
 
     let before_model = ALLOC.current_usage();

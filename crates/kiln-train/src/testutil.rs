@@ -8,7 +8,7 @@ use kiln_data::examples::{encode_pair, encode_reward_input, encode_sft};
 use kiln_data::{
     ChatTemplate, Content, Example, Message, PairRecord, SftRecord, Tokenizer, TruncationConfig,
 };
-use kiln_model::LlamaConfig;
+use kiln_model::DecoderConfig;
 
 pub type TB = Autodiff<Flex>;
 
@@ -16,14 +16,14 @@ pub struct Tiny {
     pub tok: Tokenizer,
     pub template: ChatTemplate,
     pub pad: u32,
-    pub config: LlamaConfig,
+    pub config: DecoderConfig,
 }
 
 pub fn tiny() -> Tiny {
     let tok = Tokenizer::builtin_tiny().unwrap();
     let template = ChatTemplate::llama3(&tok).unwrap();
     let pad = tok.pad_id().unwrap();
-    let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);
+    let mut config = DecoderConfig::tiny(tok.vocab_size(), 32);
     config.pad_token_id = Some(pad);
     Tiny {
         tok,

@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use kiln_model::prelude::*;
 use kiln_model::{
-    LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LogProbReduction, LoraConfig,
+    DecoderConfig, LlamaForCausalLM, LlamaForSequenceClassification, LogProbReduction, LoraConfig,
     LoraTarget,
 };
 use kiln_train::{StepLoss, TrainConfig, TrainLoop};
@@ -120,7 +120,7 @@ fn nll(m: &LlamaForCausalLM<TB>) -> kiln_train::Result<StepLoss<TB>> {
 #[test]
 fn adamw_keeps_state_only_for_lora_adapters_and_the_base_is_untouched() {
     let device = Default::default();
-    let cfg = LlamaConfig::tiny(64, 32);
+    let cfg = DecoderConfig::tiny(64, 32);
     let base = LlamaForCausalLM::<TB>::init_seeded(&cfg, 0.1, 11, &device);
     let base_values = values(&base);
     let n_full = base.num_params();
@@ -195,7 +195,7 @@ fn adamw_keeps_state_only_for_lora_adapters_and_the_base_is_untouched() {
 #[test]
 fn reward_model_lora_trains_adapters_and_the_score_head() {
     let device = Default::default();
-    let cfg = LlamaConfig::tiny(64, 32);
+    let cfg = DecoderConfig::tiny(64, 32);
     let rm = LlamaForSequenceClassification::from_causal_lm(
         LlamaForCausalLM::<TB>::init_seeded(&cfg, 0.1, 12, &device),
         0.1,
@@ -242,7 +242,7 @@ fn reward_model_lora_trains_adapters_and_the_score_head() {
 #[test]
 fn lora_checkpoints_resume_exactly() {
     let device = Default::default();
-    let cfg = LlamaConfig::tiny(64, 32);
+    let cfg = DecoderConfig::tiny(64, 32);
     let lcfg = LoraConfig::new(vec![LoraTarget::Q, LoraTarget::Up])
         .with_rank(2)
         .with_alpha(4.0);

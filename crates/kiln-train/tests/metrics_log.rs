@@ -14,7 +14,7 @@ use kiln_data::{
     ChatTemplate, Content, Message, PairRecord, SftRecord, Tokenizer, TruncationConfig,
 };
 use kiln_losses::DpoConfig;
-use kiln_model::{LlamaConfig, LlamaForCausalLM};
+use kiln_model::{DecoderConfig, LlamaForCausalLM};
 use kiln_train::dpo::{DpoTrainConfig, precompute_reference_logps, train_dpo};
 use kiln_train::sft::{SftTrainConfig, train_sft};
 use kiln_train::{Error, MetricsLog, Result, StepLoss, StepStats, TrainConfig, TrainLoop};
@@ -333,7 +333,7 @@ fn tiny() -> (Tokenizer, ChatTemplate, u32, LlamaForCausalLM<TB>) {
     let tok = Tokenizer::builtin_tiny().unwrap();
     let template = ChatTemplate::llama3(&tok).unwrap();
     let pad = tok.pad_id().unwrap();
-    let mut config = LlamaConfig::tiny(tok.vocab_size(), 32);
+    let mut config = DecoderConfig::tiny(tok.vocab_size(), 32);
     config.pad_token_id = Some(pad);
     let model = LlamaForCausalLM::<TB>::init_seeded(&config, 0.02, 7, &Default::default());
     (tok, template, pad, model)

@@ -16,7 +16,7 @@ use super::dtype::{burn_dtype, decode_as, decode_f32, first_non_finite};
 use super::load_options::{LoadDtype, LoadOptions, check_backend_dtype};
 use crate::causal_lm::LlamaForCausalLM;
 use crate::classifier::LlamaForSequenceClassification;
-use crate::config::LlamaConfig;
+use crate::config::DecoderConfig;
 use crate::error::{Error, Result};
 use crate::model_type::ModelType;
 use crate::weights::{RandomSource, WeightSource};
@@ -373,8 +373,8 @@ fn resolve_dtype<B: Backend>(
     Ok(dtype)
 }
 
-fn read_config(dir: &Path) -> Result<LlamaConfig> {
-    LlamaConfig::from_file(dir.join("config.json"))
+fn read_config(dir: &Path) -> Result<DecoderConfig> {
+    DecoderConfig::from_file(dir.join("config.json"))
 }
 
 /// The Rust types that load each `model_type`: (causal LM, sequence classifier).
@@ -391,7 +391,7 @@ pub(crate) fn read_config_of(
     dir: &Path,
     expected: ModelType,
     classifier: bool,
-) -> Result<LlamaConfig> {
+) -> Result<DecoderConfig> {
     let config = read_config(dir)?;
     if config.model_type != expected {
         let pick = |t| {

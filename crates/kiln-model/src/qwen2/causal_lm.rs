@@ -10,7 +10,7 @@ use burn::tensor::{Int, Tensor};
 use crate::LlamaForCausalLM;
 use crate::cache::KvCache;
 use crate::checkpoint::{LoadOptions, SaveOptions};
-use crate::config::LlamaConfig;
+use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::lora::LoraConfig;
 use crate::model_type::ModelType;
@@ -27,21 +27,21 @@ pub struct Qwen2ForCausalLM<B: Backend> {
 impl<B: Backend> Qwen2ForCausalLM<B> {
     /// Random initialisation like HF (matrices `N(0, std)`, norms 1, biases 0) from the
     /// backend's RNG. `config.model_type` is set to `qwen2`.
-    pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
+    pub fn init(config: &DecoderConfig, std: f64, device: &B::Device) -> Self {
         Self {
             inner: LlamaForCausalLM::init(&qwen2(config), std, device),
         }
     }
 
     /// [`Self::init`] with every tensor drawn from its own stream of (`seed`, tensor name).
-    pub fn init_seeded(config: &LlamaConfig, std: f64, seed: u64, device: &B::Device) -> Self {
+    pub fn init_seeded(config: &DecoderConfig, std: f64, seed: u64, device: &B::Device) -> Self {
         Self {
             inner: LlamaForCausalLM::init_seeded(&qwen2(config), std, seed, device),
         }
     }
 
     /// The model's config (`model_type` `qwen2`).
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &DecoderConfig {
         self.inner.config()
     }
 
@@ -130,8 +130,8 @@ impl<B: Backend> Qwen2ForCausalLM<B> {
 }
 
 /// `config` with `model_type` `qwen2`.
-pub(crate) fn qwen2(config: &LlamaConfig) -> LlamaConfig {
-    LlamaConfig {
+pub(crate) fn qwen2(config: &DecoderConfig) -> DecoderConfig {
+    DecoderConfig {
         model_type: ModelType::Qwen2,
         ..config.clone()
     }

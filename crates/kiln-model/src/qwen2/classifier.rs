@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::causal_lm::qwen2;
 use crate::checkpoint::{LoadOptions, MissingScore, SaveOptions};
-use crate::config::LlamaConfig;
+use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::lora::LoraConfig;
 use crate::model_type::ModelType;
@@ -27,14 +27,14 @@ pub struct Qwen2ForSequenceClassification<B: Backend> {
 impl<B: Backend> Qwen2ForSequenceClassification<B> {
     /// Random initialisation (`N(0, std)` matrices, unit norms, zero biases); `config.model_type`
     /// is set to `qwen2`.
-    pub fn init(config: &LlamaConfig, std: f64, device: &B::Device) -> Self {
+    pub fn init(config: &DecoderConfig, std: f64, device: &B::Device) -> Self {
         Self {
             inner: LlamaForSequenceClassification::init(&qwen2(config), std, device),
         }
     }
 
     /// [`Self::init`] with every tensor drawn from its own stream of (`seed`, tensor name).
-    pub fn init_seeded(config: &LlamaConfig, std: f64, seed: u64, device: &B::Device) -> Self {
+    pub fn init_seeded(config: &DecoderConfig, std: f64, seed: u64, device: &B::Device) -> Self {
         Self {
             inner: LlamaForSequenceClassification::init_seeded(&qwen2(config), std, seed, device),
         }
@@ -49,7 +49,7 @@ impl<B: Backend> Qwen2ForSequenceClassification<B> {
     }
 
     /// The model's config (`model_type` `qwen2`).
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &DecoderConfig {
         self.inner.config()
     }
 

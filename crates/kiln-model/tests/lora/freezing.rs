@@ -61,7 +61,7 @@ fn step_zero_equals_the_base_bit_for_bit() {
 #[test]
 fn gradients_reach_only_the_adapters_and_the_score_head() {
     let device = Default::default();
-    let cfg = LlamaConfig::tiny(64, 32);
+    let cfg = DecoderConfig::tiny(64, 32);
     let lcfg = LoraConfig::new(vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Down]).with_rank(2);
     let ids: Tensor<A, 2, Int> =
         Tensor::from_data([[1, 5, 9, 13, 17, 21], [0, 0, 4, 8, 12, 16]], &device);

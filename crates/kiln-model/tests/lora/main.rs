@@ -21,7 +21,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use common::{B, fixture, max_err_where, tmp_dir, to_vec};
 use kiln_model::lora::{LoraAdapter, lora_key};
 use kiln_model::{
-    Error, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
+    DecoderConfig, Error, LlamaForCausalLM, LlamaForSequenceClassification, LoraConfig, LoraTarget,
     MissingScore, SaveDtype, SaveOptions,
 };
 use safetensors::{Dtype, SafeTensors};

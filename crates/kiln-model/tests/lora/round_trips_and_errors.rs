@@ -6,7 +6,7 @@ use kiln_model::prelude::*;
 #[test]
 fn random_adapter_round_trip_merge_and_save_rules() {
     let device = Default::default();
-    let cfg = LlamaConfig::tiny(64, 32);
+    let cfg = DecoderConfig::tiny(64, 32);
     let lcfg = LoraConfig::new(LoraTarget::ALL.to_vec())
         .with_rank(3)
         .with_alpha(7.0);

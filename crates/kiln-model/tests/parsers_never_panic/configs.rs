@@ -1,4 +1,4 @@
-//! `config.json` (`LlamaConfig`) and PEFT's `adapter_config.json` (`AdapterConfig`), arbitrary and mutated.
+//! `config.json` (`DecoderConfig`) and PEFT's `adapter_config.json` (`AdapterConfig`), arbitrary and mutated.
 
 use super::checkpoints::load_causal_lm;
 use super::*;
@@ -11,7 +11,7 @@ fn model_configs() -> &'static [String] {
             .map(|d| fixture_text(&format!("model/{d}/config.json")))
             .collect();
         v.push(fixture_text("sampling/tiny-chat/config.json"));
-        v.push(LlamaConfig::llama3_2_1b().to_hf_json("bfloat16"));
+        v.push(DecoderConfig::llama3_2_1b().to_hf_json("bfloat16"));
         // transformers 5 layout: `rope_parameters`.
         v.push(
             r#"{"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -27,13 +27,13 @@ fn model_configs() -> &'static [String] {
 /// Everything one does with a parsed config; only panics matter.
 fn use_config(path: &Path) {
     let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
-    let _ = LlamaConfig::from_json_str(&text, path);
-    if let Ok(c) = LlamaConfig::from_file(path) {
+    let _ = DecoderConfig::from_json_str(&text, path);
+    if let Ok(c) = DecoderConfig::from_file(path) {
         let _ = c.validate();
         let _ = c.num_parameters();
         let _ = c.num_key_value_groups();
         let json = c.to_hf_json("float32");
-        assert_eq!(LlamaConfig::from_json_str(&json, path).unwrap(), c);
+        assert_eq!(DecoderConfig::from_json_str(&json, path).unwrap(), c);
     }
 }
 

@@ -1,5 +1,5 @@
 //! Every kiln-model reader of outside files returns a value or an error, never panics or hangs,
-//! on arbitrary bytes and on mutated valid files: `config.json` (`LlamaConfig`), PEFT's
+//! on arbitrary bytes and on mutated valid files: `config.json` (`DecoderConfig`), PEFT's
 //! `adapter_config.json` (`AdapterConfig`), safetensors files (`CheckpointReader`: the 8-byte
 //! header length, the JSON header and the data mutated), sharded checkpoints
 //! (`model.safetensors.index.json`), and whole loads (`from_pretrained`, `load_adapter`) of
@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use burn::backend::Flex;
 use burn::tensor::DType;
 use kiln_model::{
-    AdapterConfig, CheckpointReader, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
-    MissingScore,
+    AdapterConfig, CheckpointReader, DecoderConfig, LlamaForCausalLM,
+    LlamaForSequenceClassification, MissingScore,
 };
 use proptest::prelude::*;
 use proptest::sample::{Index, select};

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Sizes in `config.json` that pass the per-field checks but whose products overflow: in a debug
-/// build `LlamaConfig::num_parameters` and `from_pretrained`'s layer shapes
+/// build `DecoderConfig::num_parameters` and `from_pretrained`'s layer shapes
 /// (`num_attention_heads * head_dim`) panicked on the overflow, and a huge `num_hidden_layers`
 /// reserved memory for that many layers before reading any (a "capacity overflow" panic, or an
 /// aborting allocation failure). Found by `config_sizes_survive_any_value`.
@@ -25,7 +25,7 @@ fn oversized_configs_are_errors() {
         }
         let dir = Scratch::new();
         let path = dir.write("config.json", v.to_string());
-        let err = LlamaConfig::from_file(&path).unwrap_err().to_string();
+        let err = DecoderConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("more parameters"), "{key} = {value}: {err}");
         dir.link("model.safetensors", fixture("model/tied/model.safetensors"));
         let device = Default::default();
@@ -42,9 +42,9 @@ fn oversized_configs_are_errors() {
         .unwrap()
         .to_string();
     assert!(err.contains("model.layers.2."), "{err}");
-    let c = LlamaConfig {
+    let c = DecoderConfig {
         vocab_size: usize::MAX,
-        ..LlamaConfig::llama3_8b()
+        ..DecoderConfig::llama3_8b()
     };
     assert_eq!(c.num_parameters(), usize::MAX);
 }

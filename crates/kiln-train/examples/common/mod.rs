@@ -1,5 +1,5 @@
 //! Shared parts of the measurement binaries: random DPO pairs and a counting allocator's readings
-//! (the SmolLM2-135M shape is `LlamaConfig::smollm2_135m`).
+//! (the SmolLM2-135M shape is `DecoderConfig::smollm2_135m`).
 #![allow(dead_code)]
 
 use kiln_data::Example;
