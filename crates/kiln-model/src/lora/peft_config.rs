@@ -1,8 +1,10 @@
-//! PEFT's `adapter_config.json`: reading it into a [`LoraConfig`] (strictly: options that would
-//! change the computation and that Kiln does not implement are errors) and writing it.
+//! PEFT's `adapter_config.json`: reading it (through a raw serde struct of the keys Kiln reads or
+//! refuses, as `config.json` is read) into a [`LoraConfig`] (strictly: options that would change
+//! the computation and that Kiln does not implement are errors) and writing it.
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::config::LoraConfig;
@@ -73,6 +75,34 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+/// The keys of an `adapter_config.json` that Kiln reads or refuses, as the file has them (every
+/// other key PEFT writes is ignored). Values whose checks name the key stay raw JSON.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAdapterConfig {
+    peft_type: Value,
+    task_type: Value,
+    r: Value,
+    lora_alpha: Value,
+    lora_dropout: Value,
+    use_rslora: Value,
+    target_modules: Value,
+    bias: Value,
+    modules_to_save: Value,
+    base_model_name_or_path: Value,
+    use_dora: Value,
+    lora_bias: Value,
+    fan_in_fan_out: Value,
+    rank_pattern: Value,
+    alpha_pattern: Value,
+    layers_to_transform: Value,
+    layers_pattern: Value,
+    layer_replication: Value,
+    target_parameters: Value,
+    trainable_token_indices: Value,
+    exclude_modules: Value,
+}
+
 impl AdapterConfig {
     /// Parses the text of an `adapter_config.json` (`path` is only used in errors).
     ///
@@ -87,14 +117,14 @@ impl AdapterConfig {
     /// for a `peft_type` other than `LORA`, [`Error::UnknownLoraTarget`] for a target that matches
     /// no projection, [`Error::UnsupportedAdapterOption`], [`Error::InvalidLora`].
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Error::config(path, e.to_string()))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| Error::config(path, "adapter config is not a JSON object"))?;
-        let get = |k: &str| obj.get(k).unwrap_or(&Value::Null);
-
-        match get("peft_type") {
+        let raw: RawAdapterConfig = match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Object(_)) => {
+                serde_json::from_value(v).map_err(|e| Error::config(path, e.to_string()))?
+            }
+            Ok(_) => return Err(Error::config(path, "adapter config is not a JSON object")),
+            Err(e) => return Err(Error::config(path, e.to_string())),
+        };
+        match &raw.peft_type {
             Value::String(t) if t == "LORA" => {}
             Value::Null => return Err(Error::config(path, "missing `peft_type`")),
             other => {
@@ -106,7 +136,7 @@ impl AdapterConfig {
                 });
             }
         }
-        let task_type = match get("task_type") {
+        let task_type = match &raw.task_type {
             Value::Null => None,
             Value::String(t) if t == "CAUSAL_LM" => Some(PeftTaskType::CausalLm),
             Value::String(t) if t == "SEQ_CLS" => Some(PeftTaskType::SeqCls),
@@ -119,23 +149,24 @@ impl AdapterConfig {
                 ));
             }
         };
-        let rank = get("r")
+        let rank = raw
+            .r
             .as_u64()
             .ok_or_else(|| Error::config(path, "`r` must be a positive integer"))?
             as usize;
-        let number = |k: &str, default: f64| -> Result<f64> {
-            match get(k) {
+        let number = |k: &str, v: &Value, default: f64| -> Result<f64> {
+            match v {
                 Value::Null => Ok(default),
                 v => v
                     .as_f64()
                     .ok_or_else(|| Error::config(path, format!("`{k}` must be a number"))),
             }
         };
-        let alpha = number("lora_alpha", 8.0)?;
-        let dropout = number("lora_dropout", 0.0)?;
-        let use_rslora = get("use_rslora").as_bool().unwrap_or(false);
+        let alpha = number("lora_alpha", &raw.lora_alpha, 8.0)?;
+        let dropout = number("lora_dropout", &raw.lora_dropout, 0.0)?;
+        let use_rslora = raw.use_rslora.as_bool().unwrap_or(false);
 
-        let targets: Vec<LoraTarget> = match get("target_modules") {
+        let targets: Vec<LoraTarget> = match &raw.target_modules {
             Value::Array(names) => {
                 let names = names
                     .iter()
@@ -161,30 +192,65 @@ impl AdapterConfig {
             }
         };
 
-        match get("bias") {
+        match &raw.bias {
             Value::Null => {}
             Value::String(b) if b == "none" => {}
             other => return Err(unsupported(path, "bias", other, "only `none`")),
         }
-        for (key, reason) in [
-            ("use_dora", "DoRA is not implemented"),
-            ("lora_bias", "LoRA biases are not implemented"),
-            ("fan_in_fan_out", "Llama's projections are nn.Linear"),
-            ("rank_pattern", "one rank for every module"),
-            ("alpha_pattern", "one alpha for every module"),
-            ("layers_to_transform", "adapters on every layer"),
-            ("layers_pattern", "adapters on every layer"),
-            ("layer_replication", "not implemented"),
-            ("target_parameters", "only target_modules"),
-            ("trainable_token_indices", "not implemented"),
-            ("exclude_modules", "not implemented"),
+        for (key, v, reason) in [
+            ("use_dora", &raw.use_dora, "DoRA is not implemented"),
+            (
+                "lora_bias",
+                &raw.lora_bias,
+                "LoRA biases are not implemented",
+            ),
+            (
+                "fan_in_fan_out",
+                &raw.fan_in_fan_out,
+                "Llama's projections are nn.Linear",
+            ),
+            (
+                "rank_pattern",
+                &raw.rank_pattern,
+                "one rank for every module",
+            ),
+            (
+                "alpha_pattern",
+                &raw.alpha_pattern,
+                "one alpha for every module",
+            ),
+            (
+                "layers_to_transform",
+                &raw.layers_to_transform,
+                "adapters on every layer",
+            ),
+            (
+                "layers_pattern",
+                &raw.layers_pattern,
+                "adapters on every layer",
+            ),
+            (
+                "layer_replication",
+                &raw.layer_replication,
+                "not implemented",
+            ),
+            (
+                "target_parameters",
+                &raw.target_parameters,
+                "only target_modules",
+            ),
+            (
+                "trainable_token_indices",
+                &raw.trainable_token_indices,
+                "not implemented",
+            ),
+            ("exclude_modules", &raw.exclude_modules, "not implemented"),
         ] {
-            let v = get(key);
             if !is_empty(v) {
                 return Err(unsupported(path, key, v, reason));
             }
         }
-        let modules_to_save = match get("modules_to_save") {
+        let modules_to_save = match &raw.modules_to_save {
             Value::Null => Vec::new(),
             Value::Array(names) => {
                 let mut out = Vec::new();
@@ -195,7 +261,7 @@ impl AdapterConfig {
                             return Err(unsupported(
                                 path,
                                 "modules_to_save",
-                                &get("modules_to_save").clone(),
+                                &raw.modules_to_save,
                                 "only the `score` head (SEQ_CLS)",
                             ));
                         }
@@ -212,7 +278,7 @@ impl AdapterConfig {
                 ));
             }
         };
-        let base_model_name_or_path = get("base_model_name_or_path").as_str().map(str::to_string);
+        let base_model_name_or_path = raw.base_model_name_or_path.as_str().map(str::to_string);
         let lora = LoraConfig::new(targets)
             .with_rank(rank)
             .with_alpha(alpha)

@@ -119,7 +119,7 @@ mod tests {
             on_threads::<_, Error>("count", &ranges, |r| Ok(r.collect())).unwrap();
         assert_eq!(got, (0..10).collect::<Vec<_>>());
         let err = on_threads::<usize, Error>("scoring", &ranges, |r| {
-            if r.start == 3 {
+            if r.start == 6 {
                 panic!("peer dies");
             }
             Ok(r.collect())
