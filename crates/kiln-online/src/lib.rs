@@ -9,7 +9,7 @@
 //! | [`session`] | [`Session`]: a run's directory and placement (torchrun launch joined, `config.json` pinned, left on drop) |
 //! | [`iteration`] | [`Iteration`]: one iteration as resumable stages: generate -> annotate -> select -> train |
 //! | [`stage`] | [`StageRunner`]: stages skipped when done, outputs renamed into place atomically |
-//! | [`generate`], [`annotate`], [`reference`] | the sharded work of a stage: sampling, scoring, DPO's reference log-probs |
+//! | [`generate`], [`annotate`], [`reference`](mod@reference) | the sharded work of a stage: sampling, scoring, DPO's reference log-probs |
 //! | [`evaluate`] | [`Evaluator`]: gold and proxy reward, win rate against SFT with bootstrap intervals, length, KL to SFT |
 //! | [`summary`] | [`Summary`] (`summary.json`), its table, verdict and plot |
 //! | [`store`], [`policy`] | [`PolicyStore`]: checkpoints or PEFT adapters over pi_0; [`Policy`]: what the loop trains |

@@ -114,7 +114,7 @@ impl<B: Backend, S: SequenceScorer<B> + HfModel<B>, L: CausalLm<B> + HfModel<B>>
 
 impl<B: Backend, S: SequenceScorer<B>, L: CausalLm<B>> Annotator<B, S, L> {
     /// As a [`RewardModel`] (the annotate stage), shareable by scoring threads
-    /// ([`crate::parallel`]).
+    /// (whole blocks per peer).
     pub fn reward_model(&self) -> &(dyn RewardModel + Sync)
     where
         ClassifierRewardModel<B, S>: Sync,

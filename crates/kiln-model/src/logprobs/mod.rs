@@ -14,8 +14,8 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
-mod chunked;
-mod sequence;
+pub mod chunked;
+pub mod sequence;
 
 pub use chunked::{
     ChunkedLogProbs, ChunkedLogProbsConfig, LmHead, LogProbStrategy, full_sequence_logprobs,
