@@ -28,9 +28,7 @@ type TB = kiln::backend::Selected;
 const TOL: f32 = if cfg!(feature = "cuda") { 1e-3 } else { 1e-4 };
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/model")
-        .join(name)
+    kiln_test_support::fixture("model").join(name)
 }
 
 fn expected(name: &str, key: &str) -> (Vec<usize>, Vec<f32>, Option<Vec<i64>>) {

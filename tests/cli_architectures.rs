@@ -19,21 +19,12 @@ use clap::Parser;
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    kiln_test_support::fixture(name).display().to_string()
 }
 
-/// A fresh scratch directory under the target's temporary directory.
+/// A fresh scratch directory.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("cli-architectures")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    kiln_test_support::scratch(&format!("cli-architectures/{name}"))
 }
 
 fn vocab_size(dir: &str) -> u64 {

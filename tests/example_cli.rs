@@ -18,14 +18,9 @@ mod iterative_dpo;
 mod score;
 
 use clap::Parser;
-use std::path::PathBuf;
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    kiln_test_support::fixture(name).display().to_string()
 }
 
 #[test]

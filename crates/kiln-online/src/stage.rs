@@ -381,9 +381,7 @@ mod tests {
     use std::sync::Mutex;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("kiln-stage-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+        kiln_test_support::scratch(&format!("stage/{name}"))
     }
 
     fn write(p: &Path, text: &str) -> Result<()> {

@@ -190,10 +190,7 @@ mod tests {
     use kiln_model::LlamaForCausalLM;
 
     fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("kiln-train-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        kiln_test_support::scratch(&format!("checkpoint/{name}"))
     }
 
     #[test]

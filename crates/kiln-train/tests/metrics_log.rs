@@ -22,9 +22,7 @@ use kiln_train::{Error, MetricsLog, Result, StepLoss, StepStats, TrainConfig, Tr
 type TB = Autodiff<Flex>;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("metrics-log-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    kiln_test_support::scratch(&format!("metrics-log/{name}"))
 }
 
 /// A 4 -> 3 Linear with constant weights (no random initialisation).

@@ -29,9 +29,7 @@ use serde_json::Value;
 // ------------------------------------------------------------------------------------------------
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel)
+    kiln_test_support::fixture(rel)
 }
 
 fn fixture_text(rel: &str) -> String {

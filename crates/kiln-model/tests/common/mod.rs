@@ -12,19 +12,12 @@ use safetensors::{Dtype, SafeTensors};
 pub type B = Flex;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/model")
-        .join(name)
+    kiln_test_support::fixture("model").join(name)
 }
 
-/// A fresh directory under cargo's test temp dir.
+/// A fresh, empty directory for test `name`.
 pub fn tmp_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("kiln-model")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    kiln_test_support::scratch(&format!("kiln-model/{name}"))
 }
 
 /// Copies a fixture directory to a temp dir (for corrupting it).

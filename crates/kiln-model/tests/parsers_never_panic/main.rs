@@ -28,9 +28,7 @@ type B = Flex;
 // ------------------------------------------------------------------------------------------------
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel)
+    kiln_test_support::fixture(rel)
 }
 
 fn fixture_bytes(rel: &str) -> Vec<u8> {
